@@ -1,0 +1,148 @@
+"""Reading, checking, resampling and writing audio. The one place where audio enters or leaves the toolkit.
+
+Channel policy: the codec is mono. Multi-channel input is downmixed by averaging the channels (a stereo file
+becomes one stream of codes); the token file records how many channels the source had.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import soxr
+import torch
+
+from .errors import AudioError, OutputError
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64"}
+
+
+def resample(audio: torch.Tensor | np.ndarray, source_rate: int, target_rate: int) -> torch.Tensor:
+    """Resample (T,) or (C, T) with soxr's high-quality filter."""
+    array = np.asarray(audio, dtype=np.float32)
+    if source_rate == target_rate:
+        return torch.from_numpy(array.copy())
+    out = soxr.resample(array.T, source_rate, target_rate, quality="HQ")
+    return torch.from_numpy(np.ascontiguousarray(out.T, dtype=np.float32))
+
+
+def check_samples(audio: np.ndarray | torch.Tensor, source: str) -> None:
+    if audio.shape[-1] == 0:
+        raise AudioError(f"{source}: the audio is empty")
+    if not np.isfinite(np.asarray(audio)).all():
+        raise AudioError(f"{source}: the audio contains NaN or infinite samples")
+
+
+def info(path: str | Path) -> soundfile._SoundFileInfo:
+    path = Path(path)
+    if not path.exists():
+        raise AudioError(f"{path}: no such file")
+    if path.is_dir():
+        raise AudioError(f"{path}: is a directory, not an audio file")
+    try:
+        return soundfile.info(str(path))
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        raise AudioError(f"{path}: not a readable audio file ({str(error).splitlines()[0]})") from None
+
+
+def load(path: str | Path, sample_rate: int | None = None) -> tuple[torch.Tensor, int, int]:
+    """Read a whole file as mono float32 (T,), resampled to `sample_rate` if given.
+
+    Returns (audio, rate, source channel count). Long files should go through `blocks` instead.
+    """
+    meta = info(path)
+    try:
+        data, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        raise AudioError(f"{path}: cannot decode audio ({str(error).splitlines()[0]})") from None
+    mono = data.mean(axis=1)
+    check_samples(mono, str(path))
+    audio = resample(mono, rate, sample_rate) if sample_rate else torch.from_numpy(mono)
+    return audio, sample_rate or rate, meta.channels
+
+
+def blocks(path: str | Path, sample_rate: int, block_seconds: float = 10.0):
+    """Yield mono float32 blocks of a file at `sample_rate`, reading and resampling incrementally.
+
+    Memory stays bounded by the block size whatever the file's length. Raises AudioError on NaN/inf or empty.
+    """
+    meta = info(path)
+    resampler = soxr.ResampleStream(meta.samplerate, sample_rate, 1, dtype="float32", quality="HQ") \
+        if meta.samplerate != sample_rate else None
+    total = 0
+    try:
+        with soundfile.SoundFile(str(path)) as handle:
+            for block in handle.blocks(blocksize=int(block_seconds * meta.samplerate), dtype="float32",
+                                       always_2d=True):
+                mono = np.ascontiguousarray(block.mean(axis=1))
+                if not np.isfinite(mono).all():
+                    raise AudioError(f"{path}: the audio contains NaN or infinite samples")
+                total += len(mono)
+                out = resampler.resample_chunk(mono) if resampler else mono
+                if len(out):
+                    yield torch.from_numpy(out.copy())
+            if resampler:
+                tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
+                if len(tail):
+                    yield torch.from_numpy(tail.copy())
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        raise AudioError(f"{path}: cannot decode audio ({str(error).splitlines()[0]})") from None
+    if total == 0:
+        raise AudioError(f"{path}: the audio is empty")
+
+
+def list_audio(paths: list[str | Path]) -> list[Path]:
+    """Expand files and folders (recursively) into a sorted list of audio files."""
+    found: list[Path] = []
+    for entry in map(Path, paths):
+        if entry.is_dir():
+            found += sorted(p for p in entry.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+        else:
+            found.append(entry)
+    return found
+
+
+class AtomicOutput:
+    """A temporary file beside `path`, renamed onto it on success and removed on failure.
+
+    Refuses an existing `path` unless `force`; a missing or unwritable folder is an OutputError.
+    """
+
+    def __init__(self, path: str | Path, force: bool = False) -> None:
+        self.path = Path(path)
+        if self.path.is_dir():
+            raise OutputError(f"{self.path}: is a directory")
+        if self.path.exists() and not force:
+            raise OutputError(f"{self.path}: already exists (use --force to overwrite)")
+        if not self.path.parent.is_dir():
+            raise OutputError(f"{self.path}: folder {self.path.parent} does not exist")
+        try:
+            handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp" + self.path.suffix,
+                                            dir=self.path.parent)
+        except OSError as error:
+            raise OutputError(f"{self.path}: cannot write ({error.strerror})") from None
+        os.close(handle)
+        self.temporary = Path(name)
+
+    def __enter__(self) -> Path:
+        return self.temporary
+
+    def __exit__(self, kind, value, traceback) -> None:
+        if kind is None:
+            os.replace(self.temporary, self.path)
+        else:
+            self.temporary.unlink(missing_ok=True)
+
+
+def save(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate: int, force: bool = False) -> None:
+    """Write mono audio as 16-bit PCM (WAV/FLAC by extension), atomically."""
+    array = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    with AtomicOutput(path, force) as temporary:
+        soundfile.write(str(temporary), array, sample_rate, subtype="PCM_16", format=_format(path))
+
+
+def _format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower().lstrip(".")
+    return {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}.get(suffix, "WAV")

@@ -1,0 +1,101 @@
+"""Typed configuration: dataclasses loaded from YAML or dicts. Unknown keys are an error naming key and source."""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+
+@dataclass
+class SEANetConfig:
+    n_filters: int = 32
+    ratios: list[int] = field(default_factory=lambda: [8, 5, 4, 2])
+    num_residual_layers: int = 1
+    lstm_layers: int = 2
+    dimension: int = 128
+
+
+@dataclass
+class QuantizerConfig:
+    kind: typing.Literal["simvq", "vq"] = "simvq"
+    codebook_size: int = 1024
+    num_codebooks: int = 8
+    basis_dim: int | None = None  # SimVQ only; defaults to the latent dimension
+    beta: float = 0.25
+    seed: int = 0
+
+
+@dataclass
+class ModelConfig:
+    name: str = "codec"
+    sample_rate: int = 24000
+    seanet: SEANetConfig = field(default_factory=SEANetConfig)
+    quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+
+
+def _convert(value, annotation, where: str):
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        return from_dict(annotation, value, where)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        return _convert(value, next(a for a in options if a is not type(None)), where)
+    if origin is typing.Literal:
+        if value not in typing.get_args(annotation):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(typing.get_args(annotation))}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        (item,) = typing.get_args(annotation)
+        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if annotation in (int, float, str, bool) and not isinstance(value, annotation) or \
+            (annotation is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls, data: dict | None, where: str = "config"):
+    """Build dataclass `cls` from a dict; nested dataclasses recurse; unknown keys raise ConfigError."""
+    data = data or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(names))})")
+    return cls(**{k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def to_dict(config) -> dict:
+    return dataclasses.asdict(config)
+
+
+def load_yaml(cls, path: str | Path, overrides: list[str] | None = None):
+    """Load `cls` from a YAML file, then apply `key.sub=value` overrides (values parsed as YAML)."""
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read config {path}: {error}") from None
+    for override in overrides or []:
+        key, sep, value = override.partition("=")
+        if not sep:
+            raise ConfigError(f"override {override!r} is not of the form key=value")
+        node = data
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = yaml.safe_load(value)
+    return from_dict(cls, data, str(path))

@@ -1,0 +1,25 @@
+"""One exception type per user-facing failure. The CLI catches `CodecError` and prints one line."""
+
+
+class CodecError(Exception):
+    """Base class: a problem with the user's input or environment, reported without a traceback."""
+
+
+class AudioError(CodecError):
+    """An input that cannot be read as audio, or audio that cannot be encoded (empty, NaN, inf)."""
+
+
+class TokenFileError(CodecError):
+    """A .codes file that is corrupt, truncated, foreign, or made by another model."""
+
+
+class ModelError(CodecError):
+    """A weights file or model name that cannot be loaded."""
+
+
+class OutputError(CodecError):
+    """An output path that exists (without --force) or cannot be written."""
+
+
+class ConfigError(CodecError):
+    """A configuration file with unknown keys or wrong types."""

@@ -1,0 +1,181 @@
+"""Codec: SEANet encoder -> residual quantizer -> SEANet decoder, offline or chunk by chunk."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import ModelConfig
+from .nn import SEANetDecoder, SEANetEncoder, StreamingModule
+from .quantize import ResidualQuantizer, SimVQ, VectorQuantizer
+
+
+@dataclass
+class CodecOutput:
+    audio: torch.Tensor   # (B, 1, T) reconstruction, same length as the input
+    codes: torch.Tensor   # (B, Q, F)
+    loss: torch.Tensor    # quantizer loss (codebook + beta * commitment)
+
+
+def build_quantizer(config: ModelConfig) -> ResidualQuantizer:
+    q = config.quantizer
+    dim = config.seanet.dimension
+    if q.kind == "simvq":
+        stages = [SimVQ(dim, q.codebook_size, q.basis_dim, q.beta, seed=q.seed + i) for i in range(q.num_codebooks)]
+    else:
+        stages = [VectorQuantizer(dim, q.codebook_size, q.beta, seed=q.seed + i) for i in range(q.num_codebooks)]
+    return ResidualQuantizer(stages)
+
+
+class Codec(nn.Module):
+    """A neural audio codec. `encode` turns mono audio into integer codes (B, Q, F); `decode` turns them back."""
+
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.config = config
+        seanet = vars(config.seanet)
+        self.encoder = SEANetEncoder(**seanet)
+        self.quantizer = build_quantizer(config)
+        self.decoder = SEANetDecoder(**seanet)
+        self.weights_sha256: str | None = None  # set when loaded from a file; token files record it
+
+    # --- what a user asks about ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.sample_rate
+
+    @property
+    def hop_length(self) -> int:
+        return self.encoder.hop_length
+
+    @property
+    def frame_rate(self) -> float:
+        return self.sample_rate / self.hop_length
+
+    @property
+    def num_codebooks(self) -> int:
+        return self.quantizer.num_codebooks
+
+    @property
+    def codebook_size(self) -> int:
+        return self.quantizer.codebook_sizes[0]
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return self.quantizer.codebook_sizes
+
+    @property
+    def bitrate(self) -> float:
+        """Nominal bits per second with every codebook."""
+        return self.bitrate_for(self.num_codebooks)
+
+    def bitrate_for(self, num_codebooks: int) -> float:
+        return self.frame_rate * sum(math.log2(k) for k in self.codebook_sizes[:num_codebooks])
+
+    def codebooks_for_bandwidth(self, kbps: float) -> int:
+        """The most codebooks whose nominal bitrate fits in `kbps`."""
+        fitting = [n for n in range(1, self.num_codebooks + 1) if self.bitrate_for(n) <= kbps * 1000 + 1e-6]
+        if not fitting:
+            raise ValueError(f"bandwidth {kbps} kbps is below this model's lowest, "
+                             f"{self.bitrate_for(1) / 1000:.3g} kbps")
+        return fitting[-1]
+
+    # --- the forward pass used by training ---------------------------------------------------------------
+    def forward(self, audio: torch.Tensor, num_codebooks: int | None = None) -> CodecOutput:
+        length = audio.shape[-1]
+        latents = self.encoder(self._pad(audio))
+        quantized = self.quantizer(latents, num_codebooks)
+        return CodecOutput(self.decoder(quantized.quantized)[..., :length], quantized.codes, quantized.loss)
+
+    # --- inference --------------------------------------------------------------------------------------
+    def _pad(self, audio: torch.Tensor) -> torch.Tensor:
+        """Zero-pad on the right to whole frames: the last partial frame is encoded, not dropped."""
+        return nn.functional.pad(audio, (0, (-audio.shape[-1]) % self.hop_length))
+
+    def _as_batch(self, audio: torch.Tensor, sample_rate: int | None) -> torch.Tensor:
+        audio = torch.as_tensor(audio, dtype=torch.float32)
+        if audio.dim() == 1:
+            audio = audio[None]
+        if audio.dim() == 3:
+            if audio.shape[1] != 1:
+                raise ValueError(f"expected mono audio (B, 1, T), got shape {tuple(audio.shape)}")
+            audio = audio[:, 0]
+        if sample_rate is not None and sample_rate != self.sample_rate:
+            from .audio import resample
+            audio = torch.stack([resample(a, sample_rate, self.sample_rate) for a in audio])
+        return audio[:, None].to(next(self.parameters()).device)
+
+    @torch.no_grad()
+    def encode(self, audio: torch.Tensor, sample_rate: int | None = None,
+               num_codebooks: int | None = None) -> torch.Tensor:
+        """Audio (T,), (B, T) or (B, 1, T) at `sample_rate` (default: the model's) -> codes (B, Q, F) int64."""
+        audio = self._as_batch(audio, sample_rate)
+        return self.quantizer.encode(self.encoder(self._pad(audio)), num_codebooks)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
+        """Codes (B, Q, F) with Q <= num_codebooks -> audio (B, T) at the model's rate, cut to `length`."""
+        codes = torch.as_tensor(codes).long()
+        if codes.dim() == 2:
+            codes = codes[None]
+        audio = self.decoder(self.quantizer.decode(codes.to(next(self.parameters()).device)))[:, 0]
+        return audio if length is None else audio[:, :length]
+
+    def stream_encoder(self, num_codebooks: int | None = None) -> "StreamingEncoder":
+        return StreamingEncoder(self, num_codebooks)
+
+    def stream_decoder(self) -> "StreamingDecoder":
+        return StreamingDecoder(self)
+
+
+def _set_streaming(module: nn.Module, on: bool) -> None:
+    for m in module.modules():
+        if isinstance(m, StreamingModule):
+            m.start_stream() if on else m.stop_stream()
+
+
+class StreamingEncoder:
+    """Feed audio (B, 1, n) of any size with `push`; get the codes of every frame completed so far.
+
+    `flush` zero-pads the last partial frame, exactly as the offline `encode` does, and ends the stream.
+    Concatenating everything returned equals `Codec.encode` on the whole signal.
+    """
+
+    def __init__(self, codec: Codec, num_codebooks: int | None) -> None:
+        self.codec, self.num_codebooks, self.samples = codec, num_codebooks, 0
+        _set_streaming(codec.encoder, True)
+
+    @torch.no_grad()
+    def push(self, audio: torch.Tensor) -> torch.Tensor:
+        self.samples += audio.shape[-1]
+        return self.codec.quantizer.encode(self.codec.encoder(audio), self.num_codebooks)
+
+    @torch.no_grad()
+    def flush(self) -> torch.Tensor:
+        missing = (-self.samples) % self.codec.hop_length
+        batch = self.codec.encoder.layers[0].conv.in_channels
+        device = next(self.codec.parameters()).device
+        codes = self.push(torch.zeros(1, batch, missing, device=device)) if missing else None
+        _set_streaming(self.codec.encoder, False)
+        return codes
+
+
+class StreamingDecoder:
+    """Feed codes (B, Q, f) with `push`; get f * hop_length samples back for each call."""
+
+    def __init__(self, codec: Codec) -> None:
+        self.codec = codec
+        _set_streaming(codec.decoder, True)
+
+    @torch.no_grad()
+    def push(self, codes: torch.Tensor) -> torch.Tensor:
+        return self.codec.decoder(self.codec.quantizer.decode(codes))[:, 0]
+
+    def close(self) -> None:
+        _set_streaming(self.codec.decoder, False)

@@ -1,0 +1,5 @@
+"""Neural network building blocks."""
+from .conv import StreamingConv1d, StreamingConvTranspose1d, StreamingModule
+from .seanet import SEANetDecoder, SEANetEncoder
+
+__all__ = ["StreamingConv1d", "StreamingConvTranspose1d", "StreamingModule", "SEANetEncoder", "SEANetDecoder"]

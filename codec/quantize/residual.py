@@ -1,0 +1,63 @@
+"""Residual stack of single quantizers, with quantizer dropout so that one model serves several bitrates.
+
+Stage i quantizes what stages 1..i-1 left, measured against their detached codes, and carries its own codebook
+and commitment loss. One straight-through estimator on the sum gives the encoder an identity gradient (the
+audiocraft fix), rather than Q times the identity (one per stage) or only the first stage's.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .base import QuantizerOutput, SingleQuantizer, to_latents, to_vectors, vq_loss
+
+
+class ResidualQuantizer(nn.Module):
+    def __init__(self, stages: list[SingleQuantizer]) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+
+    @property
+    def num_codebooks(self) -> int:
+        return len(self.stages)
+
+    @property
+    def codebook_sizes(self) -> list[int]:
+        return [stage.codebook_size for stage in self.stages]
+
+    def _check(self, num_codebooks: int | None) -> int:
+        n = self.num_codebooks if num_codebooks is None else num_codebooks
+        if not 1 <= n <= self.num_codebooks:
+            raise ValueError(f"num_codebooks must be between 1 and {self.num_codebooks}, got {n}")
+        return n
+
+    def forward(self, latents: torch.Tensor, num_codebooks: int | None = None) -> QuantizerOutput:
+        n = self._check(num_codebooks)
+        x = to_vectors(latents)
+        residual, total, loss, ids = x, torch.zeros_like(x), x.new_zeros(()), []
+        for stage in self.stages[:n]:
+            stage_ids, codes = stage.lookup(residual)
+            loss = loss + vq_loss(residual, codes, stage.beta)
+            residual = residual - codes.detach()
+            total = total + codes
+            ids.append(stage_ids)
+        quantized = x + (total - x).detach()
+        codes = torch.stack(ids).view(n, len(latents), -1).transpose(0, 1)
+        return QuantizerOutput(to_latents(quantized, len(latents)), codes, loss)
+
+    @torch.no_grad()
+    def encode(self, latents: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
+        n = self._check(num_codebooks)
+        residual, ids = to_vectors(latents), []
+        for stage in self.stages[:n]:
+            stage_ids, codes = stage.lookup(residual)
+            residual = residual - codes
+            ids.append(stage_ids)
+        return torch.stack(ids).view(n, len(latents), -1).transpose(0, 1)
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, n, F), n <= Q; an id of -1 stands for a dropped stage and contributes nothing."""
+        self._check(codes.shape[1])
+        total = sum(stage.vectors(codes[:, i]) for i, stage in enumerate(self.stages[:codes.shape[1]]))
+        return total.transpose(1, 2)

@@ -1,0 +1,79 @@
+"""Resumable checkpoints in safetensors: model, optimizer, scheduler position, RNG state.
+
+Each checkpoint is a folder written under a temporary name and renamed when complete; the file `latest` names
+the newest complete one and is replaced atomically. A process killed at any moment, even mid-save, leaves the
+previous checkpoint intact and `latest` pointing at it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def _flatten_optimizer(state: dict) -> tuple[dict[str, torch.Tensor], str]:
+    tensors = {}
+    for index, entries in state["state"].items():
+        for name, value in entries.items():
+            tensors[f"{index}.{name}"] = torch.as_tensor(value).contiguous()
+    return tensors, json.dumps(state["param_groups"])
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: str) -> dict:
+    state: dict = {}
+    for key, value in tensors.items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    return {"state": state, "param_groups": json.loads(groups)}
+
+
+def save_checkpoint(folder: str | Path, step: int, modules: dict[str, torch.nn.Module],
+                    optimizers: dict[str, torch.optim.Optimizer], keep: int = 2) -> Path:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    final = folder / f"step-{step:08d}"
+    temporary = folder / f".tmp-step-{step:08d}"
+    shutil.rmtree(temporary, ignore_errors=True)
+    temporary.mkdir()
+    for name, module in modules.items():
+        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()},
+                  str(temporary / f"{name}.safetensors"))
+    for name, optimizer in optimizers.items():
+        tensors, groups = _flatten_optimizer(optimizer.state_dict())
+        save_file(tensors, str(temporary / f"{name}.optimizer.safetensors"), metadata={"param_groups": groups})
+    save_file({"torch": torch.get_rng_state()}, str(temporary / "rng.safetensors"))
+    (temporary / "trainer.json").write_text(json.dumps({"step": step}))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(temporary, final)
+    pointer = folder / ".latest.tmp"
+    pointer.write_text(final.name)
+    os.replace(pointer, folder / "latest")
+    for old in sorted(folder.glob("step-*"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(folder: str | Path) -> Path | None:
+    pointer = Path(folder) / "latest"
+    if not pointer.is_file():
+        return None
+    path = Path(folder) / pointer.read_text().strip()
+    return path if (path / "trainer.json").is_file() else None
+
+
+def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module],
+                    optimizers: dict[str, torch.optim.Optimizer]) -> int:
+    from safetensors import safe_open
+    for name, module in modules.items():
+        module.load_state_dict(load_file(str(path / f"{name}.safetensors")))
+    for name, optimizer in optimizers.items():
+        file = str(path / f"{name}.optimizer.safetensors")
+        with safe_open(file, "pt") as handle:
+            groups = handle.metadata()["param_groups"]
+        optimizer.load_state_dict(_unflatten_optimizer(load_file(file), groups))
+    torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch"])
+    return json.loads((path / "trainer.json").read_text())["step"]

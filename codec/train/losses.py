@@ -1,0 +1,55 @@
+"""Reconstruction losses: multi-scale mel L1 and multi-resolution STFT (log magnitude + spectral convergence)."""
+from __future__ import annotations
+
+import functools
+
+import librosa
+import torch
+from torch import nn
+
+
+@functools.lru_cache(maxsize=None)
+def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
+    return torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)).float()
+
+
+def magnitude(audio: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
+    """(B, T) -> (B, F, frames) magnitude with a Hann window."""
+    window = torch.hann_window(n_fft, device=audio.device)
+    spec = torch.stft(audio, n_fft, hop, window=window, return_complex=True, center=True)
+    return spec.abs().clamp(min=1e-7)
+
+
+class MultiScaleMelLoss(nn.Module):
+    """L1 between log-mel spectrograms at several window sizes (as in DAC); short windows catch transients."""
+
+    def __init__(self, sample_rate: int, windows=(32, 64, 128, 256, 512, 1024, 2048),
+                 mels=(5, 10, 20, 40, 80, 160, 320)) -> None:
+        super().__init__()
+        self.sample_rate, self.windows, self.mels = sample_rate, windows, mels
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        prediction, target = prediction.flatten(0, -2), target.flatten(0, -2)
+        total = prediction.new_zeros(())
+        for n_fft, n_mels in zip(self.windows, self.mels):
+            filters = _mel_filters(self.sample_rate, n_fft, n_mels).to(prediction.device)
+            hop = n_fft // 4
+            p = (filters @ magnitude(prediction, n_fft, hop)).clamp(min=1e-5).log10()
+            t = (filters @ magnitude(target, n_fft, hop)).clamp(min=1e-5).log10()
+            total = total + (p - t).abs().mean()
+        return total / len(self.windows)
+
+
+class MultiResolutionSTFTLoss(nn.Module):
+    def __init__(self, resolutions=((512, 128), (1024, 256), (2048, 512))) -> None:
+        super().__init__()
+        self.resolutions = resolutions
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        prediction, target = prediction.flatten(0, -2), target.flatten(0, -2)
+        total = prediction.new_zeros(())
+        for n_fft, hop in self.resolutions:
+            p, t = magnitude(prediction, n_fft, hop), magnitude(target, n_fft, hop)
+            convergence = torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp(min=1e-7)
+            total = total + convergence + (p.log() - t.log()).abs().mean()
+        return total / len(self.resolutions)

@@ -1,0 +1,81 @@
+"""Self-describing weights files: safetensors whose metadata holds the model config and a format version."""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from .audio import AtomicOutput
+from .config import ModelConfig, from_dict, to_dict
+from .errors import CodecError, ModelError
+from .model import Codec
+
+FORMAT = "codec-weights"
+FORMAT_VERSION = "1"
+BUNDLED = Path(__file__).parent / "pretrained" / "bundled.safetensors"
+
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def save_weights(codec: Codec, path: str | Path, dtype: torch.dtype = torch.float32,
+                 extra: dict[str, str] | None = None, force: bool = True) -> None:
+    """Write the model's state (cast to `dtype`) with its config in the metadata, atomically."""
+    state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
+             for k, v in codec.state_dict().items()}
+    metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(to_dict(codec.config)),
+                **(extra or {})}
+    with AtomicOutput(path, force=force) as temporary:
+        save_file(state, str(temporary), metadata=metadata)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    from safetensors import safe_open
+    try:
+        with safe_open(str(path), "pt") as handle:
+            return handle.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as error:
+        raise ModelError(f"{path}: not a safetensors weights file ({error})") from None
+
+
+def load_weights(path: str | Path) -> Codec:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such weights file")
+    metadata = read_metadata(path)
+    if metadata.get("format") != FORMAT:
+        raise ModelError(f"{path}: not a codec weights file (no '{FORMAT}' metadata)")
+    if metadata.get("format_version") != FORMAT_VERSION:
+        raise ModelError(f"{path}: weights format version {metadata.get('format_version')} is not supported")
+    config = from_dict(ModelConfig, json.loads(metadata["config"]), f"{path} config")
+    codec = Codec(config)
+    try:
+        state = load_file(str(path))
+        codec.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    except (SafetensorError, RuntimeError) as error:
+        raise ModelError(f"{path}: weights do not match their config ({str(error).splitlines()[0]})") from None
+    codec.weights_sha256 = sha256(path)
+    return codec.eval()
+
+
+def load(name_or_path: str | Path = "bundled") -> Codec:
+    """`load("bundled")` returns the model shipped with the package; any other value is a weights path."""
+    if str(name_or_path) == "bundled":
+        if not BUNDLED.is_file():
+            raise ModelError(f"bundled weights missing at {BUNDLED}")
+        return load_weights(BUNDLED)
+    try:
+        return load_weights(name_or_path)
+    except CodecError:
+        raise
+    except Exception as error:  # anything else from a malformed file is still the file's fault
+        raise ModelError(f"{name_or_path}: cannot load weights ({error})") from None
