@@ -131,6 +131,9 @@ class AtomicOutput:
 
     def __exit__(self, kind, value, traceback) -> None:
         if kind is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(self.temporary, 0o666 & ~umask)  # mkstemp makes 0600; give the file normal permissions
             os.replace(self.temporary, self.path)
         else:
             self.temporary.unlink(missing_ok=True)
@@ -140,9 +143,9 @@ def save(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate: int, f
     """Write mono audio as 16-bit PCM (WAV/FLAC by extension), atomically."""
     array = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
     with AtomicOutput(path, force) as temporary:
-        soundfile.write(str(temporary), array, sample_rate, subtype="PCM_16", format=_format(path))
+        soundfile.write(str(temporary), array, sample_rate, subtype="PCM_16", format=audio_format(path))
 
 
-def _format(path: str | Path) -> str:
+def audio_format(path: str | Path) -> str:
     suffix = Path(path).suffix.lower().lstrip(".")
     return {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}.get(suffix, "WAV")

@@ -149,19 +149,22 @@ class StreamingEncoder:
 
     def __init__(self, codec: Codec, num_codebooks: int | None) -> None:
         self.codec, self.num_codebooks, self.samples = codec, num_codebooks, 0
+        self.last: torch.Tensor | None = None
         _set_streaming(codec.encoder, True)
 
     @torch.no_grad()
     def push(self, audio: torch.Tensor) -> torch.Tensor:
         self.samples += audio.shape[-1]
+        self.last = audio
         return self.codec.quantizer.encode(self.codec.encoder(audio), self.num_codebooks)
 
     @torch.no_grad()
-    def flush(self) -> torch.Tensor:
+    def flush(self) -> torch.Tensor | None:
+        """Codes of the zero-padded last partial frame (None if the input ended on a frame boundary)."""
         missing = (-self.samples) % self.codec.hop_length
-        batch = self.codec.encoder.layers[0].conv.in_channels
-        device = next(self.codec.parameters()).device
-        codes = self.push(torch.zeros(1, batch, missing, device=device)) if missing else None
+        codes = None
+        if missing and self.last is not None:
+            codes = self.push(self.last.new_zeros(*self.last.shape[:-1], missing))
         _set_streaming(self.codec.encoder, False)
         return codes
 

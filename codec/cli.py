@@ -1,0 +1,146 @@
+"""The `codec` command: a thin layer over the Python API. Bad input is one line on stderr and exit code 1."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .errors import CodecError, OutputError
+
+EXIT_FAILURE = 1
+
+
+def _model(args):
+    from .weights import load
+    return load(args.model)
+
+
+def _pairs(inputs: list[str], output: str, suffix: str,
+           input_suffixes: set[str] | None) -> tuple[list[tuple[Path, Path]], bool]:
+    """Map inputs to outputs. One file in: `output` is the file. Several inputs or a folder: `output` is a folder
+    and each output keeps the input's path relative to the folder it came from, with a new suffix."""
+    from .audio import list_audio
+    sources = [Path(p) for p in inputs]
+    if len(sources) == 1 and not sources[0].is_dir():
+        return [(sources[0], Path(output))], False
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: several inputs need an output folder, and this is a file")
+    pairs = []
+    for source in sources:
+        if source.is_dir():
+            files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in input_suffixes) \
+                if input_suffixes else list_audio([source])
+            pairs += [(f, out / f.relative_to(source).with_suffix(suffix)) for f in files]
+        else:
+            pairs.append((source, out / source.with_suffix(suffix).name))
+    if not pairs:
+        raise CodecError(f"no input files found in {', '.join(inputs)}")
+    return pairs, True
+
+
+def _run_many(mapping, action, description: str) -> int:
+    """Run `action(source, target)` over pairs with a progress bar; in folder mode report failures one line
+    each and go on (exit code 1 at the end), for a single file let the error end the command."""
+    from tqdm import tqdm
+    pairs, folder_mode = mapping
+    failures = 0
+    for source, target in tqdm(pairs, desc=description, unit="file", disable=not folder_mode):
+        try:
+            if folder_mode:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            action(source, target)
+        except CodecError as error:
+            if not folder_mode:
+                raise
+            failures += 1
+            tqdm.write(f"error: {error}", file=sys.stderr)
+    if failures:
+        print(f"error: {failures} of {len(pairs)} files failed", file=sys.stderr)
+    return EXIT_FAILURE if failures else 0
+
+
+def _num_codebooks(args, codec) -> int | None:
+    if args.num_codebooks is not None:
+        if not 1 <= args.num_codebooks <= codec.num_codebooks:
+            raise CodecError(f"--num-codebooks must be between 1 and {codec.num_codebooks}")
+        return args.num_codebooks
+    if args.bandwidth is not None:
+        try:
+            return codec.codebooks_for_bandwidth(args.bandwidth)
+        except ValueError as error:
+            raise CodecError(str(error)) from None
+    return None
+
+
+def cmd_encode(args) -> int:
+    from .files import encode_file
+    codec = _model(args)
+    n = _num_codebooks(args, codec)
+    return _run_many(_pairs(args.paths[:-1], args.paths[-1], ".codes", None), lambda s, t: encode_file(codec, s, t, n, args.force), "encoding")
+
+
+def cmd_decode(args) -> int:
+    from .files import decode_file
+    codec = _model(args)
+    return _run_many(_pairs(args.paths[:-1], args.paths[-1], ".wav", {".codes"}), lambda s, t: decode_file(codec, s, t, args.force), "decoding")
+
+
+def cmd_info(args) -> int:
+    from .tokens import load_tokens
+    for path in args.files:
+        tokens = load_tokens(path)
+        print(f"{path}\n  model: {tokens.model_name} (weights sha256 {tokens.weights_sha256[:16]})\n"
+              f"  sample rate: {tokens.sample_rate} Hz, frame rate: {tokens.frame_rate:g} Hz\n"
+              f"  frames: {tokens.num_frames}, codebooks: {tokens.num_codebooks} x {tokens.codebook_sizes[0]}"
+              f" codes\n  duration: {tokens.duration:.3f} s ({tokens.num_samples} samples, source channels:"
+              f" {tokens.channels})\n  nominal bitrate: {tokens.bitrate / 1000:.3g} kbps")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codec", description="Neural audio codec: audio <-> discrete tokens.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    def model_options(p):
+        p.add_argument("--model", default="bundled", help="weights file (.safetensors), default: the bundled model")
+        p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+    encode = commands.add_parser("encode", help="audio -> .codes",
+                                 description="codec encode IN OUT.codes | codec encode IN... OUT_FOLDER")
+    encode.add_argument("paths", nargs="+", metavar="PATH", help="inputs (files or folders), then the output")
+    model_options(encode)
+    rate = encode.add_mutually_exclusive_group()
+    rate.add_argument("--bandwidth", type=float, help="target kbps: the most codebooks that fit")
+    rate.add_argument("--num-codebooks", type=int, help="number of codebooks to keep")
+    encode.set_defaults(run=cmd_encode)
+
+    decode = commands.add_parser("decode", help=".codes -> audio",
+                                 description="codec decode IN.codes OUT.wav | codec decode IN... OUT_FOLDER")
+    decode.add_argument("paths", nargs="+", metavar="PATH", help="inputs (.codes files or folders), then the output")
+    model_options(decode)
+    decode.set_defaults(run=cmd_decode)
+
+    info = commands.add_parser("info", help="what is inside a .codes file")
+    info.add_argument("files", nargs="+")
+    info.set_defaults(run=cmd_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "paths", None) is not None and len(args.paths) < 2:
+        parser.error(f"{args.command} needs at least one input and an output")
+    try:
+        return args.run(args)
+    except CodecError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return EXIT_FAILURE
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

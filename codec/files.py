@@ -1,0 +1,71 @@
+"""File to file: audio -> .codes and .codes -> audio, through the streaming path so memory stays bounded."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import soundfile
+import torch
+
+from . import audio as audio_io
+from .errors import AudioError, TokenFileError
+from .model import Codec
+from .tokens import TokenFile, load_tokens, save_tokens
+
+BLOCK_SECONDS = 10.0
+
+
+def encode_file(codec: Codec, source: str | Path, target: str | Path, num_codebooks: int | None = None,
+                force: bool = False) -> TokenFile:
+    """Encode one audio file (any format libsndfile reads, any rate, mono or downmixed) to a .codes file.
+
+    Audio shorter than one frame is zero-padded to a frame; the sample count in the file trims it on decode.
+    """
+    channels = audio_io.info(source).channels
+    encoder = codec.stream_encoder(num_codebooks)
+    parts, samples = [], 0
+    device = next(codec.parameters()).device
+    try:
+        for block in audio_io.blocks(source, codec.sample_rate, BLOCK_SECONDS):
+            samples += len(block)
+            parts.append(encoder.push(block.to(device)[None, None]))
+    finally:
+        tail = encoder.flush()
+    if tail is not None:
+        parts.append(tail)
+    if samples == 0:
+        raise AudioError(f"{source}: the audio is empty")
+    tokens = TokenFile(torch.cat(parts, dim=-1)[0].cpu(), codec.name, codec.weights_sha256 or "",
+                       codec.sample_rate, codec.frame_rate, samples, channels,
+                       codec.codebook_sizes[:num_codebooks or codec.num_codebooks])
+    save_tokens(target, tokens, force)
+    return tokens
+
+
+def check_model(codec: Codec, tokens: TokenFile, source: str | Path) -> None:
+    if tokens.weights_sha256 != (codec.weights_sha256 or "") or tokens.model_name != codec.name:
+        raise TokenFileError(f"{source}: made by model '{tokens.model_name}' (weights {tokens.weights_sha256[:12]}), "
+                             f"not by the loaded model '{codec.name}' ({(codec.weights_sha256 or '')[:12]}); "
+                             f"pass that model with --model")
+
+
+def decode_file(codec: Codec, source: str | Path, target: str | Path, force: bool = False) -> TokenFile:
+    """Decode a .codes file to audio at the model's rate (WAV, FLAC or OGG by extension), block by block."""
+    tokens = load_tokens(source)
+    check_model(codec, tokens, source)
+    frames_per_block = max(1, int(BLOCK_SECONDS * codec.frame_rate))
+    decoder = codec.stream_decoder()
+    device = next(codec.parameters()).device
+    remaining = tokens.num_samples
+    try:
+        with audio_io.AtomicOutput(target, force) as temporary, \
+                soundfile.SoundFile(str(temporary), "w", codec.sample_rate, 1, subtype="PCM_16",
+                                    format=audio_io.audio_format(target)) as handle:
+            for start in range(0, tokens.num_frames, frames_per_block):
+                block = decoder.push(tokens.codes[None, :, start:start + frames_per_block].to(device))[0]
+                block = block[:remaining].cpu().numpy()
+                remaining -= len(block)
+                handle.write(np.clip(block, -1.0, 1.0))
+    finally:
+        decoder.close()
+    return tokens
