@@ -116,6 +116,8 @@ class AtomicOutput:
             raise OutputError(f"{self.path}: is a directory")
         if self.path.exists() and not force:
             raise OutputError(f"{self.path}: already exists (use --force to overwrite)")
+        if self.path.parent.exists() and not self.path.parent.is_dir():
+            raise OutputError(f"{self.path}: {self.path.parent} is not a folder")
         if not self.path.parent.is_dir():
             raise OutputError(f"{self.path}: folder {self.path.parent} does not exist")
         try:

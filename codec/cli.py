@@ -74,10 +74,14 @@ def _num_codebooks(args, codec) -> int | None:
 
 
 def cmd_encode(args) -> int:
+    from .audio import info
     from .files import encode_file
+    mapping = _pairs(args.paths[:-1], args.paths[-1], ".codes", None)
+    if not mapping[1]:
+        info(mapping[0][0][0])  # a single bad input is reported before the model loads
     codec = _model(args)
     n = _num_codebooks(args, codec)
-    return _run_many(_pairs(args.paths[:-1], args.paths[-1], ".codes", None), lambda s, t: encode_file(codec, s, t, n, args.force), "encoding")
+    return _run_many(mapping, lambda s, t: encode_file(codec, s, t, n, args.force), "encoding")
 
 
 def cmd_decode(args) -> int:
@@ -95,6 +99,28 @@ def cmd_info(args) -> int:
               f"  frames: {tokens.num_frames}, codebooks: {tokens.num_codebooks} x {tokens.codebook_sizes[0]}"
               f" codes\n  duration: {tokens.duration:.3f} s ({tokens.num_samples} samples, source channels:"
               f" {tokens.channels})\n  nominal bitrate: {tokens.bitrate / 1000:.3g} kbps")
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .evaluate import evaluate, write_results
+    from .train.data import read_file_list
+    codec = _model(args)
+    n = _num_codebooks(args, codec)
+    results = evaluate(codec, read_file_list(args.data, args.split), n)
+    write_results(results, args.out)
+    print(f"{results['model']} at {results['kbps']:.3g} kbps over {results['files']} files:")
+    for name, value in results["metrics"].items():
+        print(f"  {name}: {value['mean']:.3f} +/- {value['ci95']:.3f}")
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from .bench import run
+    report = run(args.model, tuple(args.sizes), args.threads, args.skip_peers)
+    print(report)
+    if args.out:
+        Path(args.out).write_text(report + "\n")
     return 0
 
 
@@ -120,6 +146,24 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("paths", nargs="+", metavar="PATH", help="inputs (.codes files or folders), then the output")
     model_options(decode)
     decode.set_defaults(run=cmd_decode)
+
+    evaluation = commands.add_parser("eval", help="encode + decode a set of files and score them")
+    evaluation.add_argument("--model", default="bundled")
+    evaluation.add_argument("--data", required=True, help="folder, list of paths, or TSV/CSV manifest")
+    evaluation.add_argument("--split", help="keep manifest rows whose 'split' column has this value")
+    evaluation.add_argument("--out", required=True, help="results folder (results.json, per_file.csv)")
+    rate = evaluation.add_mutually_exclusive_group()
+    rate.add_argument("--bandwidth", type=float)
+    rate.add_argument("--num-codebooks", type=int)
+    evaluation.set_defaults(run=cmd_eval)
+
+    bench = commands.add_parser("bench", help="speed and memory benchmarks against peers")
+    bench.add_argument("--model", default="bundled")
+    bench.add_argument("--sizes", type=int, nargs="+", default=[4096, 65536, 262144])
+    bench.add_argument("--threads", type=int, default=2)
+    bench.add_argument("--skip-peers", action="store_true", help="do not run vector-quantize-pytorch / EnCodec")
+    bench.add_argument("--out", help="also write the Markdown table here")
+    bench.set_defaults(run=cmd_bench)
 
     info = commands.add_parser("info", help="what is inside a .codes file")
     info.add_argument("files", nargs="+")

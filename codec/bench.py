@@ -1,0 +1,140 @@
+"""Speed and memory benchmarks, run side by side on this machine: `codec bench` (see `codec bench --help`).
+
+1. SimVQ training step (forward + backward) at several K, against vector-quantize-pytorch's SimVQ on the same
+   input, with the time of one fp32 matmul of the same size (the floor of an fp32 search). Each measurement runs
+   in a fresh process, so its peak-memory growth (ru_maxrss after the step minus before it; the frozen basis,
+   built before the step, is not counted) is its own.
+2. Real-time factor of encode and decode: a codec model against EnCodec 24 kHz (the `encodec` package with
+   random weights) at the same bitrate.
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import torch
+
+STEP_PROBE = r"""
+import json, resource, sys, time, torch
+impl, size, dim, tokens, threads, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \
+    int(sys.argv[5]), int(sys.argv[6])
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+latents = torch.randn(1, dim, tokens) * 0.5
+if impl == "codec":
+    from codec.quantize import SimVQ
+    quantizer = SimVQ(dim, size)
+    def step():
+        x = latents.clone().requires_grad_()
+        out = quantizer(x)
+        (out.quantized.square().mean() + out.loss).backward()
+elif impl == "vector-quantize-pytorch":
+    from vector_quantize_pytorch import SimVQ
+    quantizer = SimVQ(dim=dim, codebook_size=size, rotation_trick=False)
+    flat = latents.transpose(1, 2).contiguous()  # (1, N, D): tokens flattened, as its fastest input layout
+    def step():
+        x = flat.clone().requires_grad_()
+        quantized, _, loss = quantizer(x)
+        (quantized.square().mean() + loss).backward()
+else:  # the floor: one fp32 matmul of the search's size
+    a, b = torch.randn(tokens, dim), torch.randn(size, dim)
+    def step():
+        a @ b.T
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+times = []
+for _ in range(repeats + 1):
+    start = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - start)
+growth = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+print(json.dumps({"seconds": sorted(times[1:])[len(times[1:]) // 2], "memory_growth_mib": growth}))
+"""
+
+
+def simvq_step(impl: str, size: int, dim: int = 512, tokens: int = 1500, threads: int = 2,
+               repeats: int = 3) -> dict:
+    result = subprocess.run([sys.executable, "-c", STEP_PROBE, impl, str(size), str(dim), str(tokens),
+                             str(threads), str(repeats)], capture_output=True, text=True)
+    if result.returncode:
+        return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def load_encodec(bandwidth: float):
+    """EnCodec 24 kHz with random weights. The package imports torchaudio at module top, only for I/O and
+    resampling we do not use; where torchaudio cannot load (CPU torch without a matching wheel), a stub stands in."""
+    try:
+        import torchaudio  # noqa: F401
+    except Exception:
+        import types
+        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+    from encodec import EncodecModel
+    model = EncodecModel.encodec_model_24khz(pretrained=False)
+    model.set_target_bandwidth(bandwidth)
+    return model.eval()
+
+
+def _best_of(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+@torch.no_grad()
+def real_time_factors(model: str = "bundled", seconds: float = 10.0, threads: int = 2, repeats: int = 3,
+                      with_encodec: bool = True) -> list[dict]:
+    from .weights import load
+    torch.set_num_threads(threads)
+    codec = load(model)
+    audio = torch.randn(1, 1, int(seconds * codec.sample_rate)) * 0.1
+    codes = codec.encode(audio)
+    rows = [{"model": codec.name, "kbps": codec.bitrate / 1000,
+             "encode_x": seconds / _best_of(lambda: codec.encode(audio), repeats),
+             "decode_x": seconds / _best_of(lambda: codec.decode(codes), repeats)}]
+    if with_encodec:
+        encodec = load_encodec(codec.bitrate / 1000)
+        frames = encodec.encode(audio)
+        rows.append({"model": "encodec_24khz (random weights)", "kbps": codec.bitrate / 1000,
+                     "encode_x": seconds / _best_of(lambda: encodec.encode(audio), repeats),
+                     "decode_x": seconds / _best_of(lambda: encodec.decode(frames), repeats)})
+    for row in rows:
+        row["both_x"] = 1 / (1 / row["encode_x"] + 1 / row["decode_x"])
+    return rows
+
+
+def run(model: str = "bundled", sizes=(4096, 65536, 262144), threads: int = 2, skip_peers: bool = False) -> str:
+    """Run every benchmark and return a Markdown report."""
+    from tqdm import tqdm
+    lines = ["### SimVQ training step (D = 512, N = 1,500 tokens, fp32, "
+             f"{threads} threads)", "",
+             "| K | codec step (s) | codec memory growth (MiB) | vector-quantize-pytorch step (s) | "
+             "its memory growth (MiB) | speed-up | fp32 matmul floor (s) |", "|---|---|---|---|---|---|---|"]
+    impls = ["codec", "matmul"] + ([] if skip_peers else ["vector-quantize-pytorch"])
+    jobs = [(size, impl) for size in sizes for impl in impls]
+    results = {job: simvq_step(job[1], job[0], threads=threads) for job in tqdm(jobs, desc="SimVQ steps")}
+    for size in sizes:
+        ours, floor = results[(size, "codec")], results[(size, "matmul")]
+        peer = results.get((size, "vector-quantize-pytorch"), {"error": "skipped"})
+        def cell(r, key, fmt):
+            return format(r[key], fmt) if key in r else r.get("error", "-")
+        speedup = f"{peer['seconds'] / ours['seconds']:.2f}x" if "seconds" in peer and "seconds" in ours else "-"
+        lines.append(f"| {size:,} | {cell(ours, 'seconds', '.3f')} | {cell(ours, 'memory_growth_mib', '.0f')} | "
+                     f"{cell(peer, 'seconds', '.3f')} | {cell(peer, 'memory_growth_mib', '.0f')} | {speedup} | "
+                     f"{cell(floor, 'seconds', '.3f')} |")
+    lines += ["", f"### Encode / decode speed (10 s of audio, {threads} threads, times real time)", "",
+              "| model | kbps | encode | decode | encode + decode |", "|---|---|---|---|---|"]
+    try:
+        rows = real_time_factors(model, threads=threads, with_encodec=not skip_peers)
+    except ImportError as error:
+        rows = []
+        lines.append(f"(EnCodec comparison skipped: {error}; pip install --no-deps encodec einops)")
+    for row in rows:
+        lines.append(f"| {row['model']} | {row['kbps']:.1f} | {row['encode_x']:.1f}x | {row['decode_x']:.1f}x | "
+                     f"{row['both_x']:.1f}x |")
+    return "\n".join(lines)

@@ -1,0 +1,166 @@
+"""The command line: round trips, several inputs, and every bad input giving one line and exit code 1."""
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from codec.cli import main
+from codec.weights import load
+
+from conftest import EXAMPLE, write
+
+
+def run(*args):
+    return main([str(a) for a in args])
+
+
+def listing(folder):
+    return sorted(p.name for p in folder.iterdir())
+
+
+def test_bundled_round_trip_on_the_shipped_example(tmp_path):
+    assert run("encode", EXAMPLE, tmp_path / "a.codes") == 0
+    assert run("decode", tmp_path / "a.codes", tmp_path / "a.wav") == 0
+    decoded, rate = soundfile.read(tmp_path / "a.wav")
+    original, original_rate = soundfile.read(EXAMPLE)
+    codec = load("bundled")
+    assert rate == codec.sample_rate
+    assert abs(len(decoded) / rate - len(original) / original_rate) < 1e-3
+    reference = codec.decode(codec.encode(torch.from_numpy(original).float(), original_rate),
+                             length=len(decoded))[0].numpy()
+    assert np.abs(np.clip(reference, -1, 1) - decoded).max() < 2e-4  # file path == API path (16-bit output)
+
+
+def test_info_describes_the_file(tmp_path, tiny_weights, speech, capsys):
+    assert run("encode", "--model", tiny_weights, speech, tmp_path / "a.codes") == 0
+    assert run("info", tmp_path / "a.codes") == 0
+    text = capsys.readouterr().out
+    for expected in ("model: tiny", "8000 Hz", "frame rate: 1000 Hz", "frames: 1000", "codebooks: 3 x 16",
+                     "duration: 1.000 s", "nominal bitrate: 12 kbps"):
+        assert expected in text
+
+
+def test_num_codebooks_and_bandwidth_choose_the_bitrate(tmp_path, tiny_weights, speech, capsys):
+    assert run("encode", "--model", tiny_weights, "--num-codebooks", "1", speech, tmp_path / "a.codes") == 0
+    assert run("encode", "--model", tiny_weights, "--bandwidth", "9", speech, tmp_path / "b.codes") == 0
+    assert run("info", tmp_path / "a.codes", tmp_path / "b.codes") == 0
+    text = capsys.readouterr().out
+    assert "codebooks: 1 x 16" in text and "codebooks: 2 x 16" in text
+    assert run("decode", "--model", tiny_weights, tmp_path / "a.codes", tmp_path / "a.wav") == 0
+    assert run("encode", "--model", tiny_weights, "--num-codebooks", "4", speech, tmp_path / "c.codes") == 1
+    assert run("encode", "--model", tiny_weights, "--bandwidth", "1", speech, tmp_path / "c.codes") == 1
+
+
+def test_folder_of_inputs(tmp_path, tiny_weights, speech):
+    source = tmp_path / "in"
+    (source / "sub").mkdir(parents=True)
+    audio, rate = soundfile.read(speech)
+    soundfile.write(source / "a.flac", audio, rate)
+    soundfile.write(source / "sub" / "b.ogg", audio, rate)
+    (source / "notes.txt").write_text("not audio")
+    assert run("encode", "--model", tiny_weights, source, tmp_path / "codes") == 0
+    assert sorted(str(p.relative_to(tmp_path / "codes")) for p in (tmp_path / "codes").rglob("*.codes")) == \
+        ["a.codes", "sub/b.codes"]
+    assert run("decode", "--model", tiny_weights, tmp_path / "codes", tmp_path / "wav") == 0
+    assert (tmp_path / "wav" / "sub" / "b.wav").is_file()
+
+
+def test_one_bad_file_in_a_folder_fails_alone(tmp_path, tiny_weights, speech, capsys):
+    source = tmp_path / "in"
+    source.mkdir()
+    (source / "good.wav").write_bytes(speech.read_bytes())
+    (source / "bad.wav").write_bytes(b"RIFF garbage")
+    assert run("encode", "--model", tiny_weights, source, tmp_path / "out") == 1
+    assert listing(tmp_path / "out") == ["good.codes"]
+    assert "bad.wav" in capsys.readouterr().err
+
+
+def test_stereo_is_downmixed(tmp_path, tiny_weights):
+    torch.manual_seed(0)
+    left, right = np.random.randn(2, 4000).astype(np.float32) * 0.1
+    write(tmp_path / "stereo.wav", np.stack([left, right], 1), 8000)
+    write(tmp_path / "mono.wav", (left + right) / 2, 8000, subtype="FLOAT")
+    assert run("encode", "--model", tiny_weights, tmp_path / "stereo.wav", tmp_path / "s.codes") == 0
+    assert run("encode", "--model", tiny_weights, tmp_path / "mono.wav", tmp_path / "m.codes") == 0
+    from codec.tokens import load_tokens
+    stereo, mono = load_tokens(tmp_path / "s.codes"), load_tokens(tmp_path / "m.codes")
+    assert stereo.channels == 2 and mono.channels == 1
+    assert (stereo.codes == mono.codes).float().mean() > 0.95  # equal up to 16-bit rounding of the input
+
+
+def test_shorter_than_one_frame_is_padded_and_trimmed_back(tmp_path, tiny_weights):
+    write(tmp_path / "short.wav", np.full(5, 0.1), 8000)  # hop is 8 samples
+    assert run("encode", "--model", tiny_weights, tmp_path / "short.wav", tmp_path / "a.codes") == 0
+    assert run("decode", "--model", tiny_weights, tmp_path / "a.codes", tmp_path / "a.wav") == 0
+    assert soundfile.info(tmp_path / "a.wav").frames == 5
+
+
+def test_resampling_any_rate(tmp_path, tiny_weights):
+    write(tmp_path / "a.wav", np.random.randn(44100) * 0.1, 44100)
+    assert run("encode", "--model", tiny_weights, tmp_path / "a.wav", tmp_path / "a.codes") == 0
+    assert run("decode", "--model", tiny_weights, tmp_path / "a.codes", tmp_path / "b.wav") == 0
+    assert soundfile.info(tmp_path / "b.wav").frames == 8000
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "not_audio", "empty", "nan", "inf"])
+def test_bad_audio_input(tmp_path, tiny_weights, case, capsys):
+    source = {"missing": tmp_path / "missing.wav", "directory": tmp_path}.get(case, tmp_path / "in.wav")
+    if case == "not_audio":
+        source.write_text("hello")
+    elif case == "empty":
+        write(source, np.zeros(0), 8000)
+    elif case in ("nan", "inf"):
+        audio = np.full(800, 0.1)
+        audio[100] = np.nan if case == "nan" else np.inf
+        write(source, audio, 8000, subtype="FLOAT")
+    out = tmp_path / "out"
+    out.mkdir()
+    assert run("encode", "--model", tiny_weights, source, out / "a.codes") == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and len(err.splitlines()) == 1
+    assert listing(out) == []
+
+
+def test_existing_output_needs_force(tmp_path, tiny_weights, speech, capsys):
+    (tmp_path / "a.codes").write_text("precious")
+    assert run("encode", "--model", tiny_weights, speech, tmp_path / "a.codes") == 1
+    assert "--force" in capsys.readouterr().err
+    assert (tmp_path / "a.codes").read_text() == "precious"
+    assert run("encode", "--model", tiny_weights, "--force", speech, tmp_path / "a.codes") == 0
+
+
+def test_unwritable_output(tmp_path, tiny_weights, speech, capsys):
+    assert run("encode", "--model", tiny_weights, speech, tmp_path / "no" / "such" / "a.codes") == 1
+    assert "does not exist" in capsys.readouterr().err
+    assert run("encode", "--model", tiny_weights, speech, speech / "a.codes") == 1  # parent is a file
+    assert "not a folder" in capsys.readouterr().err
+    assert run("encode", "--model", tiny_weights, speech, "/proc/a.codes") == 1  # unwritable even for root
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_wrong_model_for_token_file(tmp_path, tiny_weights, speech, capsys):
+    assert run("encode", "--model", tiny_weights, speech, tmp_path / "a.codes") == 0
+    assert run("decode", tmp_path / "a.codes", tmp_path / "a.wav") == 1  # the bundled model
+    assert "--model" in capsys.readouterr().err
+    assert not (tmp_path / "a.wav").exists()
+
+
+def test_bad_token_file_and_bad_model(tmp_path, tiny_weights, speech, capsys):
+    (tmp_path / "a.codes").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"x\":")
+    assert run("decode", "--model", tiny_weights, tmp_path / "a.codes", tmp_path / "a.wav") == 1
+    assert run("encode", "--model", speech, speech, tmp_path / "b.codes") == 1
+    assert run("encode", "--model", tmp_path / "none.safetensors", speech, tmp_path / "b.codes") == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("error: ") for line in lines)
+    assert listing(tmp_path) == ["a.codes", "speech.wav", "tiny.safetensors"]
+
+
+def test_command_line_prints_no_traceback(tmp_path, tiny_weights):
+    result = subprocess.run([sys.executable, "-m", "codec.cli", "encode", "--model", str(tiny_weights),
+                             str(tmp_path / "none.wav"),
+                             str(tmp_path / "a.codes")], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert result.stderr.strip() == f"error: {tmp_path / 'none.wav'}: no such file"
