@@ -127,6 +127,15 @@ class Codec(nn.Module):
         audio = self.decoder(self.quantizer.decode(codes.to(next(self.parameters()).device)))[:, 0]
         return audio if length is None else audio[:, :length]
 
+    def fuse_weight_norm(self) -> "Codec":
+        """Fold weight norm into plain weights for inference (the weights stop being re-normalised on every
+        call). Training needs the parametrization, so only inference loading does this."""
+        from torch.nn.utils import parametrize
+        for module in self.modules():
+            if parametrize.is_parametrized(module, "weight"):
+                parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+        return self
+
     def stream_encoder(self, num_codebooks: int | None = None) -> "StreamingEncoder":
         return StreamingEncoder(self, num_codebooks)
 

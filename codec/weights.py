@@ -30,6 +30,8 @@ def sha256(path: str | Path) -> str:
 def save_weights(codec: Codec, path: str | Path, dtype: torch.dtype = torch.float32,
                  extra: dict[str, str] | None = None, force: bool = True) -> None:
     """Write the model's state (cast to `dtype`) with its config in the metadata, atomically."""
+    if any(k.endswith(".conv.weight") for k in codec.state_dict()):
+        raise ModelError("this model was loaded for inference (weight norm folded); load it with for_training=True")
     state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
              for k, v in codec.state_dict().items()}
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(to_dict(codec.config)),
@@ -47,7 +49,8 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise ModelError(f"{path}: not a safetensors weights file ({error})") from None
 
 
-def load_weights(path: str | Path) -> Codec:
+def load_weights(path: str | Path, for_training: bool = False) -> Codec:
+    """A Codec from a weights file, in eval mode with weight norm folded in, unless `for_training`."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such weights file")
@@ -64,7 +67,7 @@ def load_weights(path: str | Path) -> Codec:
     except (SafetensorError, RuntimeError) as error:
         raise ModelError(f"{path}: weights do not match their config ({str(error).splitlines()[0]})") from None
     codec.weights_sha256 = sha256(path)
-    return codec.eval()
+    return codec.train() if for_training else codec.fuse_weight_norm().eval()
 
 
 def load(name_or_path: str | Path = "bundled") -> Codec:

@@ -79,3 +79,11 @@ def test_forward_keeps_length_and_encode_decode_is_batched(codec):
     codes = codec.encode(audio)
     assert torch.equal(codes[1:2], codec.encode(audio[1:2]))
     assert codec.decode(codes, length=805).shape == (3, 805)
+
+
+def test_folding_weight_norm_keeps_outputs(codec):
+    audio = torch.randn(1, 1, 400) * 0.3
+    codes, decoded = codec.encode(audio), codec.decode(codec.encode(audio))
+    codec.fuse_weight_norm()
+    assert torch.equal(codec.encode(audio), codes)
+    assert (codec.decode(codes) - decoded).abs().max() < 1e-5

@@ -39,7 +39,7 @@ def train(config: TrainConfig, resume: bool = True, init_weights: str | None = N
     codec = Codec(config.model)
     if init_weights:
         from ..weights import load_weights
-        codec.load_state_dict(load_weights(init_weights).state_dict())
+        codec.load_state_dict(load_weights(init_weights, for_training=True).state_dict())
     optimizer = torch.optim.Adam(codec.parameters(), lr=config.learning_rate, betas=tuple(config.betas))
     step = 0
     checkpoint = latest_checkpoint(out / "checkpoints") if resume else None

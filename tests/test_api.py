@@ -1,0 +1,52 @@
+import pytest
+import torch
+
+import codec
+from codec.config import ModelConfig, load_yaml
+from codec.errors import ConfigError, ModelError
+from codec.weights import load_weights, save_weights
+
+
+def test_bundled_model_properties():
+    model = codec.load("bundled")
+    assert model.sample_rate == 24000 and model.frame_rate == 75
+    assert model.num_codebooks == 8 and model.codebook_size == 1024
+    assert model.bitrate == 6000
+    assert model.codebooks_for_bandwidth(3) == 4 and model.codebooks_for_bandwidth(1.5) == 2
+
+
+def test_encode_resamples_and_batches(tiny_weights):
+    model = codec.load(tiny_weights)
+    audio = torch.randn(2, 16000) * 0.1
+    codes = model.encode(audio, sample_rate=16000)
+    assert codes.shape == (2, 3, 1000) and codes.dtype == torch.int64
+    assert model.decode(codes).shape == (2, 8000)
+    assert torch.equal(model.encode(audio[0], 16000), codes[:1])
+
+
+def test_weights_round_trip_and_checksum(tmp_path, tiny_weights):
+    model = load_weights(tiny_weights, for_training=True)
+    save_weights(model, tmp_path / "copy.safetensors", dtype=torch.float16)
+    copy = codec.load(tmp_path / "copy.safetensors")
+    assert copy.weights_sha256 != codec.load(tiny_weights).weights_sha256
+    assert copy.config == model.config
+
+
+def test_bad_weights_files(tmp_path):
+    with pytest.raises(ModelError, match="no such"):
+        codec.load(tmp_path / "missing.safetensors")
+    (tmp_path / "junk.safetensors").write_bytes(b"junk" * 100)
+    with pytest.raises(ModelError):
+        codec.load(tmp_path / "junk.safetensors")
+
+
+def test_unknown_config_key_names_key_and_file(tmp_path):
+    path = tmp_path / "model.yaml"
+    path.write_text("name: x\nseanet: {n_filterz: 3}\n")
+    with pytest.raises(ConfigError, match=r"model.yaml.seanet: unknown key 'n_filterz'"):
+        load_yaml(ModelConfig, path)
+    path.write_text("quantizer: {kind: lfq}\n")
+    with pytest.raises(ConfigError, match="not one of"):
+        load_yaml(ModelConfig, path)
+    path.write_text("quantizer: {codebook_size: 64}\n")
+    assert load_yaml(ModelConfig, path, ["quantizer.num_codebooks=2"]).quantizer.num_codebooks == 2
