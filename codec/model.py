@@ -35,10 +35,9 @@ class Codec(nn.Module):
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        seanet = vars(config.seanet)
-        self.encoder = SEANetEncoder(**seanet)
+        self.encoder = SEANetEncoder(config.seanet)
         self.quantizer = build_quantizer(config)
-        self.decoder = SEANetDecoder(**seanet)
+        self.decoder = SEANetDecoder(config.seanet)
         self.weights_sha256: str | None = None  # set when loaded from a file; token files record it
 
     # --- what a user asks about ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ import math
 import torch
 from torch import nn
 
+from ..config import SEANetConfig
 from .conv import StreamingConv1d, StreamingConvTranspose1d, StreamingModule
 
 
@@ -42,30 +43,32 @@ class StreamingLSTM(StreamingModule):
         return y.permute(1, 2, 0) + x
 
 
-def _residual_stack(channels: int, num_blocks: int, kernel_size: int, dilation_base: int,
-                    compress: int) -> list[nn.Module]:
-    return [ResidualBlock(channels, kernel_size, dilation_base ** j, compress) for j in range(num_blocks)]
+# The EnCodec choices, fixed here rather than configured: kernel 7 at both ends, residual kernel 3 with dilation
+# growing 1, 2, 4..., and residual blocks that halve the width inside.
+KERNEL, LAST_KERNEL, RESIDUAL_KERNEL, DILATION_BASE, COMPRESS = 7, 7, 3, 2, 2
+
+
+def _residual_stack(channels: int, num_blocks: int) -> list[nn.Module]:
+    return [ResidualBlock(channels, RESIDUAL_KERNEL, DILATION_BASE ** j, COMPRESS) for j in range(num_blocks)]
 
 
 class SEANetEncoder(nn.Module):
     """Waveform (B, 1, T) -> latents (B, D, T // hop_length), hop_length = prod(ratios)."""
 
-    def __init__(self, channels: int = 1, dimension: int = 128, n_filters: int = 32, ratios=(8, 5, 4, 2),
-                 num_residual_layers: int = 1, kernel_size: int = 7, last_kernel_size: int = 7,
-                 residual_kernel_size: int = 3, dilation_base: int = 2, compress: int = 2,
-                 lstm_layers: int = 2) -> None:
+    def __init__(self, config: SEANetConfig, channels: int = 1) -> None:
         super().__init__()
+        n_filters, ratios = config.n_filters, config.ratios
         self.hop_length = math.prod(ratios)
         # The encoder downsamples in the reverse order of the decoder's upsampling (EnCodec convention).
-        layers: list[nn.Module] = [StreamingConv1d(channels, n_filters, kernel_size)]
+        layers: list[nn.Module] = [StreamingConv1d(channels, n_filters, KERNEL)]
         width = n_filters
         for ratio in reversed(ratios):
-            layers += _residual_stack(width, num_residual_layers, residual_kernel_size, dilation_base, compress)
+            layers += _residual_stack(width, config.num_residual_layers)
             layers += [nn.ELU(), StreamingConv1d(width, width * 2, 2 * ratio, stride=ratio)]
             width *= 2
-        if lstm_layers:
-            layers.append(StreamingLSTM(width, lstm_layers))
-        layers += [nn.ELU(), StreamingConv1d(width, dimension, last_kernel_size)]
+        if config.lstm_layers:
+            layers.append(StreamingLSTM(width, config.lstm_layers))
+        layers += [nn.ELU(), StreamingConv1d(width, config.dimension, LAST_KERNEL)]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -75,21 +78,19 @@ class SEANetEncoder(nn.Module):
 class SEANetDecoder(nn.Module):
     """Latents (B, D, F) -> waveform (B, 1, F * hop_length)."""
 
-    def __init__(self, channels: int = 1, dimension: int = 128, n_filters: int = 32, ratios=(8, 5, 4, 2),
-                 num_residual_layers: int = 1, kernel_size: int = 7, last_kernel_size: int = 7,
-                 residual_kernel_size: int = 3, dilation_base: int = 2, compress: int = 2,
-                 lstm_layers: int = 2) -> None:
+    def __init__(self, config: SEANetConfig, channels: int = 1) -> None:
         super().__init__()
+        n_filters, ratios = config.n_filters, config.ratios
         self.hop_length = math.prod(ratios)
         width = n_filters * 2 ** len(ratios)
-        layers: list[nn.Module] = [StreamingConv1d(dimension, width, kernel_size)]
-        if lstm_layers:
-            layers.append(StreamingLSTM(width, lstm_layers))
+        layers: list[nn.Module] = [StreamingConv1d(config.dimension, width, KERNEL)]
+        if config.lstm_layers:
+            layers.append(StreamingLSTM(width, config.lstm_layers))
         for ratio in ratios:
             layers += [nn.ELU(), StreamingConvTranspose1d(width, width // 2, 2 * ratio, stride=ratio)]
             width //= 2
-            layers += _residual_stack(width, num_residual_layers, residual_kernel_size, dilation_base, compress)
-        layers += [nn.ELU(), StreamingConv1d(width, channels, last_kernel_size)]
+            layers += _residual_stack(width, config.num_residual_layers)
+        layers += [nn.ELU(), StreamingConv1d(width, channels, LAST_KERNEL)]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -6,6 +6,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .search import CodebookIndex, build_index, nearest_code
+
 
 @dataclass
 class QuantizerOutput:
@@ -32,14 +34,30 @@ def vq_loss(inputs: torch.Tensor, codes: torch.Tensor, beta: float) -> torch.Ten
 
 
 class SingleQuantizer(nn.Module):
-    """A codebook of `codebook_size` vectors of size `dim`; subclasses define `lookup` and `vectors`."""
+    """A codebook of `codebook_size` vectors of size `dim`; subclasses define `codebook_parts` and `vectors`."""
 
     codebook_size: int
     beta: float
+    _index: CodebookIndex | None = None
+    _index_key: tuple | None = None
+
+    def codebook_parts(self) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """(basis, transform, bias) such that code j = transform @ basis[j] + bias (see `search`)."""
+        raise NotImplementedError
+
+    def search_index(self) -> CodebookIndex:
+        # The codebook only changes when the optimizer steps; cache its index until a tensor's version moves.
+        parts = [t for t in self.codebook_parts() if t is not None]
+        key = tuple((t._version, t.data_ptr(), t.dtype) for t in parts)
+        if self._index is None or key != self._index_key:
+            self._index = build_index(*self.codebook_parts())
+            self._index_key = key
+        return self._index
 
     def lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, D) -> ids (N,), code vectors (N, D) carrying gradients to the codebook parameters."""
-        raise NotImplementedError
+        ids = nearest_code(x, self.search_index())
+        return ids, self.vectors(ids)
 
     def vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """Code vectors for ids (any shape) -> (..., D)."""

@@ -11,7 +11,6 @@ import torch
 from torch import nn
 
 from .base import SingleQuantizer
-from .search import CodebookIndex, build_index, nearest_code
 
 
 class SimVQ(SingleQuantizer):
@@ -24,22 +23,9 @@ class SimVQ(SingleQuantizer):
         # N(0, 1/Dc) rows have norm ~1; a buffer, not a parameter, so no optimizer or gradient ever touches it.
         self.register_buffer("basis", torch.randn(codebook_size, basis_dim, generator=generator) * basis_dim ** -0.5)
         self.projection = nn.Linear(basis_dim, dim)
-        self._index: CodebookIndex | None = None
-        self._index_key: tuple | None = None
 
-    def search_index(self) -> CodebookIndex:
-        # W only changes when the optimizer steps; cache the projected codebook until then.
-        weight, bias = self.projection.weight, self.projection.bias
-        key = (weight._version, bias._version, weight.data_ptr(), bias.data_ptr(), self.basis.data_ptr(),
-               weight.dtype)
-        if self._index is None or key != self._index_key:
-            self._index = build_index(self.basis, weight, bias)
-            self._index_key = key
-        return self._index
-
-    def lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        ids = nearest_code(x, self.search_index())
-        return ids, self.vectors(ids)
+    def codebook_parts(self):
+        return self.basis, self.projection.weight, self.projection.bias
 
     def vectors(self, ids: torch.Tensor) -> torch.Tensor:
         return self.projection(self.basis[ids.clamp(min=0)]) * (ids >= 0).unsqueeze(-1)
