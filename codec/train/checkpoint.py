@@ -66,14 +66,20 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
 
 
 def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer]) -> int:
+                    optimizers: dict[str, torch.optim.Optimizer]) -> tuple[int, list[str]]:
+    """Restore what the checkpoint holds; returns (step, names restored). Modules it lacks (say, discriminators
+    added to a run that had none) keep their fresh state, so a run can grow from an earlier one."""
     from safetensors import safe_open
+    loaded = []
     for name, module in modules.items():
-        module.load_state_dict(load_file(str(path / f"{name}.safetensors")))
+        if (path / f"{name}.safetensors").is_file():
+            module.load_state_dict(load_file(str(path / f"{name}.safetensors")))
+            loaded.append(name)
     for name, optimizer in optimizers.items():
-        file = str(path / f"{name}.optimizer.safetensors")
-        with safe_open(file, "pt") as handle:
-            groups = handle.metadata()["param_groups"]
-        optimizer.load_state_dict(_unflatten_optimizer(load_file(file), groups))
+        file = path / f"{name}.optimizer.safetensors"
+        if file.is_file():
+            with safe_open(str(file), "pt") as handle:
+                groups = handle.metadata()["param_groups"]
+            optimizer.load_state_dict(_unflatten_optimizer(load_file(str(file)), groups))
     torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch"])
-    return json.loads((path / "trainer.json").read_text())["step"]
+    return json.loads((path / "trainer.json").read_text())["step"], loaded

@@ -1,6 +1,7 @@
-"""Training configuration."""
+"""Training configuration: what to train (model), on what (data), how (losses, discriminators, optimisation)."""
 from __future__ import annotations
 
+import typing
 from dataclasses import dataclass, field
 
 from ..config import ModelConfig
@@ -8,10 +9,26 @@ from ..config import ModelConfig
 
 @dataclass
 class DataConfig:
-    train: str = ""                 # folder, list of paths, or TSV/CSV manifest
+    train: str = ""                 # folder (recursive), list of paths, or TSV/CSV manifest
     split: str | None = None        # keep only manifest rows whose `split` column equals this
+    valid: str | None = None        # held-out validation audio (same forms); none: no validation pass
+    valid_split: str | None = None
+    valid_files: int = 8            # validation uses the first N files, at most `valid_seconds` each
+    valid_seconds: float = 5.0
     crop_seconds: float = 1.0
-    batch_size: int = 8
+    batch_size: int = 8             # per process
+
+
+@dataclass
+class DiscriminatorConfig:
+    periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])   # multi-period (HiFi-GAN)
+    scales: list[int] = field(default_factory=lambda: [1, 2, 4])           # multi-scale waveform (MelGAN)
+    stft_windows: list[int] = field(default_factory=lambda: [2048, 1024, 512])  # multi-resolution STFT (DAC)
+    width: float = 1.0              # scales every channel count
+    loss: typing.Literal["hinge", "least_squares"] = "hinge"
+    learning_rate: float = 1e-4
+    betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
+    start_step: int = 0             # train the generator on reconstruction alone before this step
 
 
 @dataclass
@@ -19,6 +36,8 @@ class LossConfig:
     mel: float = 1.0
     stft: float = 1.0
     quantizer: float = 20.0         # the paper weighs it 1000 against mel 45; this keeps that ratio
+    adversarial: float = 1.0
+    feature_matching: float = 2.0
 
 
 @dataclass
@@ -26,14 +45,18 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    discriminator: DiscriminatorConfig | None = None  # none: reconstruction losses only
     steps: int = 10000
     learning_rate: float = 5e-4
     betas: list[float] = field(default_factory=lambda: [0.8, 0.99])
     warmup_steps: int = 200
     grad_clip: float = 1.0
     quantizer_dropout: float = 0.5  # share of steps that use a random number of codebooks instead of all
+    ema_decay: float = 0.999        # 0 turns the EMA off; exported weights are the EMA's when on
+    mixed_precision: typing.Literal["no", "bf16", "fp16"] = "no"  # the quantizer's search stays fp32
     checkpoint_every: int = 200
+    valid_every: int = 500
     log_every: int = 20
     seed: int = 0
-    threads: int = 2
+    threads: int = 2                # torch threads per process
     out_dir: str = "runs/train"

@@ -33,15 +33,14 @@ def read_file_list(source: str, split: str | None = None) -> list[Path]:
     return [path.parent / line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
-class AudioCrops(torch.utils.data.Dataset):
-    """All files held in memory at the model's rate; each item is a random crop of `crop_samples`.
+class AudioCrops:
+    """All files held in memory at the model's rate; item i is a random crop of `crop_samples` seeded by i.
 
     Clips shorter than a crop are repeated to fill it, so no batch is mostly silence. Unreadable files are
     skipped with a warning rather than ending a run.
     """
 
-    def __init__(self, files: list[Path], sample_rate: int, crop_samples: int, items_per_epoch: int,
-                 seed: int = 0) -> None:
+    def __init__(self, files: list[Path], sample_rate: int, crop_samples: int, seed: int = 0) -> None:
         self.clips: list[torch.Tensor] = []
         for file in tqdm(files, desc="loading audio", leave=False):
             try:
@@ -52,10 +51,7 @@ class AudioCrops(torch.utils.data.Dataset):
             raise ConfigError("no readable audio in the training data")
         lengths = torch.tensor([len(c) for c in self.clips], dtype=torch.float64)
         self.weights = lengths / lengths.sum()  # sample files by duration: every second equally likely
-        self.crop, self.items, self.seed = crop_samples, items_per_epoch, seed
-
-    def __len__(self) -> int:
-        return self.items
+        self.crop, self.seed = crop_samples, seed
 
     def __getitem__(self, item: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + item)

@@ -53,3 +53,31 @@ class MultiResolutionSTFTLoss(nn.Module):
             convergence = torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp(min=1e-7)
             total = total + convergence + (p.log() - t.log()).abs().mean()
         return total / len(self.resolutions)
+
+
+def discriminator_loss(real, fake, kind: str) -> torch.Tensor:
+    """Hinge (MelGAN, SimVQ's MPD/MRD) or least squares (HiFi-GAN, DAC), averaged over sub-discriminators."""
+    total = 0.0
+    for (real_logits, _), (fake_logits, _) in zip(real, fake):
+        if kind == "hinge":
+            total = total + torch.relu(1 - real_logits).mean() + torch.relu(1 + fake_logits).mean()
+        else:
+            total = total + (1 - real_logits).square().mean() + fake_logits.square().mean()
+    return total / len(real)
+
+
+def adversarial_loss(fake, kind: str) -> torch.Tensor:
+    total = 0.0
+    for logits, _ in fake:
+        total = total + (torch.relu(1 - logits).mean() if kind == "hinge" else (1 - logits).square().mean())
+    return total / len(fake)
+
+
+def feature_matching_loss(real, fake) -> torch.Tensor:
+    """L1 between the discriminators' feature maps on real and generated audio, averaged over layers."""
+    total, count = 0.0, 0
+    for (_, real_features), (_, fake_features) in zip(real, fake):
+        for r, f in zip(real_features, fake_features):
+            total = total + (r.detach() - f).abs().mean()
+            count += 1
+    return total / count

@@ -1,5 +1,13 @@
-"""The training loop: reconstruction losses, warm-up, gradient clipping, a guard against non-finite losses,
-quantizer dropout, TensorBoard logs and resumable checkpoints."""
+"""The training loop, the same on one CPU, one GPU, or many processes under `accelerate launch`.
+
+Each step: a discriminator update (when a run has discriminators), then a generator update on multi-scale mel,
+multi-resolution STFT, quantizer, adversarial and feature-matching losses. Around it: learning-rate warm-up and
+cosine decay, gradient clipping, a guard that skips (and counts) steps with a non-finite loss, quantizer dropout,
+an EMA of the generator, TensorBoard logs, validation with audio samples, and resumable checkpoints.
+
+Data position is the step: batch `s` of process `r` is a fixed function of (seed, s, r), so a resumed run sees
+exactly the batches the uninterrupted run would have seen.
+"""
 from __future__ import annotations
 
 import math
@@ -10,21 +18,25 @@ import torch
 from tqdm import tqdm
 
 from ..model import Codec
-from ..weights import save_weights
+from ..weights import load_weights, save_weights
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import AudioCrops, read_file_list
-from .losses import MultiResolutionSTFTLoss, MultiScaleMelLoss
+from .discriminators import Discriminators
+from .ema import EMA
+from .losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, adversarial_loss, discriminator_loss,
+                     feature_matching_loss)
+from .monitor import Monitor
 
 
-def _learning_rate_factor(step: int, config: TrainConfig) -> float:
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    progress = (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps)
+def learning_rate_factor(step: int, warmup: int, total: int) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
     return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def _codebooks_for_step(step: int, config: TrainConfig, num_codebooks: int) -> int:
+def codebooks_for_step(step: int, config: TrainConfig, num_codebooks: int) -> int:
     # Seeded by the step alone, so every process (and a resumed run) makes the same choice.
     chooser = random.Random(config.seed * 7919 + step)
     if chooser.random() < config.quantizer_dropout:
@@ -32,56 +44,135 @@ def _codebooks_for_step(step: int, config: TrainConfig, num_codebooks: int) -> i
     return num_codebooks
 
 
-def train(config: TrainConfig, resume: bool = True, init_weights: str | None = None) -> Path:
-    torch.set_num_threads(config.threads)
-    torch.manual_seed(config.seed)
-    out = Path(config.out_dir)
-    codec = Codec(config.model)
-    if init_weights:
-        from ..weights import load_weights
-        codec.load_state_dict(load_weights(init_weights, for_training=True).state_dict())
-    optimizer = torch.optim.Adam(codec.parameters(), lr=config.learning_rate, betas=tuple(config.betas))
-    step = 0
-    checkpoint = latest_checkpoint(out / "checkpoints") if resume else None
-    if checkpoint:
-        step = load_checkpoint(checkpoint, {"codec": codec}, {"codec": optimizer})
-        print(f"resumed from {checkpoint} at step {step}")
-    files = read_file_list(config.data.train, config.data.split)
-    crop = int(config.data.crop_seconds * config.model.sample_rate)
-    dataset = AudioCrops(files, config.model.sample_rate, crop, config.steps * config.data.batch_size, config.seed)
-    mel_loss, stft_loss = MultiScaleMelLoss(config.model.sample_rate), MultiResolutionSTFTLoss()
-    from torch.utils.tensorboard import SummaryWriter
-    writer = SummaryWriter(str(out / "logs"))
-    skipped = 0
-    codec.train()
-    progress = tqdm(range(step, config.steps), initial=step, total=config.steps, desc="training")
-    for step in progress:
-        batch = torch.stack([dataset[step * config.data.batch_size + j] for j in range(config.data.batch_size)])
-        for group in optimizer.param_groups:
-            group["lr"] = config.learning_rate * _learning_rate_factor(step, config)
-        output = codec(batch, _codebooks_for_step(step, config, codec.num_codebooks))
-        losses = {"mel": mel_loss(output.audio, batch), "stft": stft_loss(output.audio, batch),
+class Trainer:
+    def __init__(self, config: TrainConfig, init_weights: str | None = None) -> None:
+        from accelerate import Accelerator, DistributedDataParallelKwargs
+        torch.set_num_threads(config.threads)
+        torch.manual_seed(config.seed)
+        self.config, self.out = config, Path(config.out_dir)
+        # Later residual stages sit idle on steps that drop them; the frozen SimVQ bases never need a broadcast.
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp])
+        codec = Codec(config.model)
+        if init_weights:  # warm start: generator weights only
+            codec.load_state_dict(load_weights(init_weights, for_training=True).state_dict())
+        self.ema = EMA(codec, config.ema_decay) if config.ema_decay else None
+        optimizer = torch.optim.Adam(codec.parameters(), lr=config.learning_rate, betas=tuple(config.betas))
+        self.modules, self.optimizers = {"codec": codec}, {"codec": optimizer}
+        if config.discriminator:
+            d = config.discriminator
+            discriminators = Discriminators(d.periods, d.scales, d.stft_windows, d.width)
+            self.modules["discriminators"] = discriminators
+            self.optimizers["discriminators"] = torch.optim.Adam(discriminators.parameters(), lr=d.learning_rate,
+                                                                 betas=tuple(d.betas))
+        if self.ema:
+            self.modules["ema"] = self.ema
+        self.step = 0
+        checkpoint = latest_checkpoint(self.out / "checkpoints")
+        if checkpoint:
+            self.step, loaded = load_checkpoint(checkpoint, self.modules, self.optimizers)
+            if self.ema and "ema" not in loaded:  # a checkpoint from a run without EMA: start it here
+                self.ema.model.load_state_dict(codec.state_dict())
+            self.log(f"resumed from {checkpoint} at step {self.step} (restored: {', '.join(loaded)})")
+        self.codec, self.codec_optimizer = self.accelerator.prepare(codec, optimizer)
+        if config.discriminator:
+            self.discriminators, self.discriminator_optimizer = self.accelerator.prepare(
+                self.modules["discriminators"], self.optimizers["discriminators"])
+        self.mel_loss = MultiScaleMelLoss(config.model.sample_rate)
+        self.stft_loss = MultiResolutionSTFTLoss()
+        self.skipped = 0
+
+    def log(self, message: str) -> None:
+        if self.accelerator.is_main_process:
+            tqdm.write(message)
+
+    def batch(self, dataset: AudioCrops, step: int) -> torch.Tensor:
+        size, rank = self.config.data.batch_size, self.accelerator.process_index
+        first = (step * self.accelerator.num_processes + rank) * size
+        return torch.stack([dataset[first + j] for j in range(size)]).to(self.accelerator.device)
+
+    def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
+        kind = self.config.discriminator.loss
+        loss = discriminator_loss(self.discriminators(real), self.discriminators(fake.detach()), kind)
+        self.discriminator_optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            self.skipped += 1
+            return {"discriminator": loss.detach()}
+        self.accelerator.backward(loss)
+        norm = self.accelerator.clip_grad_norm_(self.discriminators.parameters(), self.config.grad_clip)
+        self.discriminator_optimizer.step()
+        return {"discriminator": loss.detach(), "grad_norm/discriminators": norm}
+
+    def generator_step(self, real: torch.Tensor, step: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        config = self.config
+        output = self.codec(real, codebooks_for_step(step, config, config.model.quantizer.num_codebooks))
+        losses = {"mel": self.mel_loss(output.audio, real), "stft": self.stft_loss(output.audio, real),
                   "quantizer": output.loss}
+        adversarial = config.discriminator is not None and step >= config.discriminator.start_step
+        if adversarial:
+            parts = self.discriminator_step(real, output.audio)
+            fake_out, real_out = self.discriminators(output.audio), self.discriminators(real)
+            losses["adversarial"] = adversarial_loss(fake_out, config.discriminator.loss)
+            losses["feature_matching"] = feature_matching_loss(real_out, fake_out)
         total = sum(getattr(config.loss, name) * value for name, value in losses.items())
-        optimizer.zero_grad(set_to_none=True)
+        stats = {name: value.detach() for name, value in losses.items()}
+        if adversarial:
+            stats.update(parts)
+        self.codec_optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(total):
-            skipped += 1
-            writer.add_scalar("train/skipped_steps", skipped, step)
-            continue
-        total.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(codec.parameters(), config.grad_clip)
-        optimizer.step()
-        if step % config.log_every == 0:
-            for name, value in losses.items():
-                writer.add_scalar(f"train/{name}", value.item(), step)
-            writer.add_scalar("train/total", total.item(), step)
-            writer.add_scalar("train/grad_norm", grad_norm.item(), step)
-            writer.add_scalar("train/learning_rate", optimizer.param_groups[0]["lr"], step)
-            used = [len(torch.unique(output.codes[:, i])) for i in range(output.codes.shape[1])]
-            writer.add_scalar("train/codes_used_first_codebook", used[0], step)
-            progress.set_postfix(mel=f"{losses['mel'].item():.3f}", vq=f"{losses['quantizer'].item():.4f}")
-        if (step + 1) % config.checkpoint_every == 0 or step + 1 == config.steps:
-            save_checkpoint(out / "checkpoints", step + 1, {"codec": codec}, {"codec": optimizer})
-            save_weights(codec, out / "weights.safetensors")
-    writer.close()
-    return out / "weights.safetensors"
+            self.skipped += 1
+            return stats, output.codes
+        self.accelerator.backward(total)
+        stats["grad_norm/codec"] = self.accelerator.clip_grad_norm_(self.codec.parameters(), config.grad_clip)
+        self.codec_optimizer.step()
+        if self.ema:
+            self.ema.update(self.accelerator.unwrap_model(self.codec))
+        stats["total"] = total.detach()
+        return stats, output.codes
+
+    def set_learning_rates(self, step: int) -> None:
+        factor = learning_rate_factor(step, self.config.warmup_steps, self.config.steps)
+        for group in self.codec_optimizer.param_groups:
+            group["lr"] = self.config.learning_rate * factor
+        if self.config.discriminator:
+            for group in self.discriminator_optimizer.param_groups:
+                group["lr"] = self.config.discriminator.learning_rate * factor
+
+    def inference_model(self) -> Codec:
+        return self.ema.model if self.ema else self.accelerator.unwrap_model(self.codec)
+
+    def save(self, step: int) -> None:
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            modules = {"codec": self.accelerator.unwrap_model(self.codec), **{
+                k: v for k, v in self.modules.items() if k != "codec"}}
+            save_checkpoint(self.out / "checkpoints", step, modules, self.optimizers)
+            save_weights(self.inference_model(), self.out / "weights.safetensors")
+        self.accelerator.wait_for_everyone()
+
+    def fit(self) -> Path:
+        config = self.config
+        files = read_file_list(config.data.train, config.data.split)
+        crop = int(config.data.crop_seconds * config.model.sample_rate)
+        dataset = AudioCrops(files, config.model.sample_rate, crop, config.seed)
+        monitor = Monitor(self.out / "logs", config, self.accelerator.is_main_process)
+        self.codec.train()
+        progress = tqdm(range(self.step, config.steps), initial=self.step, total=config.steps, desc="training",
+                        disable=not self.accelerator.is_main_process)
+        for step in progress:
+            self.set_learning_rates(step)
+            stats, codes = self.generator_step(self.batch(dataset, step), step)
+            if step % config.log_every == 0:
+                monitor.log_step(step, stats, codes, self.codec_optimizer.param_groups[0]["lr"], self.skipped)
+                progress.set_postfix(mel=f"{stats['mel'].item():.3f}", skipped=self.skipped)
+            done = step + 1
+            if done % config.valid_every == 0 or done == config.steps:
+                monitor.validate(done, self.inference_model())
+            if done % config.checkpoint_every == 0 or done == config.steps:
+                self.save(done)
+        monitor.close()
+        return self.out / "weights.safetensors"
+
+
+def train(config: TrainConfig, init_weights: str | None = None) -> Path:
+    return Trainer(config, init_weights).fit()
