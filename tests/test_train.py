@@ -12,9 +12,11 @@ from conftest import tiny_config
 
 def tiny_run(tmp_path, **overrides) -> TrainConfig:
     data = tmp_path / "data"
-    data.mkdir(exist_ok=True)
-    for i in range(3):
-        soundfile.write(data / f"{i}.wav", np.random.randn(4000 + 1000 * i).astype(np.float32) * 0.1, 16000)
+    if not data.exists():
+        data.mkdir()
+        noise = np.random.default_rng(0)
+        for i in range(3):
+            soundfile.write(data / f"{i}.wav", noise.standard_normal(4000 + 1000 * i).astype(np.float32) * 0.1, 16000)
     config = TrainConfig(model=tiny_config(), data=DataConfig(train=str(data), valid=str(data), valid_files=1,
                                                              crop_seconds=0.3, batch_size=2),
                          steps=2, checkpoint_every=1, valid_every=2, warmup_steps=1, out_dir=str(tmp_path / "run"))
@@ -43,3 +45,52 @@ def test_train_with_discriminators(tmp_path):
     assert {p.name for p in checkpoint.iterdir()} >= {
         "codec.safetensors", "ema.safetensors", "discriminators.safetensors",
         "codec.optimizer.safetensors", "discriminators.optimizer.safetensors"}
+
+
+def write_config(tmp_path, steps: int, out: str) -> str:
+    config = tiny_run(tmp_path, steps=steps, out_dir=str(tmp_path / out), threads=1)
+    import yaml
+    from codec.config import to_dict
+    path = tmp_path / f"{out}.yaml"
+    path.write_text(yaml.safe_dump(to_dict(config)))
+    return str(path)
+
+
+def test_killed_run_resumes_to_the_same_weights(tmp_path):
+    """A run killed mid-way (SIGKILL, no chance to clean up) and resumed ends where an uninterrupted run ends."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from safetensors.torch import load_file
+    steps = 6
+    subprocess.run([sys.executable, "-m", "codec.train", "--config", write_config(tmp_path, steps, "whole")],
+                   check=True, capture_output=True)
+    config = write_config(tmp_path, steps, "killed")
+    process = subprocess.Popen([sys.executable, "-m", "codec.train", "--config", config],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pointer = tmp_path / "killed" / "checkpoints" / "latest"
+    while process.poll() is None and not (pointer.is_file() and pointer.read_text() >= "step-00000002"):
+        time.sleep(0.01)
+    assert process.poll() is None, "the run finished before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert latest_checkpoint(tmp_path / "killed" / "checkpoints").name < f"step-{steps:08d}"
+    subprocess.run([sys.executable, "-m", "codec.train", "--config", config], check=True, capture_output=True)
+    whole = load_file(str(tmp_path / "whole" / "weights.safetensors"))
+    resumed = load_file(str(tmp_path / "killed" / "weights.safetensors"))
+    assert whole.keys() == resumed.keys()
+    for key in whole:
+        assert torch.allclose(whole[key], resumed[key], atol=1e-6), key
+
+
+def test_two_processes_train_together(tmp_path):
+    """The multi-process path: two CPU processes (gloo) under torchrun, as `accelerate launch` would start them."""
+    import subprocess
+    import sys
+    config = write_config(tmp_path, 2, "pair")
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                             "-m", "codec.train", "--config", config], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert latest_checkpoint(tmp_path / "pair" / "checkpoints").name == "step-00000002"
+    assert load(tmp_path / "pair" / "weights.safetensors").num_codebooks == 3
