@@ -124,6 +124,23 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .corpus import read_utterances
+    from .export import ExportConfig, default_device, export
+    utterances = read_utterances(args.data, args.split)
+    codec = _model(args).to(args.device or default_device())
+    config = ExportConfig(Path(args.out), _num_codebooks(args, codec), args.shard_size, args.batch_size,
+                          args.webdataset, args.token_stream, args.strict, args.force)
+    manifest = export(codec, utterances, config)
+    if manifest is not None:  # process 0 of several, or the only one
+        print(f"exported {manifest['utterances']} utterances ({manifest['duration_hours']:.3g} h of audio) in "
+              f"{len(manifest['shards'])} shards to {args.out}")
+        if manifest["errors"]:
+            print(f"warning: {manifest['errors']} files skipped, listed in {Path(args.out) / 'errors.tsv'}",
+                  file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codec", description="Neural audio codec: audio <-> discrete tokens.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -164,6 +181,26 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--skip-peers", action="store_true", help="do not run vector-quantize-pytorch / EnCodec")
     bench.add_argument("--out", help="also write the Markdown table here")
     bench.set_defaults(run=cmd_bench)
+
+    export = commands.add_parser("export", help="encode a corpus into token shards for speech language models",
+                                 description="Parquet shards (+ WebDataset tars, + a flat token stream) and a "
+                                             "manifest.json; resumable; run it under `accelerate launch` to split "
+                                             "the work over processes.")
+    export.add_argument("--model", default="bundled", help="weights file (.safetensors), default: the bundled model")
+    export.add_argument("--data", required=True, help="folder (recursive, LibriTTS-aware) or JSONL/CSV/TSV manifest")
+    export.add_argument("--split", help="keep manifest rows whose 'split' column has this value")
+    export.add_argument("--out", required=True, help="output folder; run the same command again to resume")
+    rate = export.add_mutually_exclusive_group()
+    rate.add_argument("--bandwidth", type=float, help="target kbps: the most codebooks that fit")
+    rate.add_argument("--num-codebooks", type=int, help="number of codebooks to keep")
+    export.add_argument("--shard-size", type=int, default=1000, help="utterances per shard (default 1000)")
+    export.add_argument("--batch-size", type=int, default=8, help="utterances encoded at once (default 8)")
+    export.add_argument("--webdataset", action="store_true", help="also write WebDataset .tar shards")
+    export.add_argument("--token-stream", action="store_true", help="also write a flat token stream (.bin + index)")
+    export.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
+    export.add_argument("--force", action="store_true", help="start over in a folder holding another export")
+    export.add_argument("--device", help="default: cuda:LOCAL_RANK when a GPU is present, else cpu")
+    export.set_defaults(run=cmd_export)
 
     info = commands.add_parser("info", help="what is inside a .codes file")
     info.add_argument("files", nargs="+")

@@ -1,0 +1,89 @@
+"""What a corpus holds: utterances (an id, an audio path, and the fields the source carries, such as text or
+speaker) read from a folder, a LibriTTS tree, or a JSONL/CSV/TSV manifest.
+
+Folders are searched recursively; the id is the path relative to the folder without its suffix. A file in the
+LibriTTS layout (`<subset>/<speaker>/<chapter>/<speaker>_<chapter>_*.wav` with `<utt>.normalized.txt` beside it)
+also gets its text, speaker, chapter and subset. A manifest names the audio in a `file`, `path` or `audio`
+column (relative paths are taken from the manifest's folder); an `id` column gives the id, and every other
+column is carried along as a field.
+"""
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .audio import list_audio
+from .errors import ConfigError
+
+PATH_COLUMNS = ("file", "path", "audio")
+
+
+@dataclass
+class Utterance:
+    id: str
+    path: Path
+    fields: dict[str, object] = field(default_factory=dict)
+
+
+def read_utterances(source: str | Path, split: str | None = None) -> list[Utterance]:
+    """Every utterance in a folder or manifest; `split` keeps manifest rows whose `split` column has that value."""
+    path = Path(source)
+    if path.is_dir():
+        if split:
+            raise ConfigError(f"{source}: --split needs a manifest with a 'split' column, not a folder")
+        return [_from_folder_file(file, path) for file in list_audio([path])]
+    if not path.is_file():
+        raise ConfigError(f"{source}: no such folder or manifest")
+    rows = _manifest_rows(path)
+    if split:
+        if rows and "split" not in rows[0]:
+            raise ConfigError(f"{source}: --split {split} given, but the manifest has no 'split' column")
+        rows = [r for r in rows if r.get("split") == split]
+    return [_from_row(row, path, number) for number, row in enumerate(rows, start=1)]
+
+
+def _manifest_rows(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    try:
+        if suffix in {".tsv", ".csv"}:
+            with open(path, newline="") as handle:
+                return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
+        lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ConfigError(f"{path}: cannot read the manifest ({error})") from None
+    if suffix in {".jsonl", ".json"}:
+        rows = []
+        for number, line in lines:
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise ConfigError(f"{path}:{number}: not a JSON object ({error.msg})") from None
+            if not isinstance(row, dict):
+                raise ConfigError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            rows.append(row)
+        return rows
+    return [{"path": line.strip()} for _, line in lines]  # a plain list of paths, one a line
+
+
+def _from_row(row: dict, manifest: Path, number: int) -> Utterance:
+    column = next((c for c in PATH_COLUMNS if row.get(c)), None)
+    if column is None:
+        raise ConfigError(f"{manifest}: row {number} has no audio path (a 'file', 'path' or 'audio' column)")
+    written = str(row[column])
+    identifier = row.get("id")
+    fields = {k: v for k, v in row.items() if k not in (column, "id")}
+    return Utterance(str(identifier) if identifier not in (None, "") else str(Path(written).with_suffix("")),
+                     manifest.parent / written, fields)
+
+
+def _from_folder_file(file: Path, root: Path) -> Utterance:
+    fields: dict[str, object] = {}
+    text = file.with_suffix(".normalized.txt")
+    if text.is_file():
+        fields["text"] = text.read_text(encoding="utf-8").strip()
+    speaker, chapter = file.parent.parent.name, file.parent.name
+    if file.stem.startswith(f"{speaker}_{chapter}_"):  # the LibriTTS naming: <speaker>_<chapter>_<para>_<sent>
+        fields.update(speaker=speaker, chapter=chapter, subset=file.parents[2].name)
+    return Utterance(file.relative_to(root).with_suffix("").as_posix(), file, fields)

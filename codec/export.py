@@ -1,0 +1,283 @@
+"""`codec export`: encode a corpus into token shards for speech language models, resumably, over many processes.
+
+The utterance list is cut, in order, into shards of `shard_size`; shard i belongs to process i % world_size
+(RANK and WORLD_SIZE, as `accelerate launch` and `torchrun` set them), so any number of processes writes the
+files one process would. A shard is done when its record in `progress/` exists: the record is written after all
+of the shard's files are renamed into place, so a killed export redoes exactly the shards without a record.
+When every shard is done, process 0 writes `manifest.json` and `errors.tsv` from the records.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+from tqdm import tqdm
+
+from . import audio as audio_io
+from .audio import AtomicOutput
+from .corpus import Utterance
+from .errors import AudioError, ConfigError, OutputError
+from .files import BLOCK_SECONDS
+from .model import Codec
+from .shards import Row, code_dtype, field_names, schema, write_parquet, write_token_stream, write_webdataset
+from .tokendata import FORMAT, FORMAT_VERSION, MANIFEST, stream_dtype
+
+PROGRESS = "progress"
+ERRORS = "errors.tsv"
+
+
+@dataclass
+class ExportConfig:
+    out: Path
+    num_codebooks: int | None = None   # None: all of the model's
+    shard_size: int = 1000             # utterances per shard
+    batch_size: int = 8                # utterances encoded at once (similar lengths are batched together)
+    webdataset: bool = False           # also write shard-NNNNN.tar
+    token_stream: bool = False         # also write shard-NNNNN.bin + shard-NNNNN.idx.json
+    strict: bool = False               # a bad file ends the export instead of going to errors.tsv
+    force: bool = False                # start over in a folder that holds another export
+
+
+class ProcessGroup:
+    """This process's place among the processes a launcher started, or a group of one."""
+
+    def __init__(self) -> None:
+        self.rank, self.size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        self.owned = self.size > 1 and not torch.distributed.is_initialized()
+        if self.owned:
+            # gloo coordinates CPU and GPU machines alike; the long timeout is for the last barrier, which waits
+            # for the slowest process to finish its shards.
+            torch.distributed.init_process_group("gloo", timeout=timedelta(days=1))
+
+    def barrier(self) -> None:
+        if self.size > 1:
+            torch.distributed.barrier()
+
+    def from_first(self, value):
+        """Process 0's `value`, on every process."""
+        if self.size == 1:
+            return value
+        holder = [value]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        return holder[0]
+
+    def close(self) -> None:
+        if self.owned:
+            torch.distributed.destroy_process_group()
+
+
+def default_device() -> str:
+    return f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+
+
+@torch.no_grad()
+def encode_batch(codec: Codec, audios: list[torch.Tensor], num_codebooks: int | None = None) -> list[torch.Tensor]:
+    """Mono audio at the model's rate, of any lengths -> codes (Q, ceil(length / hop)) each, equal to encoding
+    each alone.
+
+    The batch is zero-padded on the right to its longest member. The encoder is causal, so the padding never
+    reaches an earlier frame, and an utterance's last partial frame sees zeros after its end, as it does alone
+    (`Codec.encode` zero-pads it too). Blocks go through the streaming encoder, so memory stays bounded
+    whatever the lengths, and the computation is the one `codec encode` runs.
+    """
+    device = next(codec.parameters()).device
+    batch = torch.nn.utils.rnn.pad_sequence(audios, batch_first=True)[:, None]
+    block = int(BLOCK_SECONDS * codec.sample_rate)
+    encoder = codec.stream_encoder(num_codebooks)
+    parts = []
+    try:
+        for start in range(0, batch.shape[-1], block):
+            parts.append(encoder.push(batch[..., start:start + block].to(device)))
+    finally:
+        tail = encoder.flush()
+    codes = torch.cat(parts + ([tail] if tail is not None else []), dim=-1).cpu()
+    return [codes[i, :, :math.ceil(len(audio) / codec.hop_length)] for i, audio in enumerate(audios)]
+
+
+def _error(utterance: Utterance, error: AudioError, strict: bool) -> list[str]:
+    if strict:
+        raise error
+    clean = " ".join(str(error).split())  # one line, no tabs: errors.tsv stays a table
+    return [utterance.id, str(utterance.path), clean]
+
+
+@dataclass
+class _Job:
+    """One export's fixed parts: the model, the settings (codebook count resolved), the code type, the schema."""
+    codec: Codec
+    config: ExportConfig
+    dtype: np.dtype
+    table_schema: pa.Schema
+
+    def run_shard(self, index: int, utterances: list[Utterance], bar: tqdm) -> None:
+        """Encode a shard, write its files, then its record: the record is what marks the shard as done."""
+        out, name = self.config.out, f"shard-{index:05d}"
+        rows, errors = self._encode(utterances, bar)
+        for stale in [*out.glob(f".{name}.*"), *out.glob(f"{PROGRESS}/.{name}.*")]:  # temporaries of a killed run
+            stale.unlink()
+        files = {"parquet": f"{name}.parquet"}
+        write_parquet(out / files["parquet"], rows, self.table_schema, self.dtype)
+        if self.config.webdataset:
+            files["webdataset"] = f"{name}.tar"
+            write_webdataset(out / files["webdataset"], rows, field_names(self.table_schema))
+        if self.config.token_stream:
+            files["tokens"], files["tokens_index"] = f"{name}.bin", f"{name}.idx.json"
+            write_token_stream(out / files["tokens"], out / files["tokens_index"], rows, self.config.num_codebooks,
+                               self.codec.codebook_size)
+        record = {"shard": index, **files, "utterances": len(rows), "duration_seconds": sum(r.duration for r in rows),
+                  "frames": sum(int(r.codes.shape[1]) for r in rows),
+                  "parquet_bytes": (out / files["parquet"]).stat().st_size, "errors": errors}
+        with AtomicOutput(out / PROGRESS / f"{name}.json", force=True) as temporary:
+            temporary.write_text(json.dumps(record))
+
+    def _encode(self, utterances: list[Utterance], bar: tqdm) -> tuple[list[Row], list[list[str]]]:
+        """Rows in manifest order, and an error line per bad file. Similar lengths are batched together (sorted
+        by duration from the file headers) so that little of a batch is padding."""
+        codec, config = self.codec, self.config
+        rows: dict[int, Row] = {}
+        errors: dict[int, list[str]] = {}
+        headers = {}
+        for i, utterance in enumerate(utterances):
+            try:
+                headers[i] = audio_io.info(utterance.path)
+            except AudioError as error:
+                errors[i] = _error(utterance, error, config.strict)
+                bar.update()
+        order = sorted(headers, key=lambda i: headers[i].frames / headers[i].samplerate)
+        for start in range(0, len(order), config.batch_size):
+            batch, loaded = order[start:start + config.batch_size], {}
+            for i in batch:
+                try:
+                    loaded[i] = torch.cat(list(audio_io.blocks(utterances[i].path, codec.sample_rate, BLOCK_SECONDS)))
+                except AudioError as error:
+                    errors[i] = _error(utterances[i], error, config.strict)
+            codes = encode_batch(codec, list(loaded.values()), config.num_codebooks) if loaded else []
+            for (i, audio), code in zip(loaded.items(), codes):
+                header = headers[i]
+                rows[i] = Row(utterances[i], header.frames / header.samplerate, header.samplerate, header.channels,
+                              len(audio), code.numpy().astype(self.dtype))
+            bar.update(len(batch))
+        return [rows[i] for i in sorted(rows)], [errors[i] for i in sorted(errors)]
+
+
+def _plan(codec: Codec, utterances: list[Utterance], config: ExportConfig, num_codebooks: int) -> dict:
+    """What the shards' content depends on; resuming with anything different would mix two exports."""
+    digest = hashlib.sha256()
+    for u in utterances:
+        digest.update(json.dumps([u.id, str(u.path), u.fields], sort_keys=True, default=str).encode() + b"\n")
+    return {"model_name": codec.name, "weights_sha256": codec.weights_sha256 or "", "num_codebooks": num_codebooks,
+            "shard_size": config.shard_size, "webdataset": config.webdataset, "token_stream": config.token_stream,
+            "utterances": len(utterances), "utterances_sha256": digest.hexdigest()}
+
+
+def _clear(out: Path) -> None:
+    for pattern in ("shard-*", ".shard-*", f"{PROGRESS}/*", f"{PROGRESS}/.*", MANIFEST, ERRORS):
+        for path in out.glob(pattern):
+            path.unlink()
+
+
+def _prepare(out: Path, plan: dict, force: bool) -> None:
+    """Start a new export in `out`, or find the same one there to resume."""
+    plan_path = out / PROGRESS / "plan.json"
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: is a file, not a folder")
+    if plan_path.is_file() and plan_path.read_text() == json.dumps(plan, indent=1):
+        return
+    if not force and plan_path.is_file():
+        raise OutputError(f"{out}: holds an export with other settings or inputs (use --force to start over)")
+    if not force and out.is_dir() and any(out.iterdir()):
+        raise OutputError(f"{out}: is not empty and holds no export (use --force, or an empty folder)")
+    if out.is_dir():
+        _clear(out)
+    (out / PROGRESS).mkdir(parents=True, exist_ok=True)
+    with AtomicOutput(plan_path, force=True) as temporary:
+        temporary.write_text(json.dumps(plan, indent=1))
+
+
+def _manifest(codec: Codec, plan: dict, records: list[dict], dtype: np.dtype) -> dict:
+    n, size = plan["num_codebooks"], codec.codebook_size
+    shards = [{k: v for k, v in r.items() if k != "errors"} for r in records]
+    duration = sum(r["duration_seconds"] for r in records)
+    manifest = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "model_name": codec.name,
+        "weights_sha256": plan["weights_sha256"], "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate,
+        "hop_length": codec.hop_length, "num_codebooks": n, "codebook_sizes": codec.codebook_sizes[:n],
+        "code_dtype": dtype.name, "utterances": sum(r["utterances"] for r in records),
+        "duration_seconds": duration, "duration_hours": duration / 3600, "frames": sum(r["frames"] for r in records),
+        "errors": sum(len(r["errors"]) for r in records),
+        "parquet_bytes": sum(r["parquet_bytes"] for r in records),
+        "shards": shards}
+    if plan["token_stream"]:
+        manifest["token_stream"] = {
+            "dtype": stream_dtype(n * size + 1).name, "vocab_size": n * size + 1, "separator": n * size,
+            "layout": "per utterance, frame-major: token[f * Q + q] = codes[q, f] + q * K, then the separator "
+                      "Q * K; shard .bin files hold raw tokens without a header and concatenate in shard order"}
+    return manifest
+
+
+def _finish(out: Path, codec: Codec, plan: dict, num_shards: int, dtype: np.dtype) -> dict:
+    records = []
+    for index in range(num_shards):
+        path = out / PROGRESS / f"shard-{index:05d}.json"
+        if not path.is_file():
+            raise OutputError(f"{out}: shard {index} was not completed; run the export again to finish it")
+        records.append(json.loads(path.read_text()))
+    lines = [["id", "path", "error"]] + [line for r in records for line in r["errors"]]
+    with AtomicOutput(out / ERRORS, force=True) as temporary:
+        temporary.write_text("".join("\t".join(line) + "\n" for line in lines))
+    manifest = _manifest(codec, plan, records, dtype)
+    with AtomicOutput(out / MANIFEST, force=True) as temporary:
+        temporary.write_text(json.dumps(manifest, indent=1))
+    return manifest
+
+
+def export(codec: Codec, utterances: list[Utterance], config: ExportConfig, progress: bool = True) -> dict | None:
+    """Encode every utterance into shards under `config.out`; returns the manifest on process 0, else None."""
+    if not utterances:
+        raise ConfigError("no audio files to export")
+    seen: dict[str, Path] = {}
+    for u in utterances:
+        if seen.setdefault(u.id, u.path) != u.path:
+            raise ConfigError(f"two files have the id '{u.id}': {seen[u.id]} and {u.path}")
+    if config.shard_size < 1 or config.batch_size < 1:
+        raise ConfigError("--shard-size and --batch-size must be at least 1")
+    num_codebooks = config.num_codebooks or codec.num_codebooks
+    config = ExportConfig(**{**asdict(config), "out": Path(config.out), "num_codebooks": num_codebooks})
+    plan = _plan(codec, utterances, config, num_codebooks)
+    dtype = code_dtype(codec.codebook_size)
+    # Each shard names its model and rates in its schema metadata, so that one file alone can be decoded.
+    described = {"model_name": codec.name, "weights_sha256": plan["weights_sha256"], "num_codebooks": num_codebooks,
+                 "codebook_size": codec.codebook_size, "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate}
+    job = _Job(codec, config, dtype, schema(utterances, dtype, {"codec": json.dumps(described)}))
+    shards = [utterances[s:s + config.shard_size] for s in range(0, len(utterances), config.shard_size)]
+    group = ProcessGroup()
+    try:
+        failure = None
+        if group.rank == 0:
+            try:
+                _prepare(config.out, plan, config.force)
+            except OutputError as error:
+                failure = error
+            except OSError as error:
+                failure = OutputError(f"{config.out}: cannot write ({error.strerror})")
+        failure = group.from_first(failure)
+        if failure is not None:
+            raise failure
+        mine = [i for i in range(group.rank, len(shards), group.size)]
+        done = [i for i in mine if (config.out / PROGRESS / f"shard-{i:05d}.json").is_file()]
+        with tqdm(total=sum(len(shards[i]) for i in mine), initial=sum(len(shards[i]) for i in done),
+                  desc="exporting", unit="utt", disable=not progress or group.rank != 0) as bar:
+            for index in sorted(set(mine) - set(done)):
+                job.run_shard(index, shards[index], bar)
+        group.barrier()
+        return _finish(config.out, codec, plan, len(shards), dtype) if group.rank == 0 else None
+    finally:
+        group.close()

@@ -1,0 +1,94 @@
+"""Reading exported tokens back: `TokenDataset` over the Parquet shards, and the flat token-stream layout.
+
+Token stream layout (one utterance): frame-major, codebook q of frame f at position f * Q + q, shifted by q * K
+so that every codebook has its own range of ids: token = codes[q, f] + q * K. A separator token, Q * K, follows
+every utterance. The vocabulary is therefore Q * K + 1 ids.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .errors import TokenFileError
+
+MANIFEST = "manifest.json"
+FORMAT = "codec-token-shards"
+FORMAT_VERSION = "1"
+
+
+def stream_dtype(vocab_size: int) -> np.dtype:
+    return np.dtype(np.uint16 if vocab_size <= 2**16 else np.uint32)
+
+
+def to_token_stream(codes: np.ndarray, codebook_size: int) -> np.ndarray:
+    """Codes (Q, F) -> tokens (F * Q + 1,): frame-major, codebook q offset by q * K, then the separator."""
+    num_codebooks = codes.shape[0]
+    offsets = np.arange(num_codebooks, dtype=np.int64)[:, None] * codebook_size
+    tokens = (codes.astype(np.int64) + offsets).T.reshape(-1)
+    return np.append(tokens, num_codebooks * codebook_size)
+
+
+def from_token_stream(tokens: np.ndarray, num_codebooks: int, codebook_size: int) -> np.ndarray:
+    """The inverse of `to_token_stream` for one utterance (with or without its trailing separator)."""
+    tokens = np.asarray(tokens, dtype=np.int64)
+    if len(tokens) and tokens[-1] == num_codebooks * codebook_size:  # the separator is no code's token
+        tokens = tokens[:-1]
+    if len(tokens) % num_codebooks:
+        raise ValueError(f"{len(tokens)} tokens are not whole frames of {num_codebooks} codebooks")
+    offsets = np.arange(num_codebooks, dtype=np.int64)[:, None] * codebook_size
+    return tokens.reshape(-1, num_codebooks).T - offsets
+
+
+def read_manifest(folder: str | Path) -> dict:
+    path = Path(folder) / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise TokenFileError(f"{path}: not a readable export manifest ({error})") from None
+    if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
+        raise TokenFileError(f"{path}: not a '{FORMAT}' version {FORMAT_VERSION} manifest")
+    return manifest
+
+
+class TokenDataset(torch.utils.data.Dataset):
+    """The utterances of a `codec export` folder, in shard order, for speech-LM training.
+
+    Item i is a dict of the row's fields (id, path, duration, num_samples, text, speaker, ...) with `codes` as a
+    (Q, F) int64 tensor, cut to the first `num_codebooks` if given. `manifest` holds the model, rates and
+    codebook sizes. Shards are memory-mapped, so opening a large export is cheap.
+    """
+
+    def __init__(self, folder: str | Path, num_codebooks: int | None = None) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+        self.folder = Path(folder)
+        self.manifest = read_manifest(self.folder)
+        self.num_codebooks = num_codebooks or self.manifest["num_codebooks"]
+        if not 1 <= self.num_codebooks <= self.manifest["num_codebooks"]:
+            raise ValueError(f"num_codebooks must be between 1 and {self.manifest['num_codebooks']}")
+        tables = [pq.read_table(self.folder / shard["parquet"], memory_map=True) for shard in self.manifest["shards"]]
+        self.table = pa.concat_tables(tables) if tables else None
+        self._codes = self.table.column("codes") if tables else None
+
+    def __len__(self) -> int:
+        return 0 if self.table is None else self.table.num_rows
+
+    def codes(self, index: int) -> torch.Tensor:
+        """Only the codes of utterance `index`, (Q, F) int64, without converting its other fields."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} utterances")
+        rows = self._codes[index].values  # Q lists of F codes
+        flat = rows.flatten().to_numpy(zero_copy_only=False)
+        return torch.from_numpy(flat.astype(np.int64).reshape(len(rows), -1)[:self.num_codebooks])
+
+    def __getitem__(self, index: int) -> dict:
+        codes = self.codes(index)
+        row = self.table.slice(index % len(self), 1).drop_columns(["codes"]).to_pylist()[0]
+        return {**row, "codes": codes}
+
+    def tokens(self, index: int) -> np.ndarray:
+        """Utterance `index` in the flat token-stream layout (see the module docstring), separator included."""
+        return to_token_stream(self.codes(index).numpy(), self.manifest["codebook_sizes"][0])

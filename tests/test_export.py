@@ -1,0 +1,204 @@
+"""Token export: batched codes equal one-by-one codes, every manifest kind, all three formats, bad files,
+resuming after a kill, and two processes writing what one writes."""
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+import codec.export
+from codec import TokenDataset
+from codec.cli import main
+from codec.corpus import read_utterances
+from codec.export import encode_batch
+from codec.files import encode_file
+from codec.tokendata import from_token_stream, to_token_stream
+from codec.weights import load
+
+from conftest import write
+
+ROOT = Path(__file__).parents[1]
+
+
+def run(*args):
+    return main([str(a) for a in args])
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    """Seven short clips at two rates, lengths around the tiny model's 8-sample hop, one in a subfolder."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    for i, length in enumerate([5, 8, 9, 800, 1601, 3000, 4001]):
+        rate = 16000 if i % 3 == 0 else 8000
+        write(folder / ("sub" if i == 3 else "") / f"clip{i}.wav", rng.standard_normal(length) * 0.1, rate)
+    return folder
+
+
+def files_of(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_batched_codes_equal_one_by_one(tiny_codec):
+    torch.manual_seed(1)
+    hop = tiny_codec.hop_length
+    audios = [torch.randn(n) * 0.1 for n in (1, hop - 1, hop, hop + 1, 5 * hop, 37 * hop + 3, 90 * hop)]
+    batched = encode_batch(tiny_codec, audios, num_codebooks=2)
+    for audio, codes in zip(audios, batched):
+        alone = tiny_codec.encode(audio, num_codebooks=2)[0]
+        assert codes.shape == (2, -(-len(audio) // hop))
+        assert torch.equal(codes, alone)  # the last, partial frame included
+
+
+def test_export_equals_codec_encode(tmp_path, tiny_weights, corpus):
+    out = tmp_path / "out"
+    assert run("export", "--model", tiny_weights, "--data", corpus, "--out", out, "--shard-size", 3,
+               "--batch-size", 4) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert (manifest["utterances"], len(manifest["shards"]), manifest["errors"]) == (7, 3, 0)
+    assert manifest["code_dtype"] == "uint8" and manifest["codebook_sizes"] == [16, 16, 16]
+    assert manifest["frame_rate"] == 1000 and manifest["weights_sha256"] == load(tiny_weights).weights_sha256
+    table = pq.read_table(out / "shard-00000.parquet")
+    assert str(table.schema.field("codes").type) == "list<element: list<element: uint8>>"
+    dataset = TokenDataset(out)
+    model = load(tiny_weights)
+    assert [dataset[i]["id"] for i in range(len(dataset))] == [u.id for u in read_utterances(corpus)]
+    for i in range(len(dataset)):
+        row = dataset[i]
+        reference = encode_file(model, row["path"], tmp_path / "reference.codes", force=True)
+        assert torch.equal(row["codes"], reference.codes)
+        assert row["num_samples"] == reference.num_samples and row["num_frames"] == reference.num_frames
+    assert abs(manifest["duration_seconds"] - sum(dataset[i]["duration"] for i in range(7))) < 1e-9
+
+
+def test_manifests_carry_their_fields(tmp_path, corpus):
+    clips = sorted(p.relative_to(corpus).as_posix() for p in corpus.rglob("*.wav"))[:2]
+    (corpus / "list.tsv").write_text("file\tspeaker\ttext\tsplit\n" + "".join(
+        f"{c}\tspk{i}\thello {i}\t{'train' if i == 0 else 'holdout'}\n" for i, c in enumerate(clips)))
+    (corpus / "list.csv").write_text(f"id,path,speaker\nu1,{clips[0]},alice\n")
+    (corpus / "list.jsonl").write_text(json.dumps({"audio": clips[1], "text": "hi", "words": 2}) + "\n")
+    tsv = read_utterances(corpus / "list.tsv", split="train")
+    assert len(tsv) == 1 and tsv[0].fields == {"speaker": "spk0", "text": "hello 0", "split": "train"}
+    assert tsv[0].path == corpus / clips[0] and tsv[0].id == Path(clips[0]).with_suffix("").as_posix()
+    (csv,) = read_utterances(corpus / "list.csv")
+    assert (csv.id, csv.fields) == ("u1", {"speaker": "alice"})
+    (jsonl,) = read_utterances(corpus / "list.jsonl")
+    assert jsonl.fields == {"text": "hi", "words": 2} and jsonl.path == corpus / clips[1]
+
+
+def test_libritts_layout_gives_text_and_speaker(tmp_path, tiny_weights):
+    root = tmp_path / "LibriTTS"
+    chapter = root / "train-clean-100" / "19" / "198"
+    chapter.mkdir(parents=True)
+    write(chapter / "19_198_000000_000001.wav", np.zeros(400), 24000)
+    (chapter / "19_198_000000_000001.normalized.txt").write_text("Hello there.\n")
+    write(root / "other.wav", np.zeros(400), 24000)  # not LibriTTS-named: no speaker, no text
+    out = tmp_path / "out"
+    assert run("export", "--model", tiny_weights, "--data", root, "--out", out) == 0
+    rows = {row["id"]: row for row in (TokenDataset(out)[i] for i in range(2))}
+    assert rows["train-clean-100/19/198/19_198_000000_000001"] | {"codes": None, "path": None} == {
+        "id": "train-clean-100/19/198/19_198_000000_000001", "path": None, "duration": 400 / 24000,
+        "source_sample_rate": 24000, "source_channels": 1, "num_samples": 133, "num_frames": 17,
+        "text": "Hello there.", "speaker": "19", "chapter": "198", "subset": "train-clean-100", "codes": None}
+    assert rows["other"]["text"] is None and rows["other"]["speaker"] is None
+
+
+def test_webdataset_and_token_stream_hold_the_same_codes(tmp_path, tiny_weights, corpus):
+    out = tmp_path / "out"
+    assert run("export", "--model", tiny_weights, "--data", corpus, "--out", out, "--shard-size", 4,
+               "--num-codebooks", 2, "--webdataset", "--token-stream") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["token_stream"]["vocab_size"] == 33 and manifest["token_stream"]["separator"] == 32
+    dataset = TokenDataset(out)
+    assert dataset[0]["codes"].shape[0] == 2
+    position = 0
+    for shard in manifest["shards"]:
+        with tarfile.open(out / shard["webdataset"]) as tar:
+            names = tar.getnames()
+            members = {name: tar.extractfile(name).read() for name in names}
+        index = json.loads((out / shard["tokens_index"]).read_text())
+        stream = np.fromfile(out / shard["tokens"], dtype=index["dtype"])
+        for entry in index["utterances"]:
+            row = dataset[position]
+            key = row["id"].replace(".", "_")
+            assert entry["id"] == row["id"] and json.loads(members[f"{key}.json"])["id"] == row["id"]
+            assert np.array_equal(np.load(io.BytesIO(members[f"{key}.codes.npy"])), row["codes"].numpy())
+            piece = stream[entry["offset"]:entry["offset"] + entry["length"] + 1]
+            assert piece[-1] == 32 and np.array_equal(from_token_stream(piece, 2, 16), row["codes"].numpy())
+            assert np.array_equal(dataset.tokens(position), piece)
+            position += 1
+    assert position == len(dataset) == 7
+
+
+def test_token_stream_layout_is_frame_major_with_offsets():
+    codes = np.array([[1, 2, 3], [4, 5, 6]])
+    assert to_token_stream(codes, 10).tolist() == [1, 14, 2, 15, 3, 16, 20]
+    assert np.array_equal(from_token_stream(to_token_stream(codes[:1], 10), 1, 10), codes[:1])
+
+
+def test_bad_files_are_skipped_or_fatal_with_strict(tmp_path, tiny_weights, corpus, capsys):
+    (corpus / "broken.wav").write_text("not audio")
+    write(corpus / "silent.wav", np.zeros(0), 8000)
+    out = tmp_path / "out"
+    assert run("export", "--model", tiny_weights, "--data", corpus, "--out", out, "--shard-size", 3) == 0
+    assert "2 files skipped" in capsys.readouterr().err
+    lines = (out / "errors.tsv").read_text().splitlines()
+    assert lines[0] == "id\tpath\terror" and [line.split("\t")[0] for line in lines[1:]] == ["broken", "silent"]
+    assert json.loads((out / "manifest.json").read_text())["utterances"] == 7
+    assert run("export", "--model", tiny_weights, "--data", corpus, "--out", tmp_path / "strict", "--strict") == 1
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error.startswith("error: ") and "broken.wav: not a readable audio file" in error
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, tiny_weights, corpus, monkeypatch):
+    options = ["--model", tiny_weights, "--data", corpus, "--shard-size", 2, "--webdataset", "--token-stream"]
+    assert run("export", *options, "--out", tmp_path / "whole") == 0
+    write_webdataset = codec.export.write_webdataset
+    calls = []
+
+    def killed_in_the_second_shard(path, *args):
+        calls.append(path)
+        if len(calls) == 2:  # its Parquet file is in place, its tar half written, its record missing
+            (path.parent / f".{path.name}.x.tmp.tar").write_bytes(b"partial")
+            raise KeyboardInterrupt
+        return write_webdataset(path, *args)
+
+    monkeypatch.setattr(codec.export, "write_webdataset", killed_in_the_second_shard)
+    assert run("export", *options, "--out", tmp_path / "resumed") == 130
+    assert sorted(p.name for p in (tmp_path / "resumed" / "progress").iterdir()) == ["plan.json", "shard-00000.json"]
+    assert (tmp_path / "resumed" / "shard-00001.parquet").is_file()
+    monkeypatch.setattr(codec.export, "write_webdataset", write_webdataset)
+    assert run("export", *options, "--out", tmp_path / "resumed") == 0
+    assert files_of(tmp_path / "resumed") == files_of(tmp_path / "whole")
+    assert run("export", *options, "--num-codebooks", 1, "--out", tmp_path / "resumed") == 1  # other settings
+    assert run("export", *options, "--num-codebooks", 1, "--out", tmp_path / "resumed", "--force") == 0
+
+
+def free_port():
+    with socket.socket() as handle:
+        handle.bind(("127.0.0.1", 0))
+        return handle.getsockname()[1]
+
+
+def test_two_processes_write_what_one_writes(tmp_path, tiny_weights, corpus):
+    options = ["--model", tiny_weights, "--data", corpus, "--shard-size", 2, "--token-stream"]
+    assert run("export", *options, "--out", tmp_path / "one") == 0
+    port = free_port()
+    environment = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
+                   "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, "-m", "codec.cli", "export", *map(str, options), "--out", str(tmp_path / "two")]
+    processes = [subprocess.Popen(command, env={**environment, "RANK": str(r), "LOCAL_RANK": str(r)},
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
+    results = [p.communicate(timeout=120) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], results
+    assert "exported 7 utterances" in results[0][0] and results[1][0] == ""
+    assert files_of(tmp_path / "two") == files_of(tmp_path / "one")
