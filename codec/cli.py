@@ -103,15 +103,38 @@ def cmd_info(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from .evaluate import evaluate, write_results
+    from .baselines import parse_baseline
+    from .evaluate import ModelSystem, Options, evaluate
+    from .metrics.mos import load_predictors
     from .train.data import read_file_list
-    codec = _model(args)
-    n = _num_codebooks(args, codec)
-    results = evaluate(codec, read_file_list(args.data, args.split), n)
-    write_results(results, args.out)
-    print(f"{results['model']} at {results['kbps']:.3g} kbps over {results['files']} files:")
-    for name, value in results["metrics"].items():
-        print(f"  {name}: {value['mean']:.3f} +/- {value['ci95']:.3f}")
+    files = read_file_list(args.data, args.split)
+    if args.subset:
+        files = [files[i * len(files) // args.subset] for i in range(min(args.subset, len(files)))]
+    if not files:
+        raise CodecError(f"no audio files in {args.data}" + (f" (split {args.split})" if args.split else ""))
+    systems = [parse_baseline(spec, args.reference_rate) for spec in args.baseline]
+    if args.model or not systems:  # with only --baseline, only the baselines run
+        codec = _model(argparse.Namespace(model=args.model or "bundled"))
+        choices = [(None, b) for b in args.bandwidth or []] + [(n, None) for n in args.num_codebooks or []]
+        counts = [_num_codebooks(argparse.Namespace(num_codebooks=n, bandwidth=b), codec) for n, b in choices]
+        systems = [ModelSystem(codec, n) for n in counts or [codec.num_codebooks]] + systems
+    predictors, unavailable = load_predictors([] if args.no_mos else args.mos, args.utmos_checkpoint)
+    for name, message in unavailable.items():
+        print(f"note: {name}: {message}", file=sys.stderr)
+    options = Options(args.reference_rate, predictors, unavailable, args.examples, args.save_audio, args.force)
+    for system in systems:
+        results = evaluate(system, files, Path(args.out) / system.label, options)
+        print(f"{system.label} over {results['files']} files ({results['audio_seconds'] / 60:.1f} min of audio, "
+              f"{results['timing']['wall_seconds']:.0f} s):")
+        for name, value in results["metrics"].items():
+            print(f"  {name}: {value['mean']:.3f} +/- {value['ci95']:.3f}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    page = write_report(args.results, args.out, args.examples, args.clip_seconds, args.force)
+    print(f"wrote {page} and {page.parent / 'report.md'}")
     return 0
 
 
@@ -164,15 +187,41 @@ def build_parser() -> argparse.ArgumentParser:
     model_options(decode)
     decode.set_defaults(run=cmd_decode)
 
-    evaluation = commands.add_parser("eval", help="encode + decode a set of files and score them")
-    evaluation.add_argument("--model", default="bundled")
+    evaluation = commands.add_parser(
+        "eval", help="encode + decode a set of files with a model and/or baselines, and score them",
+        description="Writes one folder per system (model at each bitrate, each baseline) under --out: "
+                    "results.json, per_file.csv, summary.csv, examples/; `codec report` turns them into a page.")
+    evaluation.add_argument("--model", help="weights file or 'bundled' (the default, unless only --baseline is given)")
     evaluation.add_argument("--data", required=True, help="folder, list of paths, or TSV/CSV manifest")
     evaluation.add_argument("--split", help="keep manifest rows whose 'split' column has this value")
-    evaluation.add_argument("--out", required=True, help="results folder (results.json, per_file.csv)")
+    evaluation.add_argument("--subset", type=int, help="only N files, spread evenly over the list")
+    evaluation.add_argument("--out", required=True, help="parent folder of the results folders")
     rate = evaluation.add_mutually_exclusive_group()
-    rate.add_argument("--bandwidth", type=float)
-    rate.add_argument("--num-codebooks", type=int)
+    rate.add_argument("--bandwidth", type=float, nargs="+", help="target kbps, one run each (e.g. 1.5 3 6)")
+    rate.add_argument("--num-codebooks", type=int, nargs="+", help="numbers of codebooks, one run each")
+    evaluation.add_argument("--baseline", action="append", default=[], metavar="SPEC",
+                            help="also run a classic codec: opus:KBPS, codec2:MODE (3200, 1200, ...) or original "
+                                 "(the reference itself); repeat for several")
+    evaluation.add_argument("--mos", nargs="+", default=["utmos", "distillmos"], choices=["utmos", "distillmos"],
+                            help="MOS predictors (default both; an unavailable one is reported as such)")
+    evaluation.add_argument("--no-mos", action="store_true", help="skip the MOS predictors")
+    evaluation.add_argument("--utmos-checkpoint", help="utmos22_strong_step7459_v1.pt (or set "
+                                                       "CODEC_UTMOS_CHECKPOINT); nothing is downloaded")
+    evaluation.add_argument("--reference-rate", type=int, default=24000,
+                            help="rate every system's output is compared at (default 24000)")
+    evaluation.add_argument("--examples", type=int, default=3, help="original/decoded pairs kept for the report")
+    evaluation.add_argument("--save-audio", action="store_true", help="also write every decoded file (audio/)")
+    evaluation.add_argument("--force", action="store_true", help="overwrite existing results")
     evaluation.set_defaults(run=cmd_eval)
+
+    report = commands.add_parser("report", help="results folders -> one HTML page (and Markdown)",
+                                 description="codec report results/* --out report/")
+    report.add_argument("results", nargs="+", help="results folders, or folders holding them")
+    report.add_argument("--out", required=True, help="folder for index.html and report.md")
+    report.add_argument("--examples", type=int, default=2, help="audio examples to embed (default 2)")
+    report.add_argument("--clip-seconds", type=float, default=6.0, help="length of each embedded clip")
+    report.add_argument("--force", action="store_true", help="overwrite an existing report")
+    report.set_defaults(run=cmd_report)
 
     bench = commands.add_parser("bench", help="speed and memory benchmarks against peers")
     bench.add_argument("--model", default="bundled")

@@ -23,3 +23,11 @@ class OutputError(CodecError):
 
 class ConfigError(CodecError):
     """A configuration file with unknown keys or wrong types."""
+
+
+class MetricUnavailable(CodecError):
+    """A metric whose package, weights or checkpoint is not installed; the message says how to get it."""
+
+
+class BaselineUnavailable(CodecError):
+    """A classic codec baseline whose command-line tools are not installed; the message names the package."""

@@ -1,18 +1,85 @@
-"""Run a codec over a set of files, score every pair, and write per-file and aggregate results."""
+"""Run a system (a model at one bitrate, or a baseline codec) over a set of files, score every file, and write
+per-file and aggregate results into one folder per system.
+
+A folder holds results.json (aggregates: mean and 95 % CI per metric, codebook statistics, bitrates, timing),
+per_file.csv, summary.csv, codebook_counts.npz (models), examples/ (a few original/decoded pairs for the
+report) and, with `save_audio`, audio/ (every decoded file). Rates and lengths: see metrics/quality.py.
+"""
 from __future__ import annotations
 
 import csv
 import json
 import math
+import os
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
+import torch
 from tqdm import tqdm
 
-from .audio import AtomicOutput, load
-from .errors import AudioError
-from .metrics.quality import score
+from . import audio as audio_io
+from .errors import AudioError, OutputError
+from .metrics import codebook, quality
+from .metrics.mos import MOS_RATE, Predictor
 from .model import Codec
+
+DEFAULT_REFERENCE_RATE = 24000
+
+
+@dataclass
+class RoundTrip:
+    audio: torch.Tensor            # decoded (T,) at the system's rate
+    codes: torch.Tensor | None     # (Q, F) for neural codecs
+    bits: float | None             # size of the encoded stream
+
+
+class System(Protocol):
+    label: str                     # names the results folder and the report's rows
+    kbps: float | None             # nominal bitrate
+    sample_rate: int               # the rate the system encodes at
+    delay: int                     # samples its output lags its input at that rate
+
+    def round_trip(self, audio: torch.Tensor) -> RoundTrip: ...
+
+
+@dataclass
+class ModelSystem:
+    """A Codec at a given number of codebooks."""
+    codec: Codec
+    num_codebooks: int
+    delay: int = 0  # causal and trimmed by decode
+
+    @property
+    def label(self) -> str:
+        return f"{self.codec.name}-{self.kbps:g}kbps"
+
+    @property
+    def kbps(self) -> float:
+        return round(self.codec.bitrate_for(self.num_codebooks) / 1000, 3)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    def round_trip(self, audio: torch.Tensor) -> RoundTrip:
+        codes = self.codec.encode(audio, num_codebooks=self.num_codebooks)
+        decoded = self.codec.decode(codes, length=len(audio))[0].cpu()
+        return RoundTrip(decoded, codes[0].cpu(), self.codec.bitrate_for(self.num_codebooks) * len(audio)
+                         / self.sample_rate)
+
+
+@dataclass
+class Options:
+    reference_rate: int = DEFAULT_REFERENCE_RATE
+    predictors: list[Predictor] = field(default_factory=list)
+    unavailable: dict[str, str] = field(default_factory=dict)   # metric -> how to get it
+    examples: int = 3
+    save_audio: bool = False
+    force: bool = False
 
 
 def summarize(values: list[float]) -> dict[str, float]:
@@ -24,31 +91,101 @@ def summarize(values: list[float]) -> dict[str, float]:
     return {"mean": float(finite.mean()), "ci95": float(half), "count": int(len(finite))}
 
 
-def evaluate(codec: Codec, files: list[Path], num_codebooks: int | None = None) -> dict:
-    rows = []
-    for file in tqdm(files, desc="evaluating", unit="file"):
-        try:
-            reference = load(file, codec.sample_rate)[0]
-        except AudioError as error:
-            print(f"warning: skipping {error}")
-            continue
-        decoded = codec.decode(codec.encode(reference, num_codebooks=num_codebooks), length=len(reference))[0]
-        rows.append({"file": str(file), "seconds": len(reference) / codec.sample_rate,
-                     **score(reference, decoded, codec.sample_rate)})
-    metrics = [k for k in rows[0] if k not in ("file", "seconds")] if rows else []
-    n = num_codebooks or codec.num_codebooks
-    return {"model": codec.name, "weights_sha256": codec.weights_sha256, "num_codebooks": n,
-            "kbps": codec.bitrate_for(n) / 1000, "files": len(rows),
-            "metrics": {m: summarize([r[m] for r in rows]) for m in metrics}, "per_file": rows}
-
-
-def write_results(results: dict, folder: str | Path) -> None:
+def evaluate(system: System, files: list[Path], folder: str | Path, options: Options) -> dict:
+    """Round-trip and score every file, write the folder, and return what results.json holds."""
     folder = Path(folder)
+    if (folder / "results.json").exists() and not options.force:
+        raise OutputError(f"{folder / 'results.json'}: already exists (use --force to overwrite)")
     folder.mkdir(parents=True, exist_ok=True)
-    with AtomicOutput(folder / "results.json", force=True) as temporary:
-        temporary.write_text(json.dumps({k: v for k, v in results.items() if k != "per_file"}, indent=2))
-    if results["per_file"]:
-        with AtomicOutput(folder / "per_file.csv", force=True) as temporary, open(temporary, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(results["per_file"][0]))
-            writer.writeheader()
-            writer.writerows(results["per_file"])
+    root = Path(os.path.commonpath([f.parent.resolve() for f in files])) if files else Path()
+    codec = system.codec if isinstance(system, ModelSystem) else None
+    counter = codebook.CodeCounter(codec.codebook_sizes[:system.num_codebooks]) if codec else None
+    timing: dict[str, float] = defaultdict(float)
+    rows, bits, examples = [], 0.0, []
+    started = time.perf_counter()
+    for file in tqdm(files, desc=system.label, unit="file"):
+        clock = time.perf_counter()
+        try:
+            reference = audio_io.load(file, options.reference_rate)[0]
+            source = reference if system.sample_rate == options.reference_rate else \
+                audio_io.load(file, system.sample_rate)[0]
+            timing["load"] += time.perf_counter() - clock
+            clock = time.perf_counter()
+            result = system.round_trip(source)
+        except AudioError as error:
+            tqdm.write(f"warning: skipping {error}")
+            continue
+        timing["codec"] += time.perf_counter() - clock
+        pair = quality.align(reference, options.reference_rate, result.audio, system.sample_rate, system.delay)
+        clock = time.perf_counter()
+        row = {"file": str(file), "seconds": len(reference) / options.reference_rate, **quality.score(pair)}
+        timing["quality"] += time.perf_counter() - clock
+        for predictor in options.predictors:
+            clock = time.perf_counter()
+            row[predictor.name] = predictor(pair.at(MOS_RATE)[1])
+            timing[predictor.name] += time.perf_counter() - clock
+        rows.append(row)
+        bits += result.bits or 0.0
+        if counter is not None and result.codes is not None:
+            counter.add(result.codes)
+        if len(examples) < options.examples:
+            examples.append(_save_example(folder, len(examples), file, pair, options.force))
+        if options.save_audio:
+            target = folder / "audio" / file.resolve().relative_to(root).with_suffix(".wav")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            audio_io.save(target, pair.decoded, pair.rate, force=True)
+    seconds = sum(r["seconds"] for r in rows)
+    metrics = [k for k in rows[0] if k not in ("file", "seconds")] if rows else []
+    results = {
+        "label": system.label, "system": _describe(system), "kbps": system.kbps,
+        "measured_kbps": bits / seconds / 1000 if seconds and bits else None,
+        "reference_rate": options.reference_rate, "files": len(rows), "audio_seconds": seconds,
+        "metrics": {m: summarize([r[m] for r in rows]) for m in metrics},
+        "unavailable": options.unavailable, "examples": examples,
+        "timing": {"wall_seconds": time.perf_counter() - started, **timing},
+    }
+    if counter is not None:
+        results["codebooks"] = _codebook_summary(counter, codec.frame_rate)
+    _write(folder, results, rows, counter)
+    return results
+
+
+def _describe(system: System) -> dict:
+    if isinstance(system, ModelSystem):
+        return {"kind": "model", "name": system.codec.name, "weights_sha256": system.codec.weights_sha256,
+                "num_codebooks": system.num_codebooks, "sample_rate": system.sample_rate}
+    return {"kind": "baseline", "name": system.label.split("-")[0], "sample_rate": system.sample_rate}
+
+
+def _codebook_summary(counter: codebook.CodeCounter, frame_rate: float) -> dict:
+    stats = counter.stats()
+    return {"frame_rate": frame_rate, "nominal_kbps": codebook.nominal_bitrate(frame_rate, stats) / 1000,
+            "effective_kbps": codebook.effective_bitrate(frame_rate, stats) / 1000,
+            "per_codebook": [asdict(s) for s in stats]}
+
+
+def _save_example(folder: Path, index: int, file: Path, pair: quality.Pair, force: bool) -> dict:
+    (folder / "examples").mkdir(exist_ok=True)
+    names = {}
+    for kind, audio in (("original", pair.reference), ("decoded", pair.decoded)):
+        names[kind] = f"examples/{index:02d}-{file.stem}.{kind}.flac"
+        audio_io.save(folder / names[kind], audio, pair.rate, force=True)
+    return {"file": str(file), **names}
+
+
+def _write(folder: Path, results: dict, rows: list[dict], counter: codebook.CodeCounter | None) -> None:
+    with audio_io.AtomicOutput(folder / "results.json", force=True) as temporary:
+        temporary.write_text(json.dumps(results, indent=2) + "\n")
+    tables = [("per_file.csv", rows),
+              ("summary.csv", [{"metric": m, **v} for m, v in results["metrics"].items()])]
+    for name, table in tables:
+        if table:
+            with audio_io.AtomicOutput(folder / name, force=True) as temporary, \
+                    open(temporary, "w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+                writer.writeheader()
+                writer.writerows(table)
+    if counter is not None:
+        with audio_io.AtomicOutput(folder / "codebook_counts.npz", force=True) as temporary:
+            with open(temporary, "wb") as handle:
+                np.savez_compressed(handle, *[c for c in counter.counts if c.sum()])

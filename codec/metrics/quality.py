@@ -1,11 +1,22 @@
-"""Signal quality metrics on a (reference, decoded) pair.
+"""Signal quality metrics on a (reference, decoded) pair, and the one place where rates and lengths are settled.
 
-Alignment and rates are handled here and nowhere else: both signals arrive at the codec's rate, are cut to the
-shorter length, and each metric resamples to the rate it is defined at. PESQ is wide-band at 16 kHz (as the
-SimVQ and WavTokenizer papers report it); STOI is computed at the codec's rate (pystoi resamples to 10 kHz
-internally); mel distance and SI-SDR at the codec's rate.
+Rates. Every system in an evaluation is compared against the same reference: the source file resampled once
+(soxr HQ, `audio.resample`) to the evaluation's *reference rate*, 24 kHz by default (the bundled model's rate),
+so rows of one table compare even when the systems run at 8, 24 or 48 kHz. A system encodes the source at its
+own rate; its output is resampled here to the reference rate, so a codec that drops a band is charged for it.
+Each metric then takes the pair at the rate it is defined at:
+  - PESQ wide-band and the MOS predictors at 16 kHz (`Pair.at`, resampled once and shared);
+  - STOI at the reference rate (pystoi resamples to its own 10 kHz internally);
+  - mel distance and SI-SDR at the reference rate.
+The UTMOS papers resample with torchaudio's sinc filter; we use soxr everywhere, whose passband differs from it
+by far less than the predictors' resolution.
+
+Lengths. A system's known constant delay (Codec2's, see baselines.py) is removed first; then the decoded signal
+is cut or zero-padded to the reference's length, so a codec that loses the tail is charged for it too.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -16,49 +27,73 @@ from ..errors import CodecError
 PESQ_RATE = 16000
 
 
-def align(reference: torch.Tensor, decoded: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    n = min(reference.shape[-1], decoded.shape[-1])
-    return (np.asarray(reference, dtype=np.float64).reshape(-1)[:n],
-            np.asarray(decoded, dtype=np.float64).reshape(-1)[:n])
+@dataclass
+class Pair:
+    """A reference and a decoded signal of equal length at `rate`, with resampled copies made on demand."""
+    reference: np.ndarray
+    decoded: np.ndarray
+    rate: int
+    _resampled: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict, repr=False)
+
+    def at(self, rate: int) -> tuple[np.ndarray, np.ndarray]:
+        if rate == self.rate:
+            return self.reference, self.decoded
+        if rate not in self._resampled:
+            self._resampled[rate] = (resample(self.reference, self.rate, rate).numpy(),
+                                     resample(self.decoded, self.rate, rate).numpy())
+        return self._resampled[rate]
 
 
-def pesq_wideband(reference: np.ndarray, decoded: np.ndarray, sample_rate: int) -> float:
+def align(reference: torch.Tensor | np.ndarray, reference_rate: int, decoded: torch.Tensor | np.ndarray,
+          decoded_rate: int, delay: int = 0) -> Pair:
+    """Bring `decoded` (at `decoded_rate`, late by `delay` samples) onto the reference's rate and length."""
+    reference = np.asarray(reference, dtype=np.float32).reshape(-1)
+    decoded = np.asarray(decoded, dtype=np.float32).reshape(-1)[delay:]
+    decoded = resample(decoded, decoded_rate, reference_rate).numpy()
+    decoded = np.pad(decoded[:len(reference)], (0, max(0, len(reference) - len(decoded))))
+    return Pair(reference, decoded, reference_rate)
+
+
+def pesq_wideband(pair: Pair) -> float:
     try:
         from pesq import pesq
     except ImportError:
         raise CodecError("PESQ needs the 'pesq' package: pip install pesq") from None
-    ref = resample(reference.astype(np.float32), sample_rate, PESQ_RATE).numpy()
-    deg = resample(decoded.astype(np.float32), sample_rate, PESQ_RATE).numpy()
+    reference, decoded = pair.at(PESQ_RATE)
     try:
-        return float(pesq(PESQ_RATE, ref, deg, "wb"))
+        return float(pesq(PESQ_RATE, reference, decoded, "wb"))
     except Exception:  # pesq raises on clips without detectable speech
         return float("nan")
 
 
-def stoi(reference: np.ndarray, decoded: np.ndarray, sample_rate: int) -> float:
+def stoi(pair: Pair) -> float:
     try:
         from pystoi import stoi as compute
     except ImportError:
         raise CodecError("STOI needs the 'pystoi' package: pip install pystoi") from None
-    return float(compute(reference, decoded, sample_rate, extended=False))
+    return float(compute(pair.reference.astype(np.float64), pair.decoded.astype(np.float64), pair.rate,
+                         extended=False))
 
 
-def si_sdr(reference: np.ndarray, decoded: np.ndarray) -> float:
-    reference = reference - reference.mean()
-    decoded = decoded - decoded.mean()
+def si_sdr(pair: Pair) -> float:
+    reference = pair.reference.astype(np.float64) - pair.reference.mean()
+    decoded = pair.decoded.astype(np.float64) - pair.decoded.mean()
     scale = np.dot(decoded, reference) / max(np.dot(reference, reference), 1e-12)
     target = scale * reference
     return float(10 * np.log10(max(np.dot(target, target), 1e-12) / max(np.sum((decoded - target) ** 2), 1e-12)))
 
 
-def mel_distance(reference: np.ndarray, decoded: np.ndarray, sample_rate: int) -> float:
+def mel_distance(pair: Pair) -> float:
     """Mean absolute difference of log10 mel spectrograms (n_fft 1024, hop 256, 80 mels)."""
     from ..train.losses import MultiScaleMelLoss
-    loss = MultiScaleMelLoss(sample_rate, windows=(1024,), mels=(80,))
-    return float(loss(torch.from_numpy(decoded).float()[None], torch.from_numpy(reference).float()[None]))
+    loss = MultiScaleMelLoss(pair.rate, windows=(1024,), mels=(80,))
+    return float(loss(torch.from_numpy(pair.decoded)[None], torch.from_numpy(pair.reference)[None]))
 
 
-def score(reference: torch.Tensor, decoded: torch.Tensor, sample_rate: int) -> dict[str, float]:
-    ref, deg = align(reference, decoded)
-    return {"pesq": pesq_wideband(ref, deg, sample_rate), "stoi": stoi(ref, deg, sample_rate),
-            "mel_distance": mel_distance(ref, deg, sample_rate), "si_sdr": si_sdr(ref, deg)}
+def score(pair: Pair) -> dict[str, float]:
+    return {"pesq": pesq_wideband(pair), "stoi": stoi(pair), "mel_distance": mel_distance(pair),
+            "si_sdr": si_sdr(pair)}
+
+
+FULL_REFERENCE = ("pesq", "stoi", "mel_distance", "si_sdr")  # the names `score` returns
+LOWER_IS_BETTER = {"mel_distance"}  # for every other metric, here and in mos.py, higher is better

@@ -1,0 +1,104 @@
+"""The report's figures, as PNG bytes: metrics against bitrate, per-codebook utilization, code usage."""
+from __future__ import annotations
+
+import io
+from collections import defaultdict
+
+import numpy as np
+
+from .metrics.quality import FULL_REFERENCE
+
+# Headless: the report is written on servers and in CI, never shown on a screen.
+import matplotlib  # noqa: E402
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+
+TICKS_KBPS = [0.5, 0.75, 1, 1.5, 2, 3, 4.5, 6, 8, 12, 16, 24, 32, 64]
+METRIC_TITLES = {"pesq": "PESQ (wide-band)", "stoi": "STOI", "mel_distance": "mel distance (lower is better)",
+                 "si_sdr": "SI-SDR (dB)", "utmos": "UTMOS22 strong", "distillmos": "DistillMOS"}
+
+
+def _png(figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.tight_layout()
+    figure.savefig(buffer, format="png", dpi=100)
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def bitrate(result: dict) -> float | None:
+    """Where a system sits on the bitrate axis: what it measurably spent, else its nominal rate."""
+    return result.get("measured_kbps") or result.get("kbps")
+
+
+def metric_against_bitrate(results: list[dict], metric: str) -> bytes:
+    """One line per model or baseline codec (mean with its 95 % CI). The original (no bitrate) is drawn as a
+    dashed line for the MOS predictors, where it is the ceiling the data allows; a full-reference metric scores
+    it ideal by definition (SI-SDR near infinite), which would only squash the axis."""
+    figure, axes = plt.subplots(figsize=(5, 3.4))
+    lines: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    for result in results:
+        value = result["metrics"].get(metric)
+        if value is None:
+            continue
+        if bitrate(result) is None:
+            if metric not in FULL_REFERENCE:
+                axes.axhline(value["mean"], color="gray", linestyle="--", label=result["label"])
+        else:
+            lines[result["system"]["name"]].append((bitrate(result), value["mean"], value["ci95"]))
+    for name, points in sorted(lines.items()):
+        x, y, error = zip(*sorted(points))
+        axes.errorbar(x, y, yerr=np.nan_to_num(error), marker="o", capsize=3, label=name)
+    _bitrate_axis(axes)
+    axes.set_title(METRIC_TITLES.get(metric, metric))
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=8)
+    return _png(figure)
+
+
+def _bitrate_axis(axes) -> None:
+    """Log scale (codecs span 0.5 to 24 kbps) with plain-number ticks at the usual codec bitrates."""
+    axes.set_xscale("log")
+    low, high = axes.get_xlim()
+    axes.set_xticks([t for t in TICKS_KBPS if low <= t <= high] or TICKS_KBPS[:1])
+    axes.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+    axes.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    axes.set_xlabel("bitrate (kbps, measured)")
+
+
+def codebook_utilization(label: str, per_codebook: list[dict]) -> bytes:
+    """Share of codes used per codebook, with the perplexity written on each bar."""
+    figure, axes = plt.subplots(figsize=(5, 3))
+    index = [s["index"] + 1 for s in per_codebook]
+    bars = axes.bar(index, [100 * s["utilization"] for s in per_codebook], color="tab:blue")
+    for bar, stats in zip(bars, per_codebook):
+        axes.annotate(f"ppl {stats['perplexity']:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                      ha="center", va="bottom", fontsize=7)
+    axes.set_ylim(0, 110)
+    axes.set_xticks(index)
+    axes.set_xlabel("codebook")
+    axes.set_ylabel("codes used (%)")
+    axes.set_title(f"{label}: utilization")
+    return _png(figure)
+
+
+def code_usage(label: str, counts: list[np.ndarray]) -> bytes:
+    """Each codebook's code frequencies sorted from most to least used, against the uniform 1/K: a flat curve
+    at 1/K is a perfectly used codebook, a cliff shows dead codes, a steep head shows a few codes doing the work."""
+    figure, axes = plt.subplots(figsize=(5, 3))
+    for i, c in enumerate(counts):
+        frequency = np.sort(c)[::-1] / max(c.sum(), 1)
+        axes.step(np.arange(1, len(c) + 1), np.maximum(frequency, 1e-9), where="post", label=f"codebook {i + 1}",
+                  linewidth=1)
+    if counts:
+        axes.axhline(1 / len(counts[0]), color="gray", linestyle=":", label="uniform 1/K")
+    axes.set_yscale("log")
+    if counts and len(counts[0]) > 64:
+        axes.set_xscale("log")
+    axes.set_ylim(bottom=max(1e-7, 0.1 / max(sum(c.sum() for c in counts), 1)))
+    axes.set_xlabel("code rank")
+    axes.set_ylabel("frequency")
+    axes.set_title(f"{label}: code usage")
+    axes.legend(fontsize=7, ncol=2, loc="upper right")
+    return _png(figure)

@@ -1,0 +1,204 @@
+"""Results folders (from `codec eval`) -> one self-contained HTML page and a Markdown twin.
+
+The HTML page carries everything inside it (plots as base64 PNG, audio clips as base64 FLAC), so it can be
+mailed or attached to an issue; the Markdown page links the same plots, written beside it as PNG files.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import soundfile
+
+from . import plots
+from .audio import AtomicOutput
+from .errors import CodecError, OutputError
+from .metrics.quality import LOWER_IS_BETTER
+
+
+def collect(paths: list[str | Path]) -> list[dict]:
+    """Every results.json in or below the given folders, with its folder recorded under "folder"."""
+    found = []
+    for path in map(Path, paths):
+        if not path.exists():
+            raise CodecError(f"{path}: no such results folder")
+        for file in ([path / "results.json"] if (path / "results.json").is_file() else
+                     sorted(path.rglob("results.json"))):
+            found.append({**json.loads(file.read_text()), "folder": str(file.parent)})
+    if not found:
+        raise CodecError(f"no results.json in {', '.join(map(str, paths))}: run `codec eval` first")
+    order = {"baseline": 1, "model": 0}
+    return sorted(found, key=lambda r: (order.get(r["system"]["kind"], 2), r["system"]["name"], r["kbps"] or 1e9))
+
+
+def metric_names(results: list[dict]) -> list[str]:
+    names: list[str] = []
+    for result in results:
+        names += [m for m in [*result["metrics"], *result.get("unavailable", {})] if m not in names]
+    return names
+
+
+def _cell(result: dict, metric: str) -> str:
+    if metric in result.get("unavailable", {}):
+        return "n/a"
+    value = result["metrics"].get(metric)
+    if value is None or math.isnan(value["mean"]):
+        return "–"
+    return f"{value['mean']:.3f} ± {value['ci95']:.3f}" if not math.isnan(value["ci95"]) else f"{value['mean']:.3f}"
+
+
+def _kbps(value: float | None) -> str:
+    return "–" if value is None else f"{value:.3g}"
+
+
+def results_table(results: list[dict]) -> list[list[str]]:
+    metrics = metric_names(results)
+    arrows = ["↓" if m in LOWER_IS_BETTER else "↑" for m in metrics]
+    header = ["system", "kbps", "measured kbps", "files", *[f"{m} {a}" for m, a in zip(metrics, arrows)]]
+    return [header] + [[r["label"], _kbps(r["kbps"]), _kbps(r["measured_kbps"]), str(r["files"]),
+                        *[_cell(r, m) for m in metrics]] for r in results]
+
+
+def codebook_table(results: list[dict]) -> list[list[str]]:
+    rows = [["system", "codebook", "K", "used", "utilization", "perplexity", "entropy (bits)"]]
+    for result in results:
+        for s in result.get("codebooks", {}).get("per_codebook", []):
+            rows.append([result["label"], str(s["index"] + 1), str(s["size"]), str(s["used"]),
+                         f"{100 * s['utilization']:.1f} %", f"{s['perplexity']:.1f}", f"{s['entropy_bits']:.2f}"])
+    return rows
+
+
+def bitrate_table(results: list[dict]) -> list[list[str]]:
+    rows = [["system", "nominal kbps", "effective kbps (entropy)", "share used"]]
+    for result in results:
+        if "codebooks" in result:
+            c = result["codebooks"]
+            rows.append([result["label"], f"{c['nominal_kbps']:.3g}", f"{c['effective_kbps']:.3g}",
+                         f"{100 * c['effective_kbps'] / c['nominal_kbps']:.0f} %"])
+    return rows
+
+
+def timing_table(results: list[dict]) -> list[list[str]]:
+    rows = [["system", "audio (min)", "wall (s)", "s per min of audio", "of which codec", "of which MOS"]]
+    for r in results:
+        minutes, timing = r["audio_seconds"] / 60, r["timing"]
+        mos = sum(timing.get(m, 0.0) for m in ("utmos", "distillmos"))
+        per = (lambda s: f"{s / minutes:.1f}") if minutes else (lambda s: "–")
+        rows.append([r["label"], f"{minutes:.2f}", f"{timing['wall_seconds']:.0f}", per(timing["wall_seconds"]),
+                     per(timing.get("codec", 0.0)), per(mos)])
+    return rows
+
+
+def _markdown_table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows[1:]])
+
+
+def _html_table(rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def figures(results: list[dict]) -> dict[str, bytes]:
+    """File name -> PNG: one plot per metric, and for each model its utilization and code usage (taken from
+    its run with the most codebooks, whose first codebooks hold the same codes as its runs with fewer)."""
+    out = {f"{m}.png": plots.metric_against_bitrate(results, m) for m in metric_names(results)
+           if any(m in r["metrics"] for r in results)}
+    widest: dict[str, dict] = {}
+    for r in results:
+        if "codebooks" in r and len(r["codebooks"]["per_codebook"]) >= len(
+                widest.get(r["system"]["name"], {}).get("codebooks", {}).get("per_codebook", [])):
+            widest[r["system"]["name"]] = r
+    for name, r in widest.items():
+        out[f"{name}-utilization.png"] = plots.codebook_utilization(name, r["codebooks"]["per_codebook"])
+        with np.load(Path(r["folder"]) / "codebook_counts.npz") as counts:
+            out[f"{name}-code-usage.png"] = plots.code_usage(name, [counts[k] for k in counts.files])
+    return out
+
+
+def _clip(path: Path, seconds: float) -> str:
+    audio, rate = soundfile.read(path, dtype="float32")
+    buffer = io.BytesIO()
+    soundfile.write(buffer, audio[:int(seconds * rate)], rate, format="FLAC", subtype="PCM_16")
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def audio_section(results: list[dict], count: int, seconds: float) -> str:
+    """For the first `count` examples every system kept: the original, then each system's decoding."""
+    blocks = []
+    for index in range(count):
+        having = [r for r in results if len(r.get("examples", [])) > index]
+        if not having:
+            break
+        first = having[0]["examples"][index]
+        players = [("original", Path(having[0]["folder"]) / first["original"])]
+        players += [(r["label"], Path(r["folder"]) / r["examples"][index]["decoded"]) for r in having
+                    if r["examples"][index]["file"] == first["file"] and r["label"] != "original"]
+        cells = "".join(f"<div class=player><div>{html.escape(label)}</div><audio controls preload=none "
+                        f"src='data:audio/flac;base64,{_clip(path, seconds)}'></audio></div>"
+                        for label, path in players)
+        blocks.append(f"<h3>{html.escape(Path(first['file']).name)}</h3><div class=players>{cells}</div>")
+    return "".join(blocks)
+
+
+STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
+table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
+th:first-child,td:first-child{text-align:left}thead{background:#f3f3f3}.plots{display:flex;flex-wrap:wrap;gap:8px}
+.players{display:flex;flex-wrap:wrap;gap:12px}.player{font-size:13px}.notes{color:#555;font-size:14px}"""
+
+
+def _notes(results: list[dict]) -> list[str]:
+    notes = [f"Reference rate: {', '.join(sorted({str(r['reference_rate']) for r in results}))} Hz. "
+             "Mean ± half-width of the 95 % confidence interval over files. Bitrate axis: measured where the "
+             "system writes a stream (Opus packets without their Ogg container), nominal otherwise."]
+    for result in results:
+        for name, message in result.get("unavailable", {}).items():
+            if f"{name}: {message}" not in notes:
+                notes.append(f"{name}: {message}")
+    return notes
+
+
+def write_report(paths: list[str | Path], out: str | Path, examples: int = 2, clip_seconds: float = 6.0,
+                 force: bool = False) -> Path:
+    results = collect(paths)
+    out = Path(out)
+    if (out / "index.html").exists() and not force:
+        raise OutputError(f"{out / 'index.html'}: already exists (use --force to overwrite)")
+    out.mkdir(parents=True, exist_ok=True)
+    images = figures(results)
+    for name, png in images.items():
+        with AtomicOutput(out / name, force=True) as temporary:
+            temporary.write_bytes(png)
+    tables = [("Results", results_table(results)), ("Bitrates", bitrate_table(results)),
+              ("Codebooks", codebook_table(results)), ("Evaluation time", timing_table(results))]
+    tables = [(title, rows) for title, rows in tables if len(rows) > 1]
+    notes = _notes(results)
+    markdown = ["# Codec evaluation", ""] + [f"- {n}" for n in notes] + [""]
+    page = [f"<!doctype html><html><head><meta charset=utf-8><title>Codec evaluation</title><style>{STYLE}</style>"
+            f"</head><body><h1>Codec evaluation</h1>"] + [f"<p class=notes>{html.escape(n)}</p>" for n in notes]
+    for title, rows in tables[:1]:
+        markdown += [f"## {title}", "", _markdown_table(rows), ""]
+        page.append(f"<h2>{title}</h2>{_html_table(rows)}")
+    markdown += ["## Plots", ""] + [f"![{name}]({name})" for name in images] + [""]
+    page.append("<h2>Plots</h2><div class=plots>" + "".join(
+        f"<img alt='{name}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
+        for name, png in images.items()) + "</div>")
+    for title, rows in tables[1:]:
+        markdown += [f"## {title}", "", _markdown_table(rows), ""]
+        page.append(f"<h2>{title}</h2>{_html_table(rows)}")
+    players = audio_section(results, examples, clip_seconds)
+    if players:
+        markdown += ["Audio examples (original and decoded) are embedded in index.html.", ""]
+        page.append(f"<h2>Audio examples (first {clip_seconds:g} s)</h2>{players}")
+    page.append("</body></html>")
+    with AtomicOutput(out / "index.html", force=True) as temporary:
+        temporary.write_text("".join(page))
+    with AtomicOutput(out / "report.md", force=True) as temporary:
+        temporary.write_text("\n".join(markdown))
+    return out / "index.html"

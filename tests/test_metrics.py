@@ -1,0 +1,171 @@
+"""Metrics: codebook statistics, alignment of rates and lengths, and the MOS predictors (UTMOS22 architecture and
+checkpoint layouts with random weights; DistillMOS against its published weights when installed)."""
+import importlib.util
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from codec.audio import load
+from codec.errors import MetricUnavailable
+from codec.metrics import codebook, quality, utmos
+from codec.metrics.mos import load_predictors
+
+from conftest import EXAMPLE
+
+
+def test_codebook_statistics_and_bitrates():
+    counter = codebook.CodeCounter([4, 4, 4])
+    counter.add(torch.tensor([[0, 1, 2, 3], [0, 0, 1, 1]]))  # two of three codebooks used: 4 frames
+    counter.add(torch.tensor([[[0, 1, 2, 3], [0, 0, 1, 1]]]))  # a batch of one works too
+    first, second = counter.stats()
+    assert len(counter.stats()) == 2
+    assert (first.used, first.utilization, first.entropy_bits, first.perplexity) == (4, 1.0, 2.0, 4.0)
+    assert (second.used, second.utilization, second.entropy_bits, second.perplexity) == (2, 0.5, 1.0, 2.0)
+    assert codebook.nominal_bitrate(75, [first, second]) == 75 * 4
+    assert codebook.effective_bitrate(75, [first, second]) == 75 * 3
+
+
+def test_align_resamples_removes_delay_and_pads():
+    rate = 8000
+    t = np.arange(rate) / rate
+    reference = np.sin(2 * np.pi * 440 * t).astype(np.float32)
+    late = np.concatenate([np.zeros(160, np.float32), reference[:-400]])  # 20 ms late, tail lost
+    pair = quality.align(np.repeat(reference, 3), 24000, late, rate, delay=160)
+    assert pair.rate == 24000 and len(pair.decoded) == len(pair.reference) == 3 * rate
+    assert np.all(pair.decoded[-3 * 400 + 30:] == 0)  # the lost tail is zeros, charged to the codec
+    ref16, dec16 = pair.at(16000)
+    assert len(ref16) == len(dec16) == 2 * rate and pair.at(16000)[0] is ref16  # resampled once, then cached
+
+
+def test_quality_metrics_of_a_perfect_and_a_noisy_copy(speech):
+    audio = load(speech, 16000)[0].numpy()
+    perfect = quality.score(quality.align(audio, 16000, audio, 16000))
+    noisy = quality.score(quality.align(audio, 16000, audio + 0.05 * np.random.default_rng(0).standard_normal(
+        len(audio)).astype(np.float32), 16000))
+    assert perfect["pesq"] > 4.5 and perfect["stoi"] > 0.99 and perfect["mel_distance"] < 1e-6
+    assert noisy["pesq"] < perfect["pesq"] and noisy["si_sdr"] < 20 < perfect["si_sdr"]
+
+
+# --- UTMOS22 strong: the architecture and both public checkpoint layouts, with random weights ---------------
+def speechmos_layout(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random state dict laid out as SpeechMOS's utmos22_strong_step7459_v1.pt (weight norm not folded)."""
+    torch.manual_seed(seed)
+    with torch.device("meta"):
+        shapes = {k: v.shape for k, v in utmos.UTMOS22Strong().state_dict().items()}
+    state = {k: torch.randn(shape) * 0.02 for k, shape in shapes.items()}
+    del state["wav2vec2.encoder.pos_conv.0.weight"]
+    state["wav2vec2.encoder.pos_conv.0.weight_g"] = torch.rand(1, 1, 128) + 0.5
+    state["wav2vec2.encoder.pos_conv.0.weight_v"] = torch.randn(768, 48, 128)
+    return state
+
+
+@pytest.fixture(scope="module")
+def speechmos_state():
+    return speechmos_layout()
+
+
+def test_utmos_keys_shapes_and_parameter_count_match_the_published_checkpoint(speechmos_state):
+    state = speechmos_state
+    assert len(state) == 225 and sum(v.numel() for v in state.values()) == 102_772_865
+    expected = {"domain_emb": (1, 128), "judge_emb": (1, 128), "wav2vec2.mask_emb": (768,),
+                "wav2vec2.feature_extractor.conv_layers.0.0.weight": (512, 1, 10),
+                "wav2vec2.feature_extractor.conv_layers.0.2.weight": (512,),
+                "wav2vec2.feature_extractor.conv_layers.4.0.weight": (512, 512, 3),
+                "wav2vec2.feature_extractor.conv_layers.6.0.weight": (512, 512, 2),
+                "wav2vec2.layer_norm.weight": (512,), "wav2vec2.post_extract_proj.weight": (768, 512),
+                "wav2vec2.encoder.pos_conv.0.bias": (768,), "wav2vec2.encoder.pos_conv.0.weight_g": (1, 1, 128),
+                "wav2vec2.encoder.pos_conv.0.weight_v": (768, 48, 128), "wav2vec2.encoder.layer_norm.bias": (768,),
+                "wav2vec2.encoder.layers.11.self_attn.k_proj.weight": (768, 768),
+                "wav2vec2.encoder.layers.11.fc1.weight": (3072, 768),
+                "wav2vec2.encoder.layers.0.final_layer_norm.bias": (768,),
+                "blstm.weight_ih_l0": (2048, 1024), "blstm.weight_hh_l0_reverse": (2048, 512),
+                "blstm.bias_ih_l0_reverse": (2048,), "projection.0.weight": (2048, 1024),
+                "projection.2.weight": (1, 2048), "projection.2.bias": (1,)}
+    assert {k: tuple(state[k].shape) for k in expected} == expected
+
+
+def test_lightning_layout_converts_to_the_speechmos_layout(speechmos_state):
+    """The official Lightning .ckpt / utmos-pytorch layout, written out by hand from the mapping in
+    shared/notes/mos-predictors.md, converts to exactly the SpeechMOS state and scores identically."""
+    speechmos = speechmos_state
+    lightning = {"feature_extractors.1.embedding.weight": torch.randn(3, 128),
+                 "output_layers.0.judge_embedding.weight": torch.randn(3000, 128)}
+    lightning["feature_extractors.1.embedding.weight"][0] = speechmos["domain_emb"][0]
+    lightning["output_layers.0.judge_embedding.weight"][288] = speechmos["judge_emb"][0]
+    for key, value in speechmos.items():
+        if key.startswith("wav2vec2."):
+            lightning["feature_extractors.0.ssl_model." + key[len("wav2vec2."):]] = value
+        elif key.startswith("blstm."):
+            lightning["output_layers.0.decoder_rnn." + key[len("blstm."):]] = value
+        elif key.startswith("projection.0."):
+            lightning["output_layers.1.net.0." + key[len("projection.0."):]] = value
+        elif key.startswith("projection.2."):
+            lightning["output_layers.1.net.3." + key[len("projection.2."):]] = value
+    converted = utmos.lightning_to_speechmos(lightning)
+    assert converted.keys() == speechmos.keys()
+    assert all(torch.equal(converted[k], speechmos[k]) for k in speechmos)
+    audio = torch.randn(1, 16000) * 0.1  # 1 s: 49 frames, so the odd-length padding path runs
+    from_speechmos = utmos.load_state(speechmos)(audio)
+    from_lightning = utmos.load_state({"state_dict": lightning})(audio)
+    assert torch.equal(from_speechmos, from_lightning) and torch.isfinite(from_speechmos).all()
+    with pytest.raises(ValueError, match="at least 400 samples"):
+        utmos.load_state(speechmos)(audio[:, :399])
+
+
+def test_utmos_checkpoint_is_found_through_the_environment_and_loaded_safely(tmp_path, monkeypatch,
+                                                                              speechmos_state):
+    path = tmp_path / "mine.pt"
+    torch.save(speechmos_state, path)
+    monkeypatch.setenv("CODEC_UTMOS_CHECKPOINT", str(path))
+    predictor = utmos.UTMOS()
+    assert math.isfinite(predictor(np.zeros(8000, np.float32))) and math.isnan(predictor(np.zeros(100)))
+    # A file that pickles more than tensors is refused by the safe unpickler, with a one-line reason.
+    torch.save({"state_dict": {}, "hyper_parameters": Unpicklable()}, path)
+    with pytest.raises(MetricUnavailable, match="cannot be read as a plain state dict"):
+        utmos.UTMOS()
+
+
+class Unpicklable:
+    """Stands in for the omegaconf config a Lightning checkpoint pickles."""
+
+
+def test_missing_utmos_checkpoint_says_where_to_get_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("CODEC_UTMOS_CHECKPOINT", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    predictors, unavailable = load_predictors(["utmos"])
+    assert predictors == []
+    message = unavailable["utmos"]
+    for expected in ("utmos22_strong_step7459_v1.pt", utmos.CHECKPOINT_URL, "CODEC_UTMOS_CHECKPOINT",
+                     str(tmp_path / "cache" / "codec"), str(tmp_path / "torch" / "hub" / "checkpoints")):
+        assert expected in message
+    with pytest.raises(MetricUnavailable, match="does not exist"):
+        utmos.find_checkpoint(tmp_path / "nowhere.pt")
+
+
+def test_utmos_golden_value_with_the_real_checkpoint():
+    try:
+        path = utmos.find_checkpoint()
+    except MetricUnavailable:
+        pytest.skip("no UTMOS checkpoint on this machine")
+    score = utmos.UTMOS(path)(load(EXAMPLE, 16000)[0].numpy())
+    assert 3.0 < score < 5.0  # LJSpeech studio speech; record the exact value once a checkpoint is available
+
+
+# --- DistillMOS with its published weights ---------------------------------------------------------------------
+needs_distillmos = pytest.mark.skipif(importlib.util.find_spec("distillmos") is None,
+                                      reason="pip install --no-deps distillmos==0.9.1")
+
+
+@needs_distillmos
+def test_distillmos_reproduces_the_reference_implementation():
+    """4.584698 and 4.371033 are what the package's own ConvTransformerSQAModel gives for these clips (run
+    once with a stub for its torchaudio import); the 15 s clip takes the several-window path."""
+    (predictor,), unavailable = load_predictors(["distillmos"])
+    assert predictor.name == "distillmos" and unavailable == {}
+    audio = load(EXAMPLE, 16000)[0].numpy()
+    assert predictor(audio) == pytest.approx(4.584698, abs=1e-4)
+    assert predictor(audio[:8000]) == pytest.approx(4.371033, abs=1e-4)
+    assert predictor(np.concatenate([audio] * 3)) == pytest.approx(4.579298, abs=1e-4)
