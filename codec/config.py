@@ -19,6 +19,9 @@ class SEANetConfig:
     num_residual_layers: int = 1
     lstm_layers: int = 2
     dimension: int = 128
+    # Normalise each latent frame over its channels (no learned scale): bounded latents cannot run away from
+    # the codebook, which is what made early training collapse onto one code per stage.
+    normalize_latents: bool = False
 
 
 @dataclass

@@ -119,3 +119,25 @@ def test_simvq_with_262144_codes_runs_forward_and_backward_in_bounded_memory():
     result = subprocess.run([sys.executable, "-c", MEMORY_PROBE], capture_output=True, text=True, check=True)
     growth_mib = float(result.stdout.strip().splitlines()[-1])
     assert growth_mib < 600, f"peak memory grew {growth_mib:.0f} MiB"
+
+
+@pytest.mark.parametrize("kind", ["simvq", "vq"])
+def test_first_training_batch_places_the_codebook_on_the_data(kind):
+    """Latents that fill a few directions (as real ones do) are spread over many codes, not one hub."""
+    torch.manual_seed(0)
+    quantizer = make(kind, 1).train()
+    directions = torch.randn(3, 8)
+    latents = (torch.randn(4, 50, 3) @ directions + 5.0).transpose(1, 2)  # offset far from the initial codes
+    assert not quantizer.initialized
+    codes = quantizer(latents).codes
+    assert quantizer.initialized
+    assert len(torch.unique(codes)) > 16  # of 32 codes
+    quantizer.eval()
+    assert torch.equal(quantizer.encode(latents), codes)
+
+
+def test_evaluation_does_not_initialize():
+    quantizer = SimVQ(8, 32).eval()
+    before = quantizer.projection.weight.clone()
+    quantizer(torch.randn(1, 8, 10))
+    assert not quantizer.initialized and torch.equal(quantizer.projection.weight, before)

@@ -48,6 +48,13 @@ class StreamingLSTM(StreamingModule):
 KERNEL, LAST_KERNEL, RESIDUAL_KERNEL, DILATION_BASE, COMPRESS = 7, 7, 3, 2, 2
 
 
+class ChannelNorm(nn.Module):
+    """Zero mean and unit variance over channels, frame by frame (so streaming is unaffected)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return nn.functional.layer_norm(x.transpose(1, 2), x.shape[1:2]).transpose(1, 2)
+
+
 def _residual_stack(channels: int, num_blocks: int) -> list[nn.Module]:
     return [ResidualBlock(channels, RESIDUAL_KERNEL, DILATION_BASE ** j, COMPRESS) for j in range(num_blocks)]
 
@@ -69,6 +76,8 @@ class SEANetEncoder(nn.Module):
         if config.lstm_layers:
             layers.append(StreamingLSTM(width, config.lstm_layers))
         layers += [nn.ELU(), StreamingConv1d(width, config.dimension, LAST_KERNEL)]
+        if config.normalize_latents:
+            layers.append(ChannelNorm())
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,10 +7,12 @@ projecting them, so the K x D codebook never carries a gradient.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
-from .base import SingleQuantizer
+from .base import SingleQuantizer, gaussian_fit
 
 
 class SimVQ(SingleQuantizer):
@@ -23,9 +25,24 @@ class SimVQ(SingleQuantizer):
         # N(0, 1/Dc) rows have norm ~1; a buffer, not a parameter, so no optimizer or gradient ever touches it.
         self.register_buffer("basis", torch.randn(codebook_size, basis_dim, generator=generator) * basis_dim ** -0.5)
         self.projection = nn.Linear(basis_dim, dim)
+        self.register_buffer("initialized", torch.tensor(False))
+        # Codes are scale * (C W^T + b) with `scale` fixed at initialisation. Adam moves every weight by about
+        # the learning rate per step whatever its size; latents here have a spread of ~0.05, which would make
+        # W's entries ~0.005 and each step change them by 10 % or more, scrambling the codebook (seen in
+        # practice). With the scale factored out, W's entries are O(1 / sqrt(D)) like any other layer's.
+        self.register_buffer("scale", torch.tensor(1.0))
+
+    def initialize(self, x: torch.Tensor) -> None:
+        # Fit the codes to the batch's mean and covariance: basis rows are N(0, I / Dc), so an orthonormal
+        # map scaled by sqrt(Dc) makes them N(0, I), and the covariance root shapes them like the data.
+        mean, root = gaussian_fit(x, rank=max(1, math.ceil(math.log2(self.codebook_size))))
+        self.scale.fill_((root.square().sum() / len(root)).sqrt().clamp(min=1e-8))  # RMS spread
+        orthonormal = torch.linalg.qr(self.projection.weight.T)[0].T  # (D, Dc), keeps W's random rotation
+        self.projection.weight.copy_(root @ orthonormal * self.basis.shape[1] ** 0.5 / self.scale)
+        self.projection.bias.copy_(mean / self.scale)
 
     def codebook_parts(self):
-        return self.basis, self.projection.weight, self.projection.bias
+        return self.basis, self.projection.weight * self.scale, self.projection.bias * self.scale
 
     def vectors(self, ids: torch.Tensor) -> torch.Tensor:
-        return self.projection(self.basis[ids.clamp(min=0)]) * (ids >= 0).unsqueeze(-1)
+        return self.projection(self.basis[ids.clamp(min=0)]) * self.scale * (ids >= 0).unsqueeze(-1)

@@ -52,6 +52,10 @@ class TrainConfig:
     warmup_steps: int = 200
     grad_clip: float = 1.0
     quantizer_dropout: float = 0.5  # share of steps that use a random number of codebooks instead of all
+    # The encoder moves fast early on and can leave the codebook behind (then one code wins everything); until
+    # `codebook_refit_until`, every `codebook_refit_every` steps each stage is refitted to the current batch.
+    codebook_refit_every: int = 25
+    codebook_refit_until: int = 500
     ema_decay: float = 0.999        # 0 turns the EMA off; exported weights are the EMA's when on
     mixed_precision: typing.Literal["no", "bf16", "fp16"] = "no"  # the quantizer's search stays fp32
     checkpoint_every: int = 200

@@ -51,7 +51,9 @@ class MultiResolutionSTFTLoss(nn.Module):
         for n_fft, hop in self.resolutions:
             p, t = magnitude(prediction, n_fft, hop), magnitude(target, n_fft, hop)
             convergence = torch.linalg.norm(t - p) / torch.linalg.norm(t).clamp(min=1e-7)
-            total = total + convergence + (p.log() - t.log()).abs().mean()
+            # log10 with a 1e-5 floor, as for mel: a lower floor lets silent bins dominate the loss
+            log_distance = (p.clamp(min=1e-5).log10() - t.clamp(min=1e-5).log10()).abs().mean()
+            total = total + convergence + log_distance
         return total / len(self.resolutions)
 
 

@@ -161,6 +161,9 @@ class Trainer:
                         disable=not self.accelerator.is_main_process)
         for step in progress:
             self.set_learning_rates(step)
+            if 0 < step < config.codebook_refit_until and step % config.codebook_refit_every == 0:
+                for stage in self.accelerator.unwrap_model(self.codec).quantizer.stages:
+                    stage.initialized.fill_(False)
             stats, codes = self.generator_step(self.batch(dataset, step), step)
             if step % config.log_every == 0:
                 monitor.log_step(step, stats, codes, self.codec_optimizer.param_groups[0]["lr"], self.skipped)
