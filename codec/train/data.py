@@ -1,36 +1,20 @@
 """Training data: a folder of audio (recursive, any format and rate) or a manifest, served as random crops."""
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import torch
 from tqdm import tqdm
 
-from ..audio import list_audio, load
+from ..audio import load
+from ..corpus import read_utterances
 from ..errors import AudioError, ConfigError
 
 
 def read_file_list(source: str, split: str | None = None) -> list[Path]:
-    """A folder (recursive), a text file of paths, or a TSV/CSV manifest with a `file`/`path` column.
-
-    Relative paths in a manifest are taken relative to the manifest's folder; `split` filters a `split` column.
-    """
-    path = Path(source)
-    if path.is_dir():
-        return list_audio([path])
-    if not path.is_file():
-        raise ConfigError(f"data source {source} does not exist")
-    if path.suffix in {".tsv", ".csv"}:
-        with open(path, newline="") as handle:
-            rows = list(csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ","))
-        column = next((c for c in ("file", "path", "audio") if rows and c in rows[0]), None)
-        if column is None:
-            raise ConfigError(f"{source}: manifest needs a 'file' or 'path' column")
-        if split:
-            rows = [r for r in rows if r.get("split") == split]
-        return [path.parent / r[column] for r in rows]
-    return [path.parent / line.strip() for line in path.read_text().splitlines() if line.strip()]
+    """The audio files of a folder (recursive) or a manifest (JSONL, CSV, TSV or a list of paths); `split` keeps
+    the rows whose `split` column has that value. The formats are those of `codec.corpus`."""
+    return [utterance.path for utterance in read_utterances(source, split)]
 
 
 class AudioCrops:

@@ -1,0 +1,75 @@
+"""Measure `codec export`: throughput batched vs one by one, shard bytes per hour of audio, and whether the
+exported codes equal the codes `codec encode` writes (`files.encode_file`, the code behind that command).
+
+    python tools/measure_export.py --model bundled --every 15 --out /tmp/measure
+
+`--model random` builds an untrained model of recipes/bundled/config.yaml (seed 0) for when the bundled weights
+do not exist yet. Throughput is counted in CPU time (user + system of this process, around the export call only),
+so that other jobs on a shared machine slow the wall clock but not the figure; wall time is printed beside it.
+"""
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from codec.config import ModelConfig, from_dict
+from codec.corpus import read_utterances
+from codec.export import ExportConfig, export
+from codec.files import encode_file
+from codec.model import Codec
+from codec.tokendata import TokenDataset
+from codec.weights import load
+
+RECIPE = Path(__file__).parents[1] / "recipes" / "bundled" / "config.yaml"
+
+
+def model(name: str) -> Codec:
+    if name != "random":
+        return load(name)
+    import yaml
+    torch.manual_seed(0)
+    return Codec(from_dict(ModelConfig, yaml.safe_load(RECIPE.read_text())["model"])).fuse_weight_norm().eval()
+
+
+def timed_export(codec: Codec, utterances, out: Path, batch_size: int) -> dict:
+    start_cpu, start_wall = time.process_time(), time.perf_counter()
+    manifest = export(codec, utterances, ExportConfig(out, batch_size=batch_size, webdataset=True,
+                                                      token_stream=True, force=True), progress=False)
+    cpu, wall = time.process_time() - start_cpu, time.perf_counter() - start_wall
+    hours = manifest["duration_hours"]
+    sizes = {kind: sum((out / shard[kind]).stat().st_size for shard in manifest["shards"])
+             for kind in ("parquet", "webdataset", "tokens")}
+    return {"batch_size": batch_size, "cpu_seconds": cpu, "wall_seconds": wall,
+            "audio_hours_per_cpu_hour": hours * 3600 / cpu, "audio_hours_per_wall_hour": hours * 3600 / wall,
+            **{f"{kind}_bytes_per_audio_hour": size / hours for kind, size in sizes.items()}}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="bundled", help="weights file, 'bundled', or 'random'")
+    parser.add_argument("--manifest", default="/work/shared/data/MANIFEST.tsv")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--every", type=int, default=15, help="take every n-th utterance of the split")
+    parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args()
+    codec = model(args.model)
+    utterances = read_utterances(args.manifest, args.split)[::args.every]
+    runs = [timed_export(codec, utterances, args.out / f"batch{b}", b) for b in args.batch_sizes]
+    exported = [TokenDataset(args.out / f"batch{b}") for b in args.batch_sizes]
+    agree = {"batched_equals_one_by_one": [0, 0], "equals_codec_encode": [0, 0]}  # [utterances, frames]
+    total_frames = 0
+    for i in range(len(exported[0])):
+        reference = encode_file(codec, exported[0][i]["path"], args.out / "reference.codes", force=True).codes
+        one_by_one, batched = exported[0].codes(i), exported[-1].codes(i)
+        for key, (a, b) in {"batched_equals_one_by_one": (batched, one_by_one),
+                            "equals_codec_encode": (batched, reference)}.items():
+            agree[key][0] += torch.equal(a, b)
+            agree[key][1] += int((a == b).all(dim=0).sum())
+        total_frames += reference.shape[1]
+    print(json.dumps({"model": args.model, "threads": torch.get_num_threads(), "utterances": len(exported[0]),
+                      "audio_hours": exported[0].manifest["duration_hours"], "runs": runs,
+                      **{key: {"utterances": f"{u}/{len(exported[0])}", "frames": f"{f}/{total_frames}"}
+                         for key, (u, f) in agree.items()}}, indent=1))
