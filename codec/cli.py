@@ -121,7 +121,8 @@ def cmd_eval(args) -> int:
     predictors, unavailable = load_predictors([] if args.no_mos else args.mos, args.utmos_checkpoint)
     for name, message in unavailable.items():
         print(f"note: {name}: {message}", file=sys.stderr)
-    options = Options(args.reference_rate, predictors, unavailable, args.examples, args.save_audio, args.force)
+    data = args.data + (f", split {args.split}" if args.split else "") + (f", {len(files)} files" if args.subset else "")
+    options = Options(args.reference_rate, predictors, unavailable, args.examples, args.save_audio, args.force, data)
     for system in systems:
         results = evaluate(system, files, Path(args.out) / system.label, options)
         print(f"{system.label} over {results['files']} files ({results['audio_seconds'] / 60:.1f} min of audio, "

@@ -81,6 +81,7 @@ class Options:
     examples: int = 3
     save_audio: bool = False
     force: bool = False
+    data: str = ""   # where the files came from, recorded with the results
 
 
 def summarize(values: list[float]) -> dict[str, float]:
@@ -146,7 +147,7 @@ def evaluate(system: System, files: list[Path], folder: str | Path, options: Opt
     results = {
         "label": system.label, "system": _describe(system), "kbps": system.kbps,
         "measured_kbps": bits / seconds / 1000 if seconds and bits else None,
-        "reference_rate": options.reference_rate, "files": len(rows), "audio_seconds": seconds,
+        "data": options.data, "reference_rate": options.reference_rate, "files": len(rows), "audio_seconds": seconds,
         "metrics": {m: summarize([r[m] for r in rows]) for m in metrics},
         "unavailable": options.unavailable, "examples": examples,
         "timing": {"wall_seconds": time.perf_counter() - started, "cpu_seconds": cpu_seconds() - cpu_started,

@@ -75,7 +75,8 @@ def codebook_utilization(label: str, per_codebook: list[dict]) -> bytes:
     for bar, stats in zip(bars, per_codebook):
         axes.annotate(f"ppl {stats['perplexity']:.3g}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
                       ha="center", va="bottom", fontsize=7)
-    axes.set_ylim(0, 110)
+    # Zoomed to the bars when all are low: a collapsed codebook's 1 % must still be readable.
+    axes.set_ylim(0, min(110, max(5, 130 * max((s["utilization"] for s in per_codebook), default=0))))
     axes.set_xticks(index)
     axes.set_xlabel("codebook")
     axes.set_ylabel("codes used (%)")

@@ -36,6 +36,12 @@ def collect(paths: list[str | Path]) -> list[dict]:
     return sorted(found, key=lambda r: (order.get(r["system"]["kind"], 2), r["system"]["name"], r["kbps"] or 1e9))
 
 
+def title(result: dict) -> str:
+    """How a row is named: the model or codec, and the bitrate it ran at."""
+    name, kbps = result["system"]["name"], result["kbps"]
+    return name if kbps is None else f"{name} @ {kbps:g} kbps"
+
+
 def metric_names(results: list[dict]) -> list[str]:
     names: list[str] = []
     for result in results:
@@ -60,15 +66,26 @@ def results_table(results: list[dict]) -> list[list[str]]:
     metrics = metric_names(results)
     arrows = ["↓" if m in LOWER_IS_BETTER else "↑" for m in metrics]
     header = ["system", "kbps", "measured kbps", "files", *[f"{m} {a}" for m, a in zip(metrics, arrows)]]
-    return [header] + [[r["label"], _kbps(r["kbps"]), _kbps(r["measured_kbps"]), str(r["files"]),
+    return [header] + [[title(r), _kbps(r["kbps"]), _kbps(r["measured_kbps"]), str(r["files"]),
                         *[_cell(r, m) for m in metrics]] for r in results]
+
+
+def widest_runs(results: list[dict]) -> dict[str, dict]:
+    """Each model's run with the most codebooks: its runs with fewer hold the same codes in their first
+    codebooks (residual stages are encoded in order), so it alone describes the codebooks."""
+    widest: dict[str, dict] = {}
+    for r in results:
+        if "codebooks" in r and len(r["codebooks"]["per_codebook"]) >= len(
+                widest.get(r["system"]["name"], {}).get("codebooks", {}).get("per_codebook", [])):
+            widest[r["system"]["name"]] = r
+    return widest
 
 
 def codebook_table(results: list[dict]) -> list[list[str]]:
     rows = [["system", "codebook", "K", "used", "utilization", "perplexity", "entropy (bits)"]]
-    for result in results:
-        for s in result.get("codebooks", {}).get("per_codebook", []):
-            rows.append([result["label"], str(s["index"] + 1), str(s["size"]), str(s["used"]),
+    for result in widest_runs(results).values():
+        for s in result["codebooks"]["per_codebook"]:
+            rows.append([title(result), str(s["index"] + 1), str(s["size"]), str(s["used"]),
                          f"{100 * s['utilization']:.1f} %", f"{s['perplexity']:.1f}", f"{s['entropy_bits']:.2f}"])
     return rows
 
@@ -78,7 +95,7 @@ def bitrate_table(results: list[dict]) -> list[list[str]]:
     for result in results:
         if "codebooks" in result:
             c = result["codebooks"]
-            rows.append([result["label"], f"{c['nominal_kbps']:.3g}", f"{c['effective_kbps']:.3g}",
+            rows.append([title(result), f"{c['nominal_kbps']:.3g}", f"{c['effective_kbps']:.3g}",
                          f"{100 * c['effective_kbps'] / c['nominal_kbps']:.0f} %"])
     return rows
 
@@ -91,7 +108,7 @@ def timing_table(results: list[dict]) -> list[list[str]]:
         minutes, timing = r["audio_seconds"] / 60, r["timing"]
         mos = sum(timing.get(m, 0.0) for m in ("utmos", "distillmos"))
         per = (lambda s: "–" if s is None else f"{s / minutes:.1f}") if minutes else (lambda s: "–")
-        rows.append([r["label"], f"{minutes:.2f}", per(timing["wall_seconds"]), per(timing.get("cpu_seconds")),
+        rows.append([title(r), f"{minutes:.2f}", per(timing["wall_seconds"]), per(timing.get("cpu_seconds")),
                      per(timing.get("codec", 0.0)), per(mos)])
     return rows
 
@@ -108,16 +125,10 @@ def _html_table(rows: list[list[str]]) -> str:
 
 
 def figures(results: list[dict]) -> dict[str, bytes]:
-    """File name -> PNG: one plot per metric, and for each model its utilization and code usage (taken from
-    its run with the most codebooks, whose first codebooks hold the same codes as its runs with fewer)."""
+    """File name -> PNG: one plot per metric, and for each model its utilization and code usage."""
     out = {f"{m}.png": plots.metric_against_bitrate(results, m) for m in metric_names(results)
            if any(m in r["metrics"] for r in results)}
-    widest: dict[str, dict] = {}
-    for r in results:
-        if "codebooks" in r and len(r["codebooks"]["per_codebook"]) >= len(
-                widest.get(r["system"]["name"], {}).get("codebooks", {}).get("per_codebook", [])):
-            widest[r["system"]["name"]] = r
-    for name, r in widest.items():
+    for name, r in widest_runs(results).items():
         out[f"{name}-utilization.png"] = plots.codebook_utilization(name, r["codebooks"]["per_codebook"])
         with np.load(Path(r["folder"]) / "codebook_counts.npz") as counts:
             out[f"{name}-code-usage.png"] = plots.code_usage(name, [counts[k] for k in counts.files])
@@ -140,7 +151,7 @@ def audio_section(results: list[dict], count: int, seconds: float) -> str:
             break
         first = having[0]["examples"][index]
         players = [("original", Path(having[0]["folder"]) / first["original"])]
-        players += [(r["label"], Path(r["folder"]) / r["examples"][index]["decoded"]) for r in having
+        players += [(title(r), Path(r["folder"]) / r["examples"][index]["decoded"]) for r in having
                     if r["examples"][index]["file"] == first["file"] and r["label"] != "original"]
         cells = "".join(f"<div class=player><div>{html.escape(label)}</div><audio controls preload=metadata "
                         f"src='data:audio/flac;base64,{_clip(path, seconds)}'></audio></div>"
@@ -150,13 +161,17 @@ def audio_section(results: list[dict], count: int, seconds: float) -> str:
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:14px}th,td{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th:first-child,td:first-child{text-align:left}thead{background:#f3f3f3}.plots{display:flex;flex-wrap:wrap;gap:8px}
-.players{display:flex;flex-wrap:wrap;gap:12px}.player{font-size:13px}.notes{color:#555;font-size:14px}"""
+table{border-collapse:collapse;margin:1em 0;font-size:13px}
+th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
+th:first-child,td:first-child{text-align:left;white-space:normal}thead{background:#f3f3f3}
+.plots{display:flex;flex-wrap:wrap;gap:8px}.players{display:flex;flex-wrap:wrap;gap:12px}.player{font-size:13px}
+.notes{color:#555;font-size:14px}"""
 
 
 def _notes(results: list[dict]) -> list[str]:
-    notes = [f"Reference rate: {', '.join(sorted({str(r['reference_rate']) for r in results}))} Hz. "
+    sources = sorted({r["data"] for r in results if r.get("data")})
+    notes = [f"Data: {'; '.join(sources)}."] if sources else []
+    notes += [f"Reference rate: {', '.join(sorted({str(r['reference_rate']) for r in results}))} Hz. "
              "Mean ± half-width of the 95 % confidence interval over files. Bitrate axis: measured where the "
              "system writes a stream (Opus packets without their Ogg container), nominal otherwise."]
     for result in results:

@@ -99,7 +99,7 @@ def test_report_tables_plots_and_audio(evaluated, tmp_path):
     assert run("report", *evaluated.iterdir(), "--out", out, "--examples", "1", "--clip-seconds", "0.5") == 0
     page = (out / "index.html").read_text()
     markdown = (out / "report.md").read_text()
-    for name in ("tiny-4kbps", "tiny-12kbps", "original"):
+    for name in ("tiny @ 4 kbps", "tiny @ 12 kbps", "original"):
         assert f"<td>{name}</td>" in page and f"| {name} |" in markdown
     assert page.count("data:image/png;base64,") == 6  # 4 metrics, utilization, code usage
     assert page.count("<audio") == 3 and page.count("data:audio/flac;base64,") == 3  # original + 2 decodings
