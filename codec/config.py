@@ -22,6 +22,7 @@ class SEANetConfig:
     # Normalise each latent frame over its channels (no learned scale): bounded latents cannot run away from
     # the codebook, which is what made early training collapse onto one code per stage.
     normalize_latents: bool = False
+    standardize_latents: bool = False
 
 
 @dataclass
@@ -30,6 +31,9 @@ class QuantizerConfig:
     codebook_size: int = 1024
     num_codebooks: int = 8
     basis_dim: int | None = None  # SimVQ only; defaults to the latent dimension
+    # Factorized codes: search in this many dimensions by angle (see quantize/factorized.py); none: search in
+    # the full latent space.
+    code_dim: int | None = None
     beta: float = 0.25
     seed: int = 0
 

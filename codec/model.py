@@ -9,7 +9,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .nn import SEANetDecoder, SEANetEncoder, StreamingModule
-from .quantize import ResidualQuantizer, SimVQ, VectorQuantizer
+from .quantize import FactorizedQuantizer, ResidualQuantizer, SimVQ, VectorQuantizer
 
 
 @dataclass
@@ -21,11 +21,13 @@ class CodecOutput:
 
 def build_quantizer(config: ModelConfig) -> ResidualQuantizer:
     q = config.quantizer
-    dim = config.seanet.dimension
+    dim = q.code_dim or config.seanet.dimension
     if q.kind == "simvq":
         stages = [SimVQ(dim, q.codebook_size, q.basis_dim, q.beta, seed=q.seed + i) for i in range(q.num_codebooks)]
     else:
         stages = [VectorQuantizer(dim, q.codebook_size, q.beta, seed=q.seed + i) for i in range(q.num_codebooks)]
+    if q.code_dim:
+        stages = [FactorizedQuantizer(config.seanet.dimension, q.code_dim, stage) for stage in stages]
     return ResidualQuantizer(stages)
 
 

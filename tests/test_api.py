@@ -50,3 +50,18 @@ def test_unknown_config_key_names_key_and_file(tmp_path):
         load_yaml(ModelConfig, path)
     path.write_text("quantizer: {codebook_size: 64}\n")
     assert load_yaml(ModelConfig, path, ["quantizer.num_codebooks=2"]).quantizer.num_codebooks == 2
+
+
+def test_untrained_encoder_latents_follow_the_input_not_the_biases():
+    """At initialisation the latents must vary from frame to frame more than they share a common offset;
+    otherwise every frame looks alike and the first codebook fit uses a handful of codes."""
+    import soundfile
+    from pathlib import Path
+    from codec.config import SEANetConfig
+    from codec.nn import SEANetEncoder
+    torch.manual_seed(0)
+    audio, _ = soundfile.read(Path(__file__).parents[1] / "examples" / "LJ001-0004.wav", dtype="float32")
+    latents = SEANetEncoder(SEANetConfig())(torch.from_numpy(audio)[None, None, :24000])[0]
+    spread = latents.var(dim=1).sum()            # variance across frames, summed over channels
+    offset = latents.mean(dim=1).square().sum()  # squared norm of the mean frame
+    assert spread > offset

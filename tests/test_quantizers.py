@@ -1,13 +1,18 @@
 import pytest
 import torch
 
-from codec.quantize import ResidualQuantizer, SimVQ, VectorQuantizer
+from codec.quantize import FactorizedQuantizer, ResidualQuantizer, SimVQ, VectorQuantizer
+
+KINDS = ["simvq", "vq", "factorized-simvq"]
 
 
 def make(kind, stages):
-    single = SimVQ if kind == "simvq" else VectorQuantizer
-    layers = [single(8, 32, seed=i) for i in range(stages)]
-    return layers[0] if stages == 0 else ResidualQuantizer(layers) if stages > 1 else layers[0]
+    def single(i):
+        if kind == "factorized-simvq":
+            return FactorizedQuantizer(8, 3, SimVQ(3, 32, seed=i))
+        return (SimVQ if kind == "simvq" else VectorQuantizer)(8, 32, seed=i)
+    layers = [single(i) for i in range(stages)]
+    return ResidualQuantizer(layers) if stages > 1 else layers[0]
 
 
 def test_simvq_gradient_reaches_w_and_b_never_c():
@@ -24,6 +29,30 @@ def test_simvq_gradient_reaches_w_and_b_never_c():
     assert all(p is not quantizer.basis for p in quantizer.parameters())
     torch.optim.SGD(quantizer.parameters(), lr=1.0).step()
     assert torch.equal(quantizer.basis, basis)
+
+
+def test_factorized_codes_train_projections_and_map_but_never_the_basis():
+    torch.manual_seed(0)
+    quantizer = make("factorized-simvq", 1).train()
+    latents = torch.randn(2, 8, 10, requires_grad=True)
+    out = quantizer(latents)
+    (out.quantized.square().mean() + out.loss).backward()
+    inner = quantizer.inner
+    for parameter in (quantizer.project_in.weight, quantizer.project_out.weight, inner.projection.weight,
+                      inner.projection.bias):
+        assert parameter.grad is not None and parameter.grad.abs().sum() > 0
+    assert inner.basis.grad is None and not inner.basis.requires_grad
+
+
+def test_factorized_search_is_by_angle():
+    """The nearest code is the one at the smallest angle, in the small space."""
+    torch.manual_seed(0)
+    quantizer = make("factorized-simvq", 1).eval()
+    latents = torch.randn(1, 8, 20)
+    small = quantizer.project_in(latents.transpose(1, 2)[0])
+    codes = torch.nn.functional.normalize(quantizer.inner.vectors(torch.arange(32)), dim=1)
+    expected = (torch.nn.functional.normalize(small, dim=1) @ codes.T).argmax(1)
+    assert torch.equal(quantizer.encode(latents)[0, 0], expected)
 
 
 def test_simvq_basis_is_fixed_by_seed():
@@ -48,7 +77,7 @@ def test_simvq_codes_apply_the_learned_map():
     assert torch.allclose(quantizer.vectors(ids), expected, atol=1e-6)
 
 
-@pytest.mark.parametrize("kind", ["simvq", "vq"])
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("stages", [1, 3])
 def test_decode_of_encode_equals_quantized(kind, stages):
     torch.manual_seed(0)
@@ -60,7 +89,7 @@ def test_decode_of_encode_equals_quantized(kind, stages):
     assert torch.allclose(quantizer.decode(codes), out.quantized, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["simvq", "vq"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_straight_through_passes_identity_gradient(kind):
     quantizer = make(kind, 3)
     latents = torch.randn(2, 8, 7, requires_grad=True)
@@ -121,7 +150,7 @@ def test_simvq_with_262144_codes_runs_forward_and_backward_in_bounded_memory():
     assert growth_mib < 600, f"peak memory grew {growth_mib:.0f} MiB"
 
 
-@pytest.mark.parametrize("kind", ["simvq", "vq"])
+@pytest.mark.parametrize("kind", KINDS)
 def test_first_training_batch_places_the_codebook_on_the_data(kind):
     """Latents that fill a few directions (as real ones do) are spread over many codes, not one hub."""
     torch.manual_seed(0)

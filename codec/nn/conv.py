@@ -29,14 +29,27 @@ class StreamingModule(nn.Module):
         self._stream = None
 
 
+def _signal_preserving(conv: nn.Module, fan_in: float) -> nn.Module:
+    """Zero bias and weights of variance 1 / fan_in, before weight norm wraps them.
+
+    PyTorch's default (uniform weights of variance 1 / (3 fan_in) and biases of the same order) shrinks the signal
+    threefold per layer while the biases add up: an untrained encoder's latents were ~200 times more bias than
+    signal, so every frame looked alike and the first codebooks, fitted to them, were reduced to a few codes."""
+    nn.init.normal_(conv.weight, std=fan_in ** -0.5)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+    return conv
+
+
 class StreamingConv1d(StreamingModule):
     """Weight-normalised causal Conv1d. Offline, a length-T input gives T // stride outputs."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1,
                  dilation: int = 1, groups: int = 1, bias: bool = True) -> None:
         super().__init__()
-        self.conv = weight_norm(nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride,
-                                          dilation=dilation, groups=groups, bias=bias))
+        conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, dilation=dilation, groups=groups,
+                         bias=bias)
+        self.conv = weight_norm(_signal_preserving(conv, in_channels // groups * kernel_size))
         self.stride = stride
         effective_kernel = (kernel_size - 1) * dilation + 1
         # Left context so that frame i sees input up to sample (i + 1) * stride - 1 and nothing later.
@@ -68,8 +81,8 @@ class StreamingConvTranspose1d(StreamingModule):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, stride: int) -> None:
         super().__init__()
         assert kernel_size >= stride
-        self.conv = weight_norm(nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride,
-                                                   bias=False))
+        conv = nn.ConvTranspose1d(in_channels, out_channels, kernel_size, stride=stride, bias=False)
+        self.conv = weight_norm(_signal_preserving(conv, in_channels * kernel_size / stride))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.stride = stride
         self.overlap = kernel_size - stride

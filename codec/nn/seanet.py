@@ -78,6 +78,8 @@ class SEANetEncoder(nn.Module):
         layers += [nn.ELU(), StreamingConv1d(width, config.dimension, LAST_KERNEL)]
         if config.normalize_latents:
             layers.append(ChannelNorm())
+        if config.standardize_latents:
+            layers.append(nn.BatchNorm1d(config.dimension, affine=False, momentum=0.01))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -99,12 +99,17 @@ class SingleQuantizer(nn.Module):
         """Code vectors for ids (any shape) -> (..., D)."""
         raise NotImplementedError
 
+    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(N, D) -> ids, code vectors carrying the gradient of parameters the decoder trains (none here: the
+        codebook learns from its loss alone), and that loss."""
+        ids, codes = self.lookup(x)
+        return ids, codes.detach(), vq_loss(x, codes, self.beta)
+
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:
         x = to_vectors(latents)
-        ids, codes = self.lookup(x)
-        quantized = x + (codes - x).detach()
-        return QuantizerOutput(to_latents(quantized, len(latents)), ids.view(len(latents), 1, -1),
-                               vq_loss(x, codes, self.beta))
+        ids, codes, loss = self.quantize(x)
+        quantized = codes + (x - x.detach())  # straight-through: the value of the codes, the gradient of x
+        return QuantizerOutput(to_latents(quantized, len(latents)), ids.view(len(latents), 1, -1), loss)
 
     @torch.no_grad()
     def encode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -2,14 +2,15 @@
 
 Stage i quantizes what stages 1..i-1 left, measured against their detached codes, and carries its own codebook
 and commitment loss. One straight-through estimator on the sum gives the encoder an identity gradient (the
-audiocraft fix), rather than Q times the identity (one per stage) or only the first stage's.
+audiocraft fix), rather than Q times the identity (one per stage) or only the first stage's. Stages whose
+codes depend on parameters the decoder trains (factorized projections) pass that gradient through `codes`.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .base import QuantizerOutput, SingleQuantizer, to_latents, to_vectors, vq_loss
+from .base import QuantizerOutput, SingleQuantizer, to_latents, to_vectors
 
 
 class ResidualQuantizer(nn.Module):
@@ -36,12 +37,12 @@ class ResidualQuantizer(nn.Module):
         x = to_vectors(latents)
         residual, total, loss, ids = x, torch.zeros_like(x), x.new_zeros(()), []
         for stage in self.stages[:n]:
-            stage_ids, codes = stage.lookup(residual)
-            loss = loss + vq_loss(residual, codes, stage.beta)
+            stage_ids, codes, stage_loss = stage.quantize(residual)
+            loss = loss + stage_loss
             residual = residual - codes.detach()
             total = total + codes
             ids.append(stage_ids)
-        quantized = x + (total - x).detach()
+        quantized = total + (x - x.detach())
         codes = torch.stack(ids).view(n, len(latents), -1).transpose(0, 1)
         return QuantizerOutput(to_latents(quantized, len(latents)), codes, loss)
 

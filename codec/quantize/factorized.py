@@ -1,0 +1,65 @@
+"""Factorized codes (as in DAC): project each latent into a few dimensions, search there by angle, project back.
+
+Why: our first bundled models searched SimVQ codes in the full 128-dimensional latent space and used 1-50 of
+1024 codes per stage, whatever the initialisation. In high dimensions random codes suffer from hubness (the few
+codes nearest the centre are everyone's nearest neighbour). In 8 dimensions, on the unit sphere, 1024 codes
+tile the space and the search spreads over them. The inner quantizer (SimVQ or plain VQ) is unchanged: it
+lives in the small space, and its codes are still C W^T + b there.
+
+Gradients: the projections are part of the decoder's path (they get the reconstruction gradient through a
+straight-through estimator in the small space), the inner codebook learns from its codebook loss as before,
+and the encoder's gradient stays the residual quantizer's identity.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .base import SingleQuantizer, vq_loss
+from .search import nearest_code
+
+
+class FactorizedQuantizer(SingleQuantizer):
+    def __init__(self, dim: int, code_dim: int, inner: SingleQuantizer) -> None:
+        super().__init__()
+        self.inner = inner
+        self.codebook_size, self.beta = inner.codebook_size, inner.beta
+        self.project_in = nn.Linear(dim, code_dim)
+        self.project_out = nn.Linear(code_dim, dim)
+
+    @property
+    def initialized(self) -> torch.Tensor:  # the trainer's refits reset the inner codebook's flag
+        return self.inner.initialized
+
+    def initialize(self, x: torch.Tensor) -> None:
+        self.inner.initialize(self.project_in(x))
+
+    def codebook_parts(self):
+        # Search by angle: the nearest unit code to a unit query. K x code_dim is small, so materialise it.
+        ids = torch.arange(self.codebook_size, device=self.inner.initialized.device)
+        return F.normalize(self.inner.vectors(ids), dim=1), None, None
+
+    def _find(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Small-space queries z (N, code_dim) -> ids, inner code vectors (with the codebook's gradient)."""
+        if self.training and not self.initialized:
+            with torch.no_grad():
+                self.inner.initialize(z.detach().float())
+            self.inner.initialized.fill_(True)
+        ids = nearest_code(F.normalize(z.detach().float(), dim=1), self.search_index())
+        return ids, self.inner.vectors(ids)
+
+    def lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        ids, codes = self._find(self.project_in(x))
+        return ids, self.project_out(codes)
+
+    def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        z = self.project_in(x)
+        ids, codes = self._find(z)
+        # The output path starts from the detached input, so the encoder's gradient is not counted twice.
+        z_out = self.project_in(x.detach())
+        output = self.project_out(z_out + (codes - z_out).detach())
+        return ids, output, vq_loss(z, codes, self.beta)
+
+    def vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.project_out(self.inner.vectors(ids)) * (ids >= 0).unsqueeze(-1)
