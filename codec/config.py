@@ -22,6 +22,9 @@ class SEANetConfig:
     # Normalise each latent frame over its channels (no learned scale): bounded latents cannot run away from
     # the codebook, which is what made early training collapse onto one code per stage.
     normalize_latents: bool = False
+    # Standardise each latent channel with batch statistics (a BatchNorm without learned scale; running
+    # statistics at inference, so streaming is unaffected): the codebooks see latents of a fixed spread however
+    # the encoder drifts while it trains.
     standardize_latents: bool = False
 
 

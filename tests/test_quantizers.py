@@ -89,7 +89,7 @@ def test_decode_of_encode_equals_quantized(kind, stages):
     assert torch.allclose(quantizer.decode(codes), out.quantized, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", ["simvq", "vq"])
 def test_straight_through_passes_identity_gradient(kind):
     quantizer = make(kind, 3)
     latents = torch.randn(2, 8, 7, requires_grad=True)

@@ -100,15 +100,12 @@ class SingleQuantizer(nn.Module):
         raise NotImplementedError
 
     def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(N, D) -> ids, code vectors carrying the gradient of parameters the decoder trains (none here: the
-        codebook learns from its loss alone), and that loss."""
+        """(N, D) -> ids, quantized vectors with a straight-through gradient to x, and the loss."""
         ids, codes = self.lookup(x)
-        return ids, codes.detach(), vq_loss(x, codes, self.beta)
+        return ids, x + (codes - x).detach(), vq_loss(x, codes, self.beta)
 
     def forward(self, latents: torch.Tensor) -> QuantizerOutput:
-        x = to_vectors(latents)
-        ids, codes, loss = self.quantize(x)
-        quantized = codes + (x - x.detach())  # straight-through: the value of the codes, the gradient of x
+        ids, quantized, loss = self.quantize(to_vectors(latents))
         return QuantizerOutput(to_latents(quantized, len(latents)), ids.view(len(latents), 1, -1), loss)
 
     @torch.no_grad()

@@ -6,9 +6,8 @@ codes nearest the centre are everyone's nearest neighbour). In 8 dimensions, on 
 tile the space and the search spreads over them. The inner quantizer (SimVQ or plain VQ) is unchanged: it
 lives in the small space, and its codes are still C W^T + b there.
 
-Gradients: the projections are part of the decoder's path (they get the reconstruction gradient through a
-straight-through estimator in the small space), the inner codebook learns from its codebook loss as before,
-and the encoder's gradient stays the residual quantizer's identity.
+Gradients: the straight-through estimator acts in the small space, so the projections and the encoder get the
+reconstruction gradient through both projections; the inner codebook learns from its codebook loss as before.
 """
 from __future__ import annotations
 
@@ -56,10 +55,7 @@ class FactorizedQuantizer(SingleQuantizer):
     def quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         z = self.project_in(x)
         ids, codes = self._find(z)
-        # The output path starts from the detached input, so the encoder's gradient is not counted twice.
-        z_out = self.project_in(x.detach())
-        output = self.project_out(z_out + (codes - z_out).detach())
-        return ids, output, vq_loss(z, codes, self.beta)
+        return ids, self.project_out(z + (codes - z).detach()), vq_loss(z, codes, self.beta)
 
     def vectors(self, ids: torch.Tensor) -> torch.Tensor:
         return self.project_out(self.inner.vectors(ids)) * (ids >= 0).unsqueeze(-1)

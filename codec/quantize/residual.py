@@ -1,9 +1,12 @@
 """Residual stack of single quantizers, with quantizer dropout so that one model serves several bitrates.
 
-Stage i quantizes what stages 1..i-1 left, measured against their detached codes, and carries its own codebook
-and commitment loss. One straight-through estimator on the sum gives the encoder an identity gradient (the
-audiocraft fix), rather than Q times the identity (one per stage) or only the first stage's. Stages whose
-codes depend on parameters the decoder trains (factorized projections) pass that gradient through `codes`.
+Stage i quantizes what stages 1..i-1 left, carries its own codebook and commitment loss, and passes the
+gradient straight through its own quantization. Chained that way, plain stages give the encoder exactly the
+identity gradient (the first stage's straight-through; every later residual is x minus something that moves
+with x, so its gradient is zero) and only the first stage's commitment reaches the encoder, as in EnCodec.
+Factorized stages, whose projections are learned, give the encoder the gradient of the actual path
+I - prod(I - out_i in_i) (as in DAC): an identity there would train the encoder as if the decoder saw its
+latents, while it sees the sum of the projected codes.
 """
 from __future__ import annotations
 
@@ -37,12 +40,12 @@ class ResidualQuantizer(nn.Module):
         x = to_vectors(latents)
         residual, total, loss, ids = x, torch.zeros_like(x), x.new_zeros(()), []
         for stage in self.stages[:n]:
-            stage_ids, codes, stage_loss = stage.quantize(residual)
+            stage_ids, quantized, stage_loss = stage.quantize(residual)
             loss = loss + stage_loss
-            residual = residual - codes.detach()
-            total = total + codes
+            residual = residual - quantized
+            total = total + quantized
             ids.append(stage_ids)
-        quantized = total + (x - x.detach())
+        quantized = total
         codes = torch.stack(ids).view(n, len(latents), -1).transpose(0, 1)
         return QuantizerOutput(to_latents(quantized, len(latents)), codes, loss)
 
