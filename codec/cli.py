@@ -165,6 +165,35 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_train(args) -> int:
+    import os
+
+    import torch
+
+    from .config import load_yaml
+    from .train.config import TrainConfig
+    from .train.runs import prepare
+    from .train.trainer import train
+    config = load_yaml(TrainConfig, args.config, args.overrides)
+    prepare(config, args.resume, args.force, args.init_weights)
+    if "LOCAL_RANK" in os.environ and not torch.cuda.is_available():
+        # accelerate forms a CPU process group only when asked to: without this, each process of a CPU launch
+        # (torchrun, or accelerate launch without --cpu) would train alone, all of them into the same out_dir.
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    print(f"weights: {train(config, args.init_weights)}")
+    return 0
+
+
+def cmd_export_weights(args) -> int:
+    from .config import load_yaml
+    from .train.config import TrainConfig
+    from .train.runs import export_weights
+    model = load_yaml(TrainConfig, args.config).model if args.config else None
+    path, step = export_weights(args.source, args.out, args.raw, args.force, model=model)
+    print(f"wrote {path}: {'raw' if args.raw else 'EMA'} weights of step {step}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codec", description="Neural audio codec: audio <-> discrete tokens.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -251,6 +280,30 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--force", action="store_true", help="start over in a folder holding another export")
     export.add_argument("--device", help="default: cuda:LOCAL_RANK when a GPU is present, else cpu")
     export.set_defaults(run=cmd_export)
+
+    train = commands.add_parser(
+        "train", help="train a model from a YAML config (see recipes/)",
+        description="Trains into the config's out_dir: checkpoints/, logs/ (TensorBoard), weights.safetensors. "
+                    "A folder holding an earlier run is refused unless --resume or --force. Under accelerate "
+                    "launch, run `python -m codec.train` with the same arguments.")
+    train.add_argument("--config", required=True, help="training YAML (see recipes/)")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=1000 data.batch_size=4")
+    train.add_argument("--resume", action="store_true", help="continue the run in out_dir from its latest checkpoint")
+    train.add_argument("--force", action="store_true", help="delete the run in out_dir and start over")
+    train.add_argument("--init-weights", help="start a new run from this weights file (generator only)")
+    train.set_defaults(run=cmd_train)
+
+    export_weights = commands.add_parser(
+        "export-weights", help="training checkpoint -> inference weights file",
+        description="codec export-weights RUN_DIR_OR_CHECKPOINT OUT.safetensors: the EMA weights of the run's "
+                    "latest checkpoint (or of the checkpoint given), loadable with codec.load and --model.")
+    export_weights.add_argument("source", help="a run folder (its latest checkpoint) or a checkpoint folder")
+    export_weights.add_argument("out", help="weights file to write (.safetensors)")
+    export_weights.add_argument("--raw", action="store_true", help="the raw generator weights instead of the EMA")
+    export_weights.add_argument("--config", help="training YAML whose model the checkpoint holds (default: read "
+                                                 "from the run's weights.safetensors)")
+    export_weights.add_argument("--force", action="store_true", help="overwrite an existing file")
+    export_weights.set_defaults(run=cmd_export_weights)
 
     info = commands.add_parser("info", help="what is inside a .codes file")
     info.add_argument("files", nargs="+")

@@ -49,8 +49,8 @@ def read_metadata(path: str | Path) -> dict[str, str]:
         raise ModelError(f"{path}: not a safetensors weights file ({error})") from None
 
 
-def load_weights(path: str | Path, for_training: bool = False) -> Codec:
-    """A Codec from a weights file, in eval mode with weight norm folded in, unless `for_training`."""
+def read_config(path: str | Path) -> ModelConfig:
+    """The model config a weights file describes itself with."""
     path = Path(path)
     if not path.is_file():
         raise ModelError(f"{path}: no such weights file")
@@ -59,8 +59,13 @@ def load_weights(path: str | Path, for_training: bool = False) -> Codec:
         raise ModelError(f"{path}: not a codec weights file (no '{FORMAT}' metadata)")
     if metadata.get("format_version") != FORMAT_VERSION:
         raise ModelError(f"{path}: weights format version {metadata.get('format_version')} is not supported")
-    config = from_dict(ModelConfig, json.loads(metadata["config"]), f"{path} config")
-    codec = Codec(config)
+    return from_dict(ModelConfig, json.loads(metadata["config"]), f"{path} config")
+
+
+def load_weights(path: str | Path, for_training: bool = False) -> Codec:
+    """A Codec from a weights file, in eval mode with weight norm folded in, unless `for_training`."""
+    path = Path(path)
+    codec = Codec(read_config(path))
     try:
         state = load_file(str(path))
         codec.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})

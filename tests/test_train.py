@@ -1,6 +1,8 @@
 import numpy as np
+import pytest
 import soundfile
 import torch
+from safetensors.torch import load_file
 
 from codec.train.checkpoint import latest_checkpoint
 from codec.train.config import DataConfig, DiscriminatorConfig, TrainConfig
@@ -62,7 +64,6 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     import subprocess
     import sys
     import time
-    from safetensors.torch import load_file
     steps = 6
     subprocess.run([sys.executable, "-m", "codec.train", "--config", write_config(tmp_path, steps, "whole")],
                    check=True, capture_output=True)
@@ -76,7 +77,8 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert latest_checkpoint(tmp_path / "killed" / "checkpoints").name < f"step-{steps:08d}"
-    subprocess.run([sys.executable, "-m", "codec.train", "--config", config], check=True, capture_output=True)
+    subprocess.run([sys.executable, "-m", "codec.train", "--config", config, "--resume"], check=True,
+                   capture_output=True)
     whole = load_file(str(tmp_path / "whole" / "weights.safetensors"))
     resumed = load_file(str(tmp_path / "killed" / "weights.safetensors"))
     assert whole.keys() == resumed.keys()
@@ -94,3 +96,47 @@ def test_two_processes_train_together(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert latest_checkpoint(tmp_path / "pair" / "checkpoints").name == "step-00000002"
     assert load(tmp_path / "pair" / "weights.safetensors").num_codebooks == 3
+
+
+def test_codec_train_resume_force_and_export_weights(tmp_path, capsys):
+    """`codec train` refuses to mix runs; `codec export-weights` makes a file that `codec.load` and `--model` use."""
+    from codec.cli import main
+    from codec.train.runs import export_weights
+    config, run = write_config(tmp_path, 2, "cli"), tmp_path / "cli"
+    assert main(["train", "--config", config]) == 0
+    assert main(["train", "--config", config]) == 1
+    assert "--resume continues it, --force deletes it" in capsys.readouterr().err
+    assert main(["train", "--config", config, "steps=3", "--resume"]) == 0
+    assert latest_checkpoint(run / "checkpoints").name == "step-00000003"
+    assert main(["train", "--config", config, "model.seanet.dimension=4", "--resume"]) == 1
+    assert "model.seanet.dimension = 8" in capsys.readouterr().err
+    assert main(["train", "--config", config, "steps=1", "--force"]) == 0
+    assert latest_checkpoint(run / "checkpoints").name == "step-00000001"
+
+    out = tmp_path / "exported.safetensors"
+    assert main(["export-weights", str(run), str(out)]) == 0
+    assert main(["export-weights", str(run), str(out)]) == 1  # exists: needs --force
+    model = load(out)
+    audio = torch.randn(800) * 0.1
+    assert model.decode(model.encode(audio, sample_rate=8000)).shape == (1, 800)
+    exported, trained = load_file(str(out)), load_file(str(run / "weights.safetensors"))  # the EMA, as trained
+    assert exported.keys() == trained.keys() and all(torch.equal(exported[k], trained[k]) for k in exported)
+    raw, step = export_weights(run / "checkpoints" / "step-00000001", tmp_path / "raw.safetensors", raw=True)
+    assert step == 1 and load(raw).num_codebooks == 3
+    wav = tmp_path / "a.wav"
+    soundfile.write(wav, audio.numpy(), 8000)
+    assert main(["encode", "--model", str(out), str(wav), str(tmp_path / "a.codes")]) == 0
+
+
+@pytest.mark.parametrize("case", ["missing", "unknown_key", "bad_value", "no_data"])
+def test_bad_training_config_is_one_line(tmp_path, case, capsys):
+    from codec.cli import main
+    config = tmp_path / "config.yaml"
+    config.write_text({"missing": "", "unknown_key": "step: 2\n", "bad_value": "steps: many\n",
+                       "no_data": "steps: 2\n"}[case])
+    if case == "missing":
+        config.unlink()
+    assert main(["train", "--config", str(config), f"out_dir={tmp_path / 'run'}"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,80 @@
+"""Recipes: every config loads, and the LibriTTS manifest script reads the download layout."""
+import csv
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+from codec.config import load_yaml
+from codec.corpus import read_utterances
+from codec.train.config import TrainConfig
+
+RECIPES = Path(__file__).parents[1] / "recipes"
+
+
+def load_prepare():
+    spec = importlib.util.spec_from_file_location("prepare", RECIPES / "libritts" / "prepare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def fake_libritts(root: Path) -> Path:
+    """Two subsets, two utterances each, 0.2 s of noise at 24 kHz, laid out as the download unpacks."""
+    noise = np.random.default_rng(0)
+    for subset, speaker, chapter in (("train-clean-100", "19", "198"), ("dev-clean", "84", "121123")):
+        folder = root / "LibriTTS" / subset / speaker / chapter
+        folder.mkdir(parents=True)
+        for n in range(2):
+            stem = f"{speaker}_{chapter}_000000_00000{n}"
+            soundfile.write(folder / f"{stem}.wav", noise.standard_normal(4800).astype(np.float32) * 0.1, 24000)
+            (folder / f"{stem}.normalized.txt").write_text(f'He said "hello"\tnumber {n}.\n')
+    return root / "LibriTTS"
+
+
+@pytest.mark.parametrize("recipe", ["folder", "libritts"])
+def test_recipe_config_loads(recipe):
+    config = load_yaml(TrainConfig, RECIPES / recipe / "config.yaml")
+    assert config.model.sample_rate == 24000 and (RECIPES / recipe / "README.md").is_file()
+
+
+def test_libritts_recipe_is_the_paper_setup():
+    config = load_yaml(TrainConfig, RECIPES / "libritts" / "config.yaml")
+    assert (config.loss.quantizer, config.loss.mel) == (1000.0, 45.0)
+    assert config.model.quantizer.kind == "simvq" and config.discriminator is not None
+    assert config.learning_rate == config.discriminator.learning_rate == 1e-4
+    assert config.betas == config.discriminator.betas == [0.5, 0.9]
+
+
+def test_prepare_writes_a_manifest_the_corpus_reads(tmp_path):
+    prepare = load_prepare()
+    root = fake_libritts(tmp_path / "download")
+    manifest = tmp_path / "out" / "libritts.tsv"
+    manifest.parent.mkdir()
+    assert prepare.main([str(root.parent), str(manifest)]) == 0  # the folder above LibriTTS/ works too
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle, delimiter="\t"))
+    assert [row["split"] for row in rows] == ["train", "train", "valid", "valid"]  # sorted by id
+    assert rows[0]["speaker"] == "19" and rows[0]["subset"] == "train-clean-100"
+    assert rows[0]["text"] == 'He said "hello"\tnumber 0.'
+    train = read_utterances(manifest, "train")
+    assert [u.id for u in train] == ["19_198_000000_000000", "19_198_000000_000001"]
+    assert all(u.path.is_file() for u in train) and train[0].fields["chapter"] == "198"
+
+
+@pytest.mark.parametrize("case", ["missing", "subset", "empty", "no_text", "misnamed"])
+def test_prepare_explains_a_wrong_layout(tmp_path, case, capsys):
+    prepare = load_prepare()
+    root = fake_libritts(tmp_path / "download")
+    chapter = root / "train-clean-100" / "19" / "198"
+    given = {"missing": tmp_path / "nowhere", "subset": root / "train-clean-100", "empty": tmp_path}.get(case, root)
+    if case == "no_text":
+        (chapter / "19_198_000000_000000.normalized.txt").unlink()
+    if case == "misnamed":
+        (chapter / "19_198_000000_000000.wav").rename(chapter / "take1.wav")
+    assert prepare.main([str(given), str(tmp_path / "m.tsv")]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "m.tsv").exists()
