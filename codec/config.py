@@ -107,5 +107,7 @@ def load_yaml(cls, path: str | Path, overrides: list[str] | None = None):
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {override!r}: '{part}' is not a section")
         node[leaf] = yaml.safe_load(value)
     return from_dict(cls, data, str(path))

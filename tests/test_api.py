@@ -65,3 +65,10 @@ def test_untrained_encoder_latents_follow_the_input_not_the_biases():
     spread = latents.var(dim=1).sum()            # variance across frames, summed over channels
     offset = latents.mean(dim=1).square().sum()  # squared norm of the mean frame
     assert spread > offset
+
+
+def test_override_into_a_value_is_a_config_error(tmp_path):
+    path = tmp_path / "model.yaml"
+    path.write_text("name: x\n")
+    with pytest.raises(ConfigError, match="not a section"):
+        load_yaml(ModelConfig, path, ["name.sub=1"])
