@@ -64,12 +64,10 @@ def simvq_step(impl: str, size: int, dim: int = 512, tokens: int = 1500, threads
 
 def load_encodec(bandwidth: float):
     """EnCodec 24 kHz with random weights. The package imports torchaudio at module top, only for I/O and
-    resampling we do not use; where torchaudio cannot load (CPU torch without a matching wheel), a stub stands in."""
-    try:
-        import torchaudio  # noqa: F401
-    except Exception:
-        import types
-        sys.modules["torchaudio"] = types.ModuleType("torchaudio")
+    resampling we do not use; torchaudio has no usable CPU build here, so unless it is already loaded an empty
+    stub stands in for it (we never import it ourselves)."""
+    import types
+    sys.modules.setdefault("torchaudio", types.ModuleType("torchaudio"))
     from encodec import EncodecModel
     model = EncodecModel.encodec_model_24khz(pretrained=False)
     model.set_target_bandwidth(bandwidth)

@@ -31,9 +31,6 @@ class FactorizedQuantizer(SingleQuantizer):
     def initialized(self) -> torch.Tensor:  # the trainer's refits reset the inner codebook's flag
         return self.inner.initialized
 
-    def initialize(self, x: torch.Tensor) -> None:
-        self.inner.initialize(self.project_in(x))
-
     def codebook_parts(self):
         # Search by angle: the nearest unit code to a unit query. K x code_dim is small, so materialise it.
         ids = torch.arange(self.codebook_size, device=self.inner.initialized.device)
