@@ -42,11 +42,26 @@ class QuantizerConfig:
 
 
 @dataclass
+class ISTFTDecoderConfig:
+    """The frame-rate decoder (`nn/istft.py`): causal ConvNeXt blocks, then an inverse-STFT head."""
+    dim: int = 384
+    hidden_dim: int = 1152
+    num_layers: int = 8
+    # A multiple of the hop. Frame f synthesises samples [f hop, f hop + n_fft), so n_fft - hop samples are a guess
+    # ahead of what the causal encoder has heard; two hops (37.5 Hz bins at 24 kHz) keeps that guess short.
+    n_fft: int = 640
+
+
+@dataclass
 class ModelConfig:
     name: str = "codec"
     sample_rate: int = 24000
     seanet: SEANetConfig = field(default_factory=SEANetConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
+    # SEANet's sample-rate decoder (EnCodec), or the frame-rate ConvNeXt + inverse STFT (Vocos), configured by
+    # `istft`, which trains and decodes several times cheaper on a CPU.
+    decoder: typing.Literal["seanet", "istft"] = "seanet"
+    istft: ISTFTDecoderConfig = field(default_factory=ISTFTDecoderConfig)
 
 
 def _convert(value, annotation, where: str):

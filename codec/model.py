@@ -1,4 +1,4 @@
-"""Codec: SEANet encoder -> residual quantizer -> SEANet decoder, offline or chunk by chunk."""
+"""Codec: SEANet encoder -> residual quantizer -> SEANet or inverse-STFT decoder, offline or chunk by chunk."""
 from __future__ import annotations
 
 import math
@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .nn import SEANetDecoder, SEANetEncoder, StreamingModule
+from .nn import ISTFTDecoder, SEANetDecoder, SEANetEncoder, StreamingModule
 from .quantize import FactorizedQuantizer, ResidualQuantizer, SimVQ, VectorQuantizer
 
 
@@ -39,7 +39,10 @@ class Codec(nn.Module):
         self.config = config
         self.encoder = SEANetEncoder(config.seanet)
         self.quantizer = build_quantizer(config)
-        self.decoder = SEANetDecoder(config.seanet)
+        if config.decoder == "istft":
+            self.decoder = ISTFTDecoder(config.seanet.dimension, config.istft, self.encoder.hop_length)
+        else:
+            self.decoder = SEANetDecoder(config.seanet)
         self.weights_sha256: str | None = None  # set when loaded from a file; token files record it
 
     # --- what a user asks about ---------------------------------------------------------------------------

@@ -3,17 +3,19 @@ import pytest
 import soundfile
 import torch
 
-from codec.config import ModelConfig, QuantizerConfig, SEANetConfig
+from codec.config import ISTFTDecoderConfig, ModelConfig, QuantizerConfig, SEANetConfig
 from codec.model import Codec
 from codec.weights import save_weights
 
 EXAMPLE = __import__("pathlib").Path(__file__).parents[1] / "examples" / "LJ001-0004.wav"
 
 
-def tiny_config(name: str = "tiny", kind: str = "simvq", num_codebooks: int = 3) -> ModelConfig:
+def tiny_config(name: str = "tiny", kind: str = "simvq", num_codebooks: int = 3,
+                decoder: str = "seanet") -> ModelConfig:
     return ModelConfig(name=name, sample_rate=8000,
                        seanet=SEANetConfig(n_filters=4, ratios=[4, 2], lstm_layers=1, dimension=8),
-                       quantizer=QuantizerConfig(kind=kind, codebook_size=16, num_codebooks=num_codebooks))
+                       quantizer=QuantizerConfig(kind=kind, codebook_size=16, num_codebooks=num_codebooks),
+                       decoder=decoder, istft=ISTFTDecoderConfig(dim=16, hidden_dim=32, num_layers=2, n_fft=16))
 
 
 @pytest.fixture

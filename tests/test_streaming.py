@@ -1,5 +1,6 @@
 import pytest
 import torch
+from torch import nn
 
 from codec.model import Codec
 from codec.nn import StreamingConv1d, StreamingConvTranspose1d
@@ -44,10 +45,10 @@ def test_transposed_conv_stream_equals_offline(chunk):
     assert torch.allclose(stream(conv, x, chunk), offline, atol=1e-6)
 
 
-@pytest.fixture
-def codec():
+@pytest.fixture(params=["seanet", "istft"])
+def codec(request):
     torch.manual_seed(0)
-    return Codec(tiny_config()).eval()
+    return Codec(tiny_config(decoder=request.param)).eval()
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 8, 9, 100, 1001])
@@ -71,6 +72,30 @@ def test_codec_stream_decode_equals_offline(codec, chunk):
     decoder.close()
     assert streamed.shape == offline.shape
     assert (streamed - offline).abs().max() < 1e-5
+
+
+def test_decoder_is_causal(codec):
+    """Audio up to frame f depends on codes up to frame f only (what lets the stream return it at once)."""
+    codes = codec.encode(torch.randn(1, 1, 400) * 0.3)
+    changed = codes.clone()
+    changed[..., 30:] = (changed[..., 30:] + 1) % 16
+    hop = codec.hop_length
+    assert torch.equal(codec.decode(codes)[:, :30 * hop], codec.decode(changed)[:, :30 * hop])
+    assert not torch.equal(codec.decode(codes), codec.decode(changed))
+
+
+def test_istft_head_inverts_a_real_stft():
+    """Fed the windowed spectra of a signal, the head's overlap-add gives the signal back (past the first
+    n_fft - hop samples, which fewer frames cover)."""
+    from codec.nn.istft import ISTFTHead
+    head, hop, n_fft = ISTFTHead(4, 32, 8), 8, 32
+    signal = torch.randn(1, 400)
+    padded = nn.functional.pad(signal, (0, n_fft))[0]
+    segments = torch.stack([padded[f * hop:f * hop + n_fft] for f in range(400 // hop)])
+    spectra = torch.fft.rfft(segments * head.window, dim=-1)
+    frames = (torch.fft.irfft(spectra, n=n_fft, dim=-1) * head.window).T[None]
+    rebuilt = head.overlap_add(frames)[:, :400] / head.normalizer(0, 400)
+    assert (rebuilt[:, n_fft:] - signal[:, n_fft:]).abs().max() < 1e-5
 
 
 def test_forward_keeps_length_and_encode_decode_is_batched(codec):

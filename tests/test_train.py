@@ -140,3 +140,22 @@ def test_bad_training_config_is_one_line(tmp_path, case, capsys):
     error = capsys.readouterr().err
     assert error.startswith("error: ") and len(error.strip().splitlines()) == 1
     assert not (tmp_path / "run").exists()
+
+
+def test_warm_start_with_a_new_decoder(tmp_path, capsys):
+    """--init-weights from a SEANet-decoder model into an inverse-STFT-decoder run: encoder and quantizer are
+    copied, the decoder starts fresh; a different encoder is refused by name."""
+    from codec.cli import main
+    from codec.train.trainer import Trainer
+    source = train(tiny_run(tmp_path))
+    config = tiny_run(tmp_path, out_dir=str(tmp_path / "istft"))
+    config.model = tiny_config(decoder="istft")
+    trainer = Trainer(config, init_weights=str(source))
+    previous = load(source)
+    codec = trainer.accelerator.unwrap_model(trainer.codec).eval()
+    audio = torch.randn(1, 1, 800) * 0.1
+    assert torch.equal(codec.encode(audio), previous.encode(audio))
+    assert "the decoder starts fresh" in capsys.readouterr().out
+    config_path = write_config(tmp_path, 1, "changed")
+    assert main(["train", "--config", config_path, "model.seanet.dimension=4", "--init-weights", str(source)]) == 1
+    assert "model.seanet.dimension = 8" in capsys.readouterr().err

@@ -1,5 +1,7 @@
 """Neural network building blocks."""
 from .conv import StreamingConv1d, StreamingConvTranspose1d, StreamingModule
+from .istft import ISTFTDecoder
 from .seanet import SEANetDecoder, SEANetEncoder
 
-__all__ = ["StreamingConv1d", "StreamingConvTranspose1d", "StreamingModule", "SEANetEncoder", "SEANetDecoder"]
+__all__ = ["StreamingConv1d", "StreamingConvTranspose1d", "StreamingModule", "SEANetEncoder", "SEANetDecoder",
+           "ISTFTDecoder"]

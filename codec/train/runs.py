@@ -36,8 +36,8 @@ def prepare(config: TrainConfig, resume: bool = False, force: bool = False, init
     if init_weights and resume:
         raise ConfigError("--init-weights starts a new run from a weights file; --resume continues one from its "
                           "checkpoint: give one")
-    if init_weights:
-        _check_same_model(config.model, Path(init_weights), "--init-weights")
+    if init_weights:  # the decoder may differ: a new decoder then starts fresh (see Trainer)
+        _check_same_model(config.model, Path(init_weights), "--init-weights", free=("name", "decoder", "istft"))
     _check_data(config)
     out = Path(config.out_dir)
     checkpoint = latest_checkpoint(out / "checkpoints")
@@ -67,11 +67,12 @@ def _check_data(config: TrainConfig) -> None:
             raise ConfigError(f"{key}: {source}: no such folder or manifest")
 
 
-def _check_same_model(model: ModelConfig, weights: Path, option: str) -> None:
+def _check_same_model(model: ModelConfig, weights: Path, option: str, free: tuple[str, ...] = ("name",)) -> None:
     """Weights only load into the model they were saved from: name the setting that differs, not a shape.
-    The name is a label, free to change."""
+    The name is a label, free to change; so are the other top-level settings in `free`."""
     before, now = _flatten(to_dict(read_config(weights))), _flatten(to_dict(model))
-    changed = [key for key in sorted(before.keys() | now.keys()) if key != "name" and before.get(key) != now.get(key)]
+    changed = [key for key in sorted(before.keys() | now.keys())
+               if key.split(".")[0] not in free and before.get(key) != now.get(key)]
     if changed:
         key = changed[0]
         raise ConfigError(f"{option}: {weights} has model.{key} = {before.get(key)!r}, the config says "

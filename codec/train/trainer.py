@@ -55,7 +55,7 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp])
         codec = Codec(config.model)
         if init_weights:  # warm start: generator weights only
-            codec.load_state_dict(load_weights(init_weights, for_training=True).state_dict())
+            self.warm_start(codec, load_weights(init_weights, for_training=True))
         self.ema = EMA(codec, config.ema_decay) if config.ema_decay else None
         optimizer = torch.optim.Adam(codec.parameters(), lr=config.learning_rate, betas=tuple(config.betas))
         self.modules, self.optimizers = {"codec": codec}, {"codec": optimizer}
@@ -81,6 +81,16 @@ class Trainer:
         self.mel_loss = MultiScaleMelLoss(config.model.sample_rate)
         self.stft_loss = MultiResolutionSTFTLoss()
         self.skipped = 0
+
+    def warm_start(self, codec: Codec, previous: Codec) -> None:
+        """Copy the generator; a decoder of another kind or shape (a new decoder on a trained encoder and
+        quantizer) keeps its fresh initialisation."""
+        same_decoder = (previous.config.decoder, previous.config.istft) == (codec.config.decoder, codec.config.istft)
+        parts = ["encoder", "quantizer"] + (["decoder"] if same_decoder else [])
+        for part in parts:
+            getattr(codec, part).load_state_dict(getattr(previous, part).state_dict())
+        self.log(f"warm start: {', '.join(parts)} from the given weights"
+                 + ("" if same_decoder else "; the decoder starts fresh"))
 
     def log(self, message: str) -> None:
         if self.accelerator.is_main_process:
