@@ -35,10 +35,16 @@ class SimVQ(SingleQuantizer):
     def initialize(self, x: torch.Tensor) -> None:
         # Fit the codes to the batch's mean and covariance: basis rows are N(0, I / Dc), so an orthonormal
         # map scaled by sqrt(Dc) makes them N(0, I), and the covariance root shapes them like the data.
-        mean, root = gaussian_fit(x, rank=max(1, math.ceil(math.log2(self.codebook_size))))
+        basis_dim = self.basis.shape[1]
+        rank = max(1, min(basis_dim, math.ceil(math.log2(self.codebook_size))))
+        mean, root = gaussian_fit(x, rank=rank)
         self.scale.fill_((root.square().sum() / len(root)).sqrt().clamp(min=1e-8))  # RMS spread
-        orthonormal = torch.linalg.qr(self.projection.weight.T)[0].T  # (D, Dc), keeps W's random rotation
-        self.projection.weight.copy_(root @ orthonormal * self.basis.shape[1] ** 0.5 / self.scale)
+        # Orthonormal columns Q (D, Dc) that span the fitted directions first, then W's random ones: root Q Q^T
+        # = root, so codes C (root Q)^T follow the batch's covariance whether the basis is as wide as the latents
+        # or narrower (a low-rank SimVQ, Dc < D).
+        directions = torch.linalg.eigh(root.double())[1].flip(1)[:, :rank].float()
+        orthonormal = torch.linalg.qr(torch.cat([directions, self.projection.weight], 1))[0][:, :basis_dim]
+        self.projection.weight.copy_(root @ orthonormal * basis_dim ** 0.5 / self.scale)
         self.projection.bias.copy_(mean / self.scale)
 
     def codebook_parts(self):

@@ -1,0 +1,55 @@
+"""Turn a model with factorized SimVQ stages into one with plain SimVQ stages of a low-rank basis, same codes.
+
+    python recipes/bundled/unfactorize.py runs/bundled/checkpoints/step-00001750 recipes/bundled/config.yaml \
+        OUT.safetensors
+
+A factorized stage (`code_dim` = r) maps latents into r dimensions, searches its SimVQ codes C W^T + b there by
+angle, and maps the chosen code back with project_out. Its codes in the latent space are project_out(C W^T + b):
+a SimVQ whose frozen basis is the same r-dimensional C and whose learned map is project_out composed with W. This
+writes that SimVQ (`basis_dim` = r, no `code_dim`), which searches the latent space itself by distance.
+
+Why: searched by angle in r dimensions, a stage's code did not approximate its residual: on the step-750
+checkpoint the latents' relative residual energy was 1.13 after one stage and 2.73 after eight (each stage added
+error, so later codebooks carried little), against 0.09 after eight when the same codes are searched by distance
+in the latent space and trained there for 300 steps (`recipes/bundled/README.md`).
+"""
+import argparse
+import dataclasses
+from pathlib import Path
+
+import torch
+
+from codec.config import load_yaml
+from codec.model import Codec
+from codec.train.config import TrainConfig
+from codec.train.runs import export_weights
+from codec.weights import load_weights, save_weights
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="checkpoint of the factorized run")
+    parser.add_argument("config", type=Path, help="training YAML of the factorized run")
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    model = load_yaml(TrainConfig, args.config).model
+    temporary = args.out.with_suffix(".factorized.safetensors")
+    export_weights(args.checkpoint, temporary, raw=True, force=True, model=model)
+    factorized = load_weights(temporary, for_training=True)
+    temporary.unlink()
+    rank = model.quantizer.code_dim
+    plain = Codec(dataclasses.replace(model, quantizer=dataclasses.replace(model.quantizer, code_dim=None,
+                                                                           basis_dim=rank)))
+    plain.encoder.load_state_dict(factorized.encoder.state_dict())
+    plain.decoder.load_state_dict(factorized.decoder.state_dict())
+    with torch.no_grad():
+        for old, new in zip(factorized.quantizer.stages, plain.quantizer.stages):
+            new.basis.copy_(old.inner.basis)  # same seed; copied for the rounding of weights shipped in fp16
+            out, inner = old.project_out, old.inner
+            new.projection.weight.copy_(out.weight @ inner.projection.weight * inner.scale)
+            new.projection.bias.copy_(out.weight @ inner.projection.bias * inner.scale + out.bias)
+            new.scale.fill_(1.0)
+            new.initialized.fill_(True)
+            ids = torch.arange(new.codebook_size)
+            assert torch.allclose(new.vectors(ids), old.vectors(ids), atol=1e-4), "same codes in the latent space"
+    save_weights(plain, args.out)
+    print(f"wrote {args.out}: {len(plain.quantizer.stages)} SimVQ stages, basis dimension {rank}")
