@@ -14,11 +14,15 @@ from codec.train.config import TrainConfig
 RECIPES = Path(__file__).parents[1] / "recipes"
 
 
-def load_prepare():
-    spec = importlib.util.spec_from_file_location("prepare", RECIPES / "libritts" / "prepare.py")
+def load_script(path: Path):
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def load_prepare():
+    return load_script(RECIPES / "libritts" / "prepare.py")
 
 
 def fake_libritts(root: Path) -> Path:
@@ -34,7 +38,7 @@ def fake_libritts(root: Path) -> Path:
     return root / "LibriTTS"
 
 
-@pytest.mark.parametrize("recipe", ["folder", "libritts"])
+@pytest.mark.parametrize("recipe", ["folder", "libritts", "bundled"])
 def test_recipe_config_loads(recipe):
     config = load_yaml(TrainConfig, RECIPES / recipe / "config.yaml")
     assert config.model.sample_rate == 24000 and (RECIPES / recipe / "README.md").is_file()
@@ -78,3 +82,39 @@ def test_prepare_explains_a_wrong_layout(tmp_path, case, capsys):
     error = capsys.readouterr().err
     assert error.startswith("error: ") and len(error.strip().splitlines()) == 1
     assert not (tmp_path / "m.tsv").exists()
+
+
+def test_bundled_stages_chain():
+    """Each stage of the bundled recipe starts from the previous one's weights: only the part it replaces
+    changes (stage 2 the decoder, stage 3 the quantizer's search)."""
+    first, second, third = (load_yaml(TrainConfig, RECIPES / "bundled" / name).model
+                            for name in ("stage1.yaml", "stage2.yaml", "config.yaml"))
+    assert (first.seanet, first.quantizer) == (second.seanet, second.quantizer) and second.decoder == "istft"
+    assert (second.seanet, second.decoder, second.istft) == (third.seanet, third.decoder, third.istft)
+    assert third.quantizer.code_dim is None and third.quantizer.basis_dim == second.quantizer.code_dim
+
+
+def test_unfactorize_keeps_every_code(tmp_path):
+    """A factorized model turned into low-rank SimVQ stages decodes any codes to the same latents."""
+    import torch
+    from codec.config import QuantizerConfig
+    from codec.train.runs import export_weights
+    from codec.train.trainer import train
+    from codec.weights import load_weights
+    from conftest import tiny_config
+    from test_train import tiny_run
+    config = tiny_run(tmp_path, steps=1)
+    config.model = tiny_config(decoder="istft")
+    config.model.quantizer = QuantizerConfig(codebook_size=16, num_codebooks=3, code_dim=2)
+    train(config)
+    unfactorize = load_script(RECIPES / "bundled" / "unfactorize.py").unfactorize
+    out = unfactorize(tmp_path / "run" / "checkpoints" / "step-00000001", config.model, tmp_path / "plain.safetensors")
+    plain = load_weights(out)
+    assert plain.config.quantizer.basis_dim == 2 and plain.config.quantizer.code_dim is None
+    export_weights(tmp_path / "run" / "checkpoints" / "step-00000001", tmp_path / "f.safetensors", raw=True,
+                   model=config.model)
+    factorized = load_weights(tmp_path / "f.safetensors")
+    codes = torch.randint(0, 16, (2, 3, 5))
+    assert torch.allclose(plain.quantizer.decode(codes), factorized.quantizer.decode(codes), atol=1e-4)
+    audio = torch.randn(1, 1, 400) * 0.1
+    assert torch.allclose(plain.encoder(audio), factorized.encoder(audio))

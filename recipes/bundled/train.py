@@ -1,14 +1,37 @@
-"""Train the bundled model: `python recipes/bundled/train.py [key=value ...]` from the repository root.
-
-Resumes from runs/bundled/checkpoints if present. Its weights land in runs/bundled/weights.safetensors.
+"""Train the bundled model from nothing, in its three stages: `python recipes/bundled/train.py` from the
+repository root (README.md says why three). A stage that was interrupted resumes from its last checkpoint; a
+finished one is skipped. The final weights land in runs/bundled/weights.safetensors (EMA) and
+runs/bundled/checkpoints; `python tools/export_bundled.py runs/bundled/checkpoints/step-00006000
+recipes/bundled/config.yaml` ships them.
 """
-import sys
 from pathlib import Path
 
 from codec.config import load_yaml
+from codec.train.checkpoint import latest_checkpoint
 from codec.train.config import TrainConfig
+from codec.train.runs import export_weights
 from codec.train.trainer import train
+from unfactorize import unfactorize
+
+HERE = Path(__file__).parent
+
+
+def stage(config_name: str, init_weights: Path | None = None) -> tuple[TrainConfig, Path]:
+    """Run (or resume, or skip) one stage; returns its config and final checkpoint."""
+    config = load_yaml(TrainConfig, HERE / config_name)
+    checkpoint = latest_checkpoint(Path(config.out_dir) / "checkpoints")
+    if checkpoint is None or int(checkpoint.name.split("-")[-1]) < config.steps:
+        train(config, None if checkpoint else str(init_weights) if init_weights else None)
+    return config, latest_checkpoint(Path(config.out_dir) / "checkpoints")
+
 
 if __name__ == "__main__":
-    config = load_yaml(TrainConfig, Path(__file__).with_name("config.yaml"), sys.argv[1:])
-    train(config)
+    # 1: SEANet encoder and decoder, factorized SimVQ codes.
+    config, checkpoint = stage("stage1.yaml")
+    first = Path(config.out_dir) / "raw.safetensors"
+    export_weights(checkpoint, first, raw=True, force=True, model=config.model)
+    # 2: a new inverse-STFT decoder on stage 1's encoder and quantizer.
+    config, checkpoint = stage("stage2.yaml", first)
+    # 3: the same codes as low-rank SimVQ stages searched by distance, trained on.
+    second = unfactorize(checkpoint, config.model, Path(config.out_dir) / "unfactorized.safetensors")
+    stage("config.yaml", second)

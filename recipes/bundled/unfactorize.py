@@ -1,7 +1,7 @@
 """Turn a model with factorized SimVQ stages into one with plain SimVQ stages of a low-rank basis, same codes.
 
-    python recipes/bundled/unfactorize.py runs/bundled/checkpoints/step-00001750 recipes/bundled/config.yaml \
-        OUT.safetensors
+    python recipes/bundled/unfactorize.py runs/bundled-stage2/checkpoints/step-00001750 \
+        recipes/bundled/stage2.yaml OUT.safetensors       (recipes/bundled/train.py calls it between stages)
 
 A factorized stage (`code_dim` = r) maps latents into r dimensions, searches its SimVQ codes C W^T + b there by
 angle, and maps the chosen code back with project_out. Its codes in the latent space are project_out(C W^T + b):
@@ -19,21 +19,16 @@ from pathlib import Path
 
 import torch
 
-from codec.config import load_yaml
+from codec.config import ModelConfig, load_yaml
 from codec.model import Codec
 from codec.train.config import TrainConfig
 from codec.train.runs import export_weights
 from codec.weights import load_weights, save_weights
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("checkpoint", type=Path, help="checkpoint of the factorized run")
-    parser.add_argument("config", type=Path, help="training YAML of the factorized run")
-    parser.add_argument("out", type=Path)
-    args = parser.parse_args()
-    model = load_yaml(TrainConfig, args.config).model
-    temporary = args.out.with_suffix(".factorized.safetensors")
-    export_weights(args.checkpoint, temporary, raw=True, force=True, model=model)
+def unfactorize(checkpoint: Path, model: ModelConfig, out: Path) -> Path:
+    """Write the raw weights of a factorized `checkpoint` (of `model`) as the equivalent low-rank SimVQ model."""
+    temporary = out.with_suffix(".factorized.safetensors")
+    export_weights(checkpoint, temporary, raw=True, force=True, model=model)
     factorized = load_weights(temporary, for_training=True)
     temporary.unlink()
     rank = model.quantizer.code_dim
@@ -44,12 +39,21 @@ if __name__ == "__main__":
     with torch.no_grad():
         for old, new in zip(factorized.quantizer.stages, plain.quantizer.stages):
             new.basis.copy_(old.inner.basis)  # same seed; copied for the rounding of weights shipped in fp16
-            out, inner = old.project_out, old.inner
-            new.projection.weight.copy_(out.weight @ inner.projection.weight * inner.scale)
-            new.projection.bias.copy_(out.weight @ inner.projection.bias * inner.scale + out.bias)
+            out_map, inner = old.project_out, old.inner
+            new.projection.weight.copy_(out_map.weight @ inner.projection.weight * inner.scale)
+            new.projection.bias.copy_(out_map.weight @ inner.projection.bias * inner.scale + out_map.bias)
             new.scale.fill_(1.0)
             new.initialized.fill_(True)
             ids = torch.arange(new.codebook_size)
             assert torch.allclose(new.vectors(ids), old.vectors(ids), atol=1e-4), "same codes in the latent space"
-    save_weights(plain, args.out)
-    print(f"wrote {args.out}: {len(plain.quantizer.stages)} SimVQ stages, basis dimension {rank}")
+    save_weights(plain, out)
+    return out
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", type=Path, help="checkpoint of the factorized run")
+    parser.add_argument("config", type=Path, help="training YAML of the factorized run")
+    parser.add_argument("out", type=Path)
+    args = parser.parse_args()
+    print(f"wrote {unfactorize(args.checkpoint, load_yaml(TrainConfig, args.config).model, args.out)}")
