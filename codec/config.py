@@ -33,9 +33,11 @@ class QuantizerConfig:
     kind: typing.Literal["simvq", "vq"] = "simvq"
     codebook_size: int = 1024
     num_codebooks: int = 8
-    basis_dim: int | None = None  # SimVQ only; defaults to the latent dimension
-    # Factorized codes: search in this many dimensions by angle (see quantize/factorized.py); none: search in
-    # the full latent space.
+    # SimVQ only; defaults to the latent dimension. A small basis (8 for 1024 codes) puts the codes in a low-
+    # dimensional affine subspace of the latents, where they tile the space instead of a few hubs winning.
+    basis_dim: int | None = None
+    # Factorized codes: search in this many dimensions by angle (see quantize/factorized.py, and why a low-rank
+    # `basis_dim` serves better); none: search in the full latent space.
     code_dim: int | None = None
     beta: float = 0.25
     seed: int = 0
