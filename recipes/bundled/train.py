@@ -1,7 +1,7 @@
 """Train the bundled model from nothing, in its three stages: `python recipes/bundled/train.py` from the
 repository root (README.md says why three). A stage that was interrupted resumes from its last checkpoint; a
 finished one is skipped. The final weights land in runs/bundled/weights.safetensors (EMA) and
-runs/bundled/checkpoints; `python tools/export_bundled.py runs/bundled/checkpoints/step-00006000
+runs/bundled/checkpoints; `python tools/export_bundled.py runs/bundled/checkpoints/step-00005000
 recipes/bundled/config.yaml` ships them.
 """
 from pathlib import Path
