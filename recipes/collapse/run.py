@@ -25,11 +25,14 @@ from codec.train.config import TrainConfig
 from codec.train.trainer import train
 
 HERE = Path(__file__).parent
-KINDS = {"vq": "plain VQ", "simvq": "SimVQ"}
+# Each variant: its label and the quantizer settings it changes. The low-rank SimVQ is the bundled model's
+# choice (a frozen 8-dimensional basis mapped into the latent space).
+VARIANTS = {"vq": ("plain VQ", {"kind": "vq"}), "simvq": ("SimVQ", {"kind": "simvq"}),
+            "simvq-basis8": ("SimVQ, 8-dim basis", {"kind": "simvq", "basis_dim": 8})}
 
 
 def run(base: TrainConfig, kind: str, size: int) -> Path:
-    quantizer = replace(base.model.quantizer, kind=kind, codebook_size=size)
+    quantizer = replace(base.model.quantizer, codebook_size=size, **VARIANTS[kind][1])
     model = replace(base.model, name=f"collapse-{kind}-{size}", quantizer=quantizer)
     config = replace(base, model=model, out_dir=f"{base.out_dir}/{kind}-{size}-{base.steps}steps")
     weights = Path(config.out_dir) / "weights.safetensors"
@@ -51,9 +54,11 @@ def plot(results: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
-    for kind, label in KINDS.items():
+    for kind, (label, _) in VARIANTS.items():
         rows = sorted((r for r in results if r["kind"] == kind), key=lambda r: r["codebook_size"])
         sizes = [r["codebook_size"] for r in rows]
+        if not rows:
+            continue
         left.plot(sizes, [100 * r["utilization"] for r in rows], marker="o", label=label)
         right.plot(sizes, [r["perplexity"] for r in rows], marker="o", label=label)
     right.plot(sizes, sizes, color="gray", linestyle="--", label="K (every code equally used)")
@@ -74,6 +79,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, help="training steps per run (default: the config's)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     parser.add_argument("--eval-files", type=int, help="measure on the first N eval files (default: all)")
+    parser.add_argument("--variants", nargs="+", choices=list(VARIANTS), default=list(VARIANTS),
+                        help="which quantizers to run; the others keep their rows in results.json")
     parser.add_argument("--out", type=Path, default=HERE, help="where results.json and utilization.png go")
     args = parser.parse_args()
     base = load_yaml(TrainConfig, HERE / "config.yaml")
@@ -81,8 +88,9 @@ def main() -> None:
         base = replace(base, steps=args.steps, checkpoint_every=args.steps)
     files = [u.path for u in read_utterances(base.data.train, "eval")][:args.eval_files]
     torch.set_num_threads(base.threads)
-    results = []
-    for kind in KINDS:
+    previous = json.loads((args.out / "results.json").read_text()) if (args.out / "results.json").is_file() else {}
+    results = [r for r in previous.get("runs", []) if r["kind"] not in args.variants]
+    for kind in args.variants:
         for size in tqdm(args.sizes, desc=kind):
             measured = usage(run(base, kind, size), files)
             results.append({"kind": kind, "codebook_size": size, "steps": base.steps, **measured})
@@ -90,7 +98,7 @@ def main() -> None:
                        f"({100 * measured['utilization']:.1f} %), perplexity {measured['perplexity']:.0f}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(
-        {"eval_files": len(files), "steps": base.steps, "runs": results}, indent=1))
+        {"eval_files": len(files), "steps": base.steps, "runs": results}, indent=1))  # kept rows: same settings
     plot(results, args.out / "utilization.png")
 
 
