@@ -65,6 +65,11 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return path if (path / "trainer.json").is_file() else None
 
 
+def checkpoint_step(path: Path) -> int:
+    """The training step a checkpoint folder was saved at."""
+    return json.loads((path / "trainer.json").read_text())["step"]
+
+
 def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module],
                     optimizers: dict[str, torch.optim.Optimizer]) -> tuple[int, list[str]]:
     """Restore what the checkpoint holds; returns (step, names restored). Modules it lacks (say, discriminators
@@ -82,4 +87,4 @@ def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module],
                 groups = handle.metadata()["param_groups"]
             optimizer.load_state_dict(_unflatten_optimizer(load_file(str(file)), groups))
     torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch"])
-    return json.loads((path / "trainer.json").read_text())["step"], loaded
+    return checkpoint_step(path), loaded

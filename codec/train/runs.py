@@ -8,7 +8,6 @@ two runs by reusing a folder: a folder holding an earlier run is refused unless 
 """
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -19,7 +18,7 @@ from ..config import ModelConfig, to_dict
 from ..errors import ConfigError, ModelError, OutputError
 from ..model import Codec
 from ..weights import read_config, save_weights
-from .checkpoint import latest_checkpoint
+from .checkpoint import checkpoint_step, latest_checkpoint
 from .config import TrainConfig
 
 # What the trainer writes into out_dir; --force deletes exactly these and nothing else the user put there.
@@ -102,15 +101,10 @@ def find_checkpoint(source: str | Path) -> Path:
     return checkpoint
 
 
-def export_weights(source: str | Path, out: str | Path, raw: bool = False, force: bool = False,
-                   dtype: torch.dtype = torch.float32, model: ModelConfig | None = None) -> tuple[Path, int]:
-    """Write an inference weights file from a checkpoint: the EMA of the generator, or its raw weights if `raw`.
-    The model config comes from `model`, else from the run's weights.safetensors. Returns (path, step)."""
-    out = Path(out)
-    if out.suffix != ".safetensors":
-        raise OutputError(f"{out}: weights are written as safetensors: name the file *.safetensors")
-    if out.exists() and not force:
-        raise OutputError(f"{out}: already exists (use --force to overwrite)")
+def checkpoint_codec(source: str | Path, raw: bool = False,
+                     model: ModelConfig | None = None) -> tuple[Codec, int]:
+    """The generator of a checkpoint (or of a run's latest): its EMA, or its raw weights if `raw`. The model
+    config comes from `model`, else from the run's weights.safetensors. Returns (codec, step)."""
     checkpoint = find_checkpoint(source)
     if model is None:
         weights = checkpoint.parent.parent / "weights.safetensors"
@@ -129,7 +123,18 @@ def export_weights(source: str | Path, out: str | Path, raw: bool = False, force
         codec.load_state_dict(state)
     except RuntimeError as error:
         raise ModelError(f"{file}: does not match the model config ({str(error).splitlines()[0]})") from None
-    step = json.loads((checkpoint / "trainer.json").read_text())["step"]
+    return codec, checkpoint_step(checkpoint)
+
+
+def export_weights(source: str | Path, out: str | Path, raw: bool = False, force: bool = False,
+                   dtype: torch.dtype = torch.float32, model: ModelConfig | None = None) -> tuple[Path, int]:
+    """Write an inference weights file from a checkpoint (see `checkpoint_codec`). Returns (path, step)."""
+    out = Path(out)
+    if out.suffix != ".safetensors":
+        raise OutputError(f"{out}: weights are written as safetensors: name the file *.safetensors")
+    if out.exists() and not force:
+        raise OutputError(f"{out}: already exists (use --force to overwrite)")
+    codec, step = checkpoint_codec(source, raw, model)
     save_weights(codec, out, dtype, extra={"training_steps": str(step), "weights": "raw" if raw else "ema"},
                  force=force)
     return out, step

@@ -7,7 +7,7 @@ recipes/bundled/config.yaml` ships them.
 from pathlib import Path
 
 from codec.config import load_yaml
-from codec.train.checkpoint import latest_checkpoint
+from codec.train.checkpoint import checkpoint_step, latest_checkpoint
 from codec.train.config import TrainConfig
 from codec.train.runs import export_weights
 from codec.train.trainer import train
@@ -20,7 +20,7 @@ def stage(config_name: str, init_weights: Path | None = None) -> tuple[TrainConf
     """Run (or resume, or skip) one stage; returns its config and final checkpoint."""
     config = load_yaml(TrainConfig, HERE / config_name)
     checkpoint = latest_checkpoint(Path(config.out_dir) / "checkpoints")
-    if checkpoint is None or int(checkpoint.name.split("-")[-1]) < config.steps:
+    if checkpoint is None or checkpoint_step(checkpoint) < config.steps:
         train(config, None if checkpoint else str(init_weights) if init_weights else None)
     return config, latest_checkpoint(Path(config.out_dir) / "checkpoints")
 

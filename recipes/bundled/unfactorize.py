@@ -22,15 +22,13 @@ import torch
 from codec.config import ModelConfig, load_yaml
 from codec.model import Codec
 from codec.train.config import TrainConfig
-from codec.train.runs import export_weights
-from codec.weights import load_weights, save_weights
+from codec.train.runs import checkpoint_codec
+from codec.weights import save_weights
+
 
 def unfactorize(checkpoint: Path, model: ModelConfig, out: Path) -> Path:
     """Write the raw weights of a factorized `checkpoint` (of `model`) as the equivalent low-rank SimVQ model."""
-    temporary = out.with_suffix(".factorized.safetensors")
-    export_weights(checkpoint, temporary, raw=True, force=True, model=model)
-    factorized = load_weights(temporary, for_training=True)
-    temporary.unlink()
+    factorized, _ = checkpoint_codec(checkpoint, raw=True, model=model)
     rank = model.quantizer.code_dim
     plain = Codec(dataclasses.replace(model, quantizer=dataclasses.replace(model.quantizer, code_dim=None,
                                                                            basis_dim=rank)))

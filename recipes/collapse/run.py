@@ -56,9 +56,9 @@ def plot(results: list[dict], path: Path) -> None:
     figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
     for kind, (label, _) in VARIANTS.items():
         rows = sorted((r for r in results if r["kind"] == kind), key=lambda r: r["codebook_size"])
-        sizes = [r["codebook_size"] for r in rows]
         if not rows:
             continue
+        sizes = [r["codebook_size"] for r in rows]
         left.plot(sizes, [100 * r["utilization"] for r in rows], marker="o", label=label)
         right.plot(sizes, [r["perplexity"] for r in rows], marker="o", label=label)
     right.plot(sizes, sizes, color="gray", linestyle="--", label="K (every code equally used)")
@@ -98,7 +98,7 @@ def main() -> None:
                        f"({100 * measured['utilization']:.1f} %), perplexity {measured['perplexity']:.0f}")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(
-        {"eval_files": len(files), "steps": base.steps, "runs": results}, indent=1))  # kept rows: same settings
+        {"eval_files": len(files), "steps": base.steps, "runs": results}, indent=1))
     plot(results, args.out / "utilization.png")
 
 
