@@ -30,6 +30,7 @@ if impl == "codec":
         x = latents.clone().requires_grad_()
         out = quantizer(x)
         (out.quantized.square().mean() + out.loss).backward()
+        update()
 elif impl == "vector-quantize-pytorch":
     from vector_quantize_pytorch import SimVQ
     quantizer = SimVQ(dim=dim, codebook_size=size, rotation_trick=False)
@@ -38,7 +39,14 @@ elif impl == "vector-quantize-pytorch":
         x = flat.clone().requires_grad_()
         quantized, _, loss = quantizer(x)
         (quantized.square().mean() + loss).backward()
-else:  # the floor: one fp32 matmul of the search's size
+        update()
+def update():  # a plain SGD step, so that every step searches a codebook that has just changed, as in training
+    with torch.no_grad():
+        for parameter in quantizer.parameters():
+            if parameter.grad is not None:
+                parameter -= 1e-4 * parameter.grad
+                parameter.grad = None
+if impl not in ("codec", "vector-quantize-pytorch"):  # the floor: one fp32 matmul of the search's size
     a, b = torch.randn(tokens, dim), torch.randn(size, dim)
     def step():
         a @ b.T

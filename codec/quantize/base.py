@@ -75,7 +75,9 @@ class SingleQuantizer(nn.Module):
         state = list(self.parameters()) + list(self.buffers())
         key = tuple((t._version, t.data_ptr(), t.dtype) for t in state)
         if self._index is None or key != self._index_key:
-            self._index = build_index(*self.codebook_parts())
+            certificate = self._index.certificate if self._index is not None else None
+            self._index = None  # free it first: at large K it is as big as the codebook
+            self._index = build_index(*self.codebook_parts(), bounds=certificate and certificate.bounds)
             self._index_key = key
         return self._index
 

@@ -121,7 +121,13 @@ class Trainer:
         adversarial = config.discriminator is not None and step >= config.discriminator.start_step
         if adversarial:
             parts = self.discriminator_step(real, output.audio)
-            fake_out, real_out = self.discriminators(output.audio), self.discriminators(real)
+            # The generator's backward needs gradients through the discriminators, not for their weights, and
+            # none at all through the real branch (its features are only targets): skip both.
+            self.discriminators.requires_grad_(False)
+            with torch.no_grad():
+                real_out = self.discriminators(real)
+            fake_out = self.discriminators(output.audio)
+            self.discriminators.requires_grad_(True)  # the graph above is already built without them
             losses["adversarial"] = adversarial_loss(fake_out, config.discriminator.loss)
             losses["feature_matching"] = feature_matching_loss(real_out, fake_out)
         total = sum(getattr(config.loss, name) * value for name, value in losses.items())
