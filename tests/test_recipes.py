@@ -86,12 +86,14 @@ def test_prepare_explains_a_wrong_layout(tmp_path, case, capsys):
 
 def test_bundled_stages_chain():
     """Each stage of the bundled recipe starts from the previous one's weights: only the part it replaces
-    changes (stage 2 the decoder, stage 3 the quantizer's search)."""
-    first, second, third = (load_yaml(TrainConfig, RECIPES / "bundled" / name).model
-                            for name in ("stage1.yaml", "stage2.yaml", "config.yaml"))
+    changes (stage 2 the decoder, stage 3 the quantizer's search, stage 4 only the losses)."""
+    configs = [load_yaml(TrainConfig, RECIPES / "bundled" / name)
+               for name in ("stage1.yaml", "stage2.yaml", "config.yaml", "stage4.yaml")]
+    first, second, third, fourth = (config.model for config in configs)
     assert (first.seanet, first.quantizer) == (second.seanet, second.quantizer) and second.decoder == "istft"
     assert (second.seanet, second.decoder, second.istft) == (third.seanet, third.decoder, third.istft)
     assert third.quantizer.code_dim is None and third.quantizer.basis_dim == second.quantizer.code_dim
+    assert fourth == third and configs[3].discriminator is not None and configs[2].discriminator is None
 
 
 def test_unfactorize_keeps_every_code(tmp_path):

@@ -159,3 +159,27 @@ def test_warm_start_with_a_new_decoder(tmp_path, capsys):
     config_path = write_config(tmp_path, 1, "changed")
     assert main(["train", "--config", config_path, "model.seanet.dimension=4", "--init-weights", str(source)]) == 1
     assert "model.seanet.dimension = 8" in capsys.readouterr().err
+
+
+def test_generator_step_leaves_discriminator_gradients_to_the_discriminator_step(tmp_path):
+    """The generator's backward goes through the discriminators without touching their weights' gradients
+    (those are the discriminator step's), and leaves them trainable."""
+    from codec.train.trainer import Trainer
+    config = tiny_run(tmp_path, discriminator=DiscriminatorConfig(periods=[2], scales=[], stft_windows=[256],
+                                                                  width=0.1))
+    trainer = Trainer(config)
+    real = torch.randn(2, 1, 4800) * 0.1
+    original = trainer.discriminator_step
+    after_discriminator_step = {}
+
+    def recording(*args):
+        parts = original(*args)
+        after_discriminator_step.update({n: p.grad.clone() for n, p in trainer.discriminators.named_parameters()})
+        return parts
+
+    trainer.discriminator_step = recording
+    stats, _ = trainer.generator_step(real, step=1)
+    assert "adversarial" in stats and torch.isfinite(stats["total"])
+    for name, parameter in trainer.discriminators.named_parameters():
+        assert parameter.requires_grad
+        assert torch.equal(parameter.grad, after_discriminator_step[name]), name

@@ -1,8 +1,8 @@
-"""Train the bundled model from nothing, in its three stages: `python recipes/bundled/train.py` from the
-repository root (README.md says why three). A stage that was interrupted resumes from its last checkpoint; a
-finished one is skipped. The final weights land in runs/bundled/weights.safetensors (EMA) and
-runs/bundled/checkpoints; `python tools/export_bundled.py runs/bundled/checkpoints/step-00005000
-recipes/bundled/config.yaml` ships them.
+"""Train the bundled model from nothing, in its four stages: `python recipes/bundled/train.py` from the
+repository root (README.md says why four). A stage that was interrupted resumes from its last checkpoint; a
+finished one is skipped. The final weights land in runs/bundled-stage4/weights.safetensors (EMA) and
+runs/bundled-stage4/checkpoints; `python tools/export_bundled.py runs/bundled-stage4/checkpoints/step-00002400
+recipes/bundled/stage4.yaml` ships them.
 """
 from pathlib import Path
 
@@ -34,4 +34,6 @@ if __name__ == "__main__":
     config, checkpoint = stage("stage2.yaml", first)
     # 3: the same codes as low-rank SimVQ stages searched by distance, trained on.
     second = unfactorize(checkpoint, config.model, Path(config.out_dir) / "unfactorized.safetensors")
-    stage("config.yaml", second)
+    config, _ = stage("config.yaml", second)
+    # 4: discriminators join, on stage 3's EMA generator.
+    stage("stage4.yaml", Path(config.out_dir) / "weights.safetensors")
