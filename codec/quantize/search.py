@@ -45,6 +45,15 @@ def _accumulation(terms: int, unit: float = FP32) -> float:
     return terms * unit / (1 - terms * unit)
 
 
+def _accumulation_unit(device: torch.device, terms: int) -> float:
+    """Relative error bound (against the sum of |terms|) of a bf16 matmul's accumulation. CPU kernels accumulate
+    in fp32; cuBLAS may also reduce split-K partial sums in bf16 unless PyTorch is told not to
+    (`allow_bf16_reduced_precision_reduction`), counted here as two more bf16 roundings of the whole sum: wider
+    bounds, more fp32 fallbacks. Untested on a GPU so far."""
+    reduced = device.type == "cuda" and torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
+    return _accumulation(terms) + (2 * BF16 if reduced else 0.0)
+
+
 @dataclass(frozen=True)
 class BasisBounds:
     """What the certificate needs from the basis alone; SimVQ's basis is frozen, so it is measured once."""
@@ -201,8 +210,9 @@ def _nearest_low_precision(queries: torch.Tensor, index: CodebookIndex) -> torch
         torch.linalg.vector_norm(projected - low[:, :basis_dim].float(), dim=1) * certificate.bounds.max_norm
         + low_norm * certificate.bounds.max_error
         + BF16 ** 2 * largest_norm / 2
-        + _accumulation(basis_dim + 3) * (low_norm * (certificate.bounds.max_norm + certificate.bounds.max_error)
-                                          + largest_norm / 2 + low[:, -1].float().abs()))
+        + _accumulation_unit(queries.device, basis_dim + 3) * (
+            low_norm * (certificate.bounds.max_norm + certificate.bounds.max_error)
+            + largest_norm / 2 + low[:, -1].float().abs()))
     rounding = SAFETY * BF16 / (1 - BF16)
     chunk = max(1, SCORE_BUDGET_BYTES // (2 * index.size))
     result = torch.empty(len(queries), dtype=torch.long, device=queries.device)
