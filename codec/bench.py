@@ -23,6 +23,12 @@ impl, size, dim, tokens, threads, repeats = sys.argv[1], int(sys.argv[2]), int(s
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 latents = torch.randn(1, dim, tokens) * 0.5
+def update():  # a plain SGD step, so that every step searches a codebook that has just changed, as in training
+    with torch.no_grad():
+        for parameter in quantizer.parameters():
+            if parameter.grad is not None:
+                parameter -= 1e-4 * parameter.grad
+                parameter.grad = None
 if impl == "codec":
     from codec.quantize import SimVQ
     quantizer = SimVQ(dim, size)
@@ -40,12 +46,6 @@ elif impl == "vector-quantize-pytorch":
         quantized, _, loss = quantizer(x)
         (quantized.square().mean() + loss).backward()
         update()
-def update():  # a plain SGD step, so that every step searches a codebook that has just changed, as in training
-    with torch.no_grad():
-        for parameter in quantizer.parameters():
-            if parameter.grad is not None:
-                parameter -= 1e-4 * parameter.grad
-                parameter.grad = None
 if impl not in ("codec", "vector-quantize-pytorch"):  # the floor: one fp32 matmul of the search's size
     a, b = torch.randn(tokens, dim), torch.randn(size, dim)
     def step():

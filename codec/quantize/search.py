@@ -40,9 +40,9 @@ FP32 = 2.0 ** -24
 SAFETY = 1.05                    # covers the second-order terms the bounds below leave out
 
 
-def _accumulation(terms: int, unit: float = FP32) -> float:
-    """Relative error bound of a sum of `terms` products accumulated at `unit` (gamma_n in Higham's notation)."""
-    return terms * unit / (1 - terms * unit)
+def _accumulation(terms: int) -> float:
+    """Relative error bound of a sum of `terms` products accumulated in fp32 (gamma_n in Higham's notation)."""
+    return terms * FP32 / (1 - terms * FP32)
 
 
 def _accumulation_unit(device: torch.device, terms: int) -> float:
@@ -83,28 +83,12 @@ class CodebookIndex:
     basis: torch.Tensor              # (K, Dc) fp32
     transform: torch.Tensor | None   # (D, Dc) fp32, or None for the identity
     bias: torch.Tensor | None        # (D,) fp32, or None
-    certificate: _Certificate | None = None     # set when the bf16 search is used
-    _squared_norms: torch.Tensor | None = None  # (K,) fp32, ||code_j||^2, computed when first needed
+    squared_norms: torch.Tensor | None = None  # (K,) fp32 ||code_j||^2, for the fp32 search
+    certificate: _Certificate | None = None     # for the bf16 search
 
     @property
     def size(self) -> int:
         return self.basis.shape[0]
-
-    @property
-    def squared_norms(self) -> torch.Tensor:
-        if self._squared_norms is None:
-            self._squared_norms = torch.empty(self.size, device=self.basis.device)
-            for start in range(0, self.size, NORM_BLOCK):
-                ids = torch.arange(start, min(start + NORM_BLOCK, self.size), device=self.basis.device)
-                self._squared_norms[start:start + len(ids)] = self.codes(ids).square().sum(1)
-        return self._squared_norms
-
-    def codes(self, ids: torch.Tensor) -> torch.Tensor:
-        """fp32 code vectors for the given ids (gather first, then project)."""
-        rows = self.basis[ids]
-        if self.transform is not None:
-            rows = rows @ self.transform.T
-        return rows if self.bias is None else rows + self.bias
 
 
 _BF16_PAYS: dict[str, bool] = {}
@@ -143,15 +127,25 @@ def build_index(basis: torch.Tensor, transform: torch.Tensor | None = None, bias
         reusable = bounds is not None and bounds.key == _basis_key(basis)
         index.certificate = _certify(basis, transform, bounds if reusable else None)
     else:
-        index.squared_norms  # noqa: B018 (computed now, while the caller expects the cost)
+        index.squared_norms = _squared_norms(basis, transform, bias)
     return index
+
+
+def _squared_norms(basis: torch.Tensor, transform: torch.Tensor | None, bias: torch.Tensor | None) -> torch.Tensor:
+    """||transform @ basis_j + bias||^2 for every j, NORM_BLOCK codes at a time: the codebook is never whole."""
+    norms = torch.empty(basis.shape[0], device=basis.device)
+    for start in range(0, basis.shape[0], NORM_BLOCK):
+        codes = basis[start:start + NORM_BLOCK]
+        if transform is not None:
+            codes = codes @ transform.T
+        norms[start:start + NORM_BLOCK] = (codes if bias is None else codes + bias).square().sum(1)
+    return norms
 
 
 def _certify(basis: torch.Tensor, transform: torch.Tensor | None, bounds: BasisBounds | None) -> _Certificate:
     size, basis_dim = basis.shape
     augmented = torch.empty(size, basis_dim + 3, dtype=torch.bfloat16, device=basis.device)
     augmented[:, -1] = 1
-    norms = torch.empty(size, device=basis.device)
     basis_norm, basis_error = basis.new_zeros(()), basis.new_zeros(())
     for start in range(0, size, NORM_BLOCK):
         block = basis[start:start + NORM_BLOCK]
@@ -160,8 +154,7 @@ def _certify(basis: torch.Tensor, transform: torch.Tensor | None, bounds: BasisB
             basis_norm = torch.maximum(basis_norm, torch.linalg.vector_norm(block, dim=1).max())
             basis_error = torch.maximum(basis_error, torch.linalg.vector_norm(
                 block - augmented[start:start + NORM_BLOCK, :basis_dim].float(), dim=1).max())
-        codes = block @ transform.T if transform is not None else block
-        norms[start:start + NORM_BLOCK] = torch.linalg.vector_norm(codes, dim=1).square()
+    norms = _squared_norms(basis, transform, None)  # centred: the bias moves to the queries
     # Two bf16 halves hold n_j to 16 bits: |n - high - low| <= u^2 n.
     augmented[:, basis_dim] = norms
     augmented[:, basis_dim + 1] = norms - augmented[:, basis_dim].float()
@@ -204,10 +197,11 @@ def _nearest_low_precision(queries: torch.Tensor, index: CodebookIndex) -> torch
     low[:, -1] = (typical - distances) / 2
     # Errors of each v_j before the final rounding (the same for all j): bf16 inputs (Cauchy-Schwarz on the
     # rounding residues), the norm halves, fp32 accumulation over every term of the sum.
-    low_norm = torch.linalg.vector_norm(low[:, :basis_dim].float(), dim=1)
+    rounded = low[:, :basis_dim].float()
+    low_norm = torch.linalg.vector_norm(rounded, dim=1)
     largest_norm = certificate.norms.max()
     error = SAFETY * (
-        torch.linalg.vector_norm(projected - low[:, :basis_dim].float(), dim=1) * certificate.bounds.max_norm
+        torch.linalg.vector_norm(projected - rounded, dim=1) * certificate.bounds.max_norm
         + low_norm * certificate.bounds.max_error
         + BF16 ** 2 * largest_norm / 2
         + _accumulation_unit(queries.device, basis_dim + 3) * (
