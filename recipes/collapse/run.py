@@ -13,6 +13,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -45,15 +46,15 @@ def usage(weights: Path, files: list[Path]) -> dict:
     for file in files:
         counter.add(model.encode(load(file, model.sample_rate)[0])[0])
     (stats,) = counter.stats()
-    return {"used": stats.used, "utilization": stats.utilization, "perplexity": stats.perplexity,
-            "entropy_bits": stats.entropy_bits}
+    return {"frames": int(counter.counts[0].sum()), "used": stats.used, "utilization": stats.utilization,
+            "perplexity": stats.perplexity, "entropy_bits": stats.entropy_bits}
 
 
 def plot(results: list[dict], path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 3.4))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(9, 4))
     for kind, (label, _) in VARIANTS.items():
         rows = sorted((r for r in results if r["kind"] == kind), key=lambda r: r["codebook_size"])
         if not rows:
@@ -61,16 +62,25 @@ def plot(results: list[dict], path: Path) -> None:
         sizes = [r["codebook_size"] for r in rows]
         left.plot(sizes, [100 * r["utilization"] for r in rows], marker="o", label=label)
         right.plot(sizes, [r["perplexity"] for r in rows], marker="o", label=label)
+    # What a perfectly uniform quantizer could show on this many frames: N draws from K equally likely codes
+    # hit K (1 - (1 - 1/K)^N) distinct ones, so at large K even the ideal falls short of 100 %.
+    frames = results[0]["frames"]
+    grid = np.geomspace(min(sizes), max(sizes), 50)
+    left.plot(grid, 100 * (1 - (1 - 1 / grid) ** frames), color="gray", linestyle="--",
+              label=f"uniform use of K codes over {frames:,} frames")
     right.plot(sizes, sizes, color="gray", linestyle="--", label="K (every code equally used)")
     for axes, title in ((left, "codes used on the eval split (%)"), (right, "perplexity")):
         axes.set_xscale("log", base=2)
         axes.set_xlabel("codebook size K")
         axes.set_title(title)
         axes.grid(alpha=0.3, which="both")
-        axes.legend(fontsize=8)
     right.set_yscale("log", base=2)
     left.set_ylim(0, 105)
-    figure.tight_layout()
+    # One legend under both plots, where it hides no line.
+    labelled = dict(zip(*reversed(left.get_legend_handles_labels())))
+    labelled.update(zip(*reversed(right.get_legend_handles_labels())))
+    figure.legend(labelled.values(), labelled.keys(), loc="lower center", ncol=3, fontsize=8)
+    figure.tight_layout(rect=(0, 0.13, 1, 1))
     figure.savefig(path, dpi=100)
 
 
