@@ -1,6 +1,6 @@
 """Ship a training checkpoint as the bundled model:
 
-    python tools/export_bundled.py runs/bundled-stage4/checkpoints/step-00002000 recipes/bundled/stage4.yaml [--raw]
+    python tools/export_bundled.py runs/bundled-stage4/checkpoints/step-00003600 recipes/bundled/stage4.yaml [--raw]
 
 `codec export-weights` written to codec/pretrained/bundled.safetensors in fp16, which halves the wheel. The EMA
 of the generator by default; `--raw` takes the raw weights instead (over a run of about a thousand steps, an EMA

@@ -1,7 +1,7 @@
 """Train the bundled model from nothing, in its four stages: `python recipes/bundled/train.py` from the
 repository root (README.md says why four). A stage that was interrupted resumes from its last checkpoint; a
 finished one is skipped. The final weights land in runs/bundled-stage4/weights.safetensors (EMA) and
-runs/bundled-stage4/checkpoints; `python tools/export_bundled.py runs/bundled-stage4/checkpoints/step-00002000
+runs/bundled-stage4/checkpoints; `python tools/export_bundled.py runs/bundled-stage4/checkpoints/step-00003600
 recipes/bundled/stage4.yaml` ships them.
 """
 from pathlib import Path
