@@ -40,18 +40,13 @@ FP32 = 2.0 ** -24
 SAFETY = 1.05                    # covers the second-order terms the bounds below leave out
 
 
-def _accumulation(terms: int) -> float:
-    """Relative error bound of a sum of `terms` products accumulated in fp32 (gamma_n in Higham's notation)."""
-    return terms * FP32 / (1 - terms * FP32)
-
-
-def _accumulation_unit(device: torch.device, terms: int) -> float:
-    """Relative error bound (against the sum of |terms|) of a bf16 matmul's accumulation. CPU kernels accumulate
-    in fp32; cuBLAS may also reduce split-K partial sums in bf16 unless PyTorch is told not to
-    (`allow_bf16_reduced_precision_reduction`), counted here as two more bf16 roundings of the whole sum: wider
-    bounds, more fp32 fallbacks. Untested on a GPU so far."""
+def _accumulation(device: torch.device, terms: int) -> float:
+    """Relative error bound (against the sum of |terms|) of a bf16 matmul's accumulation: gamma_n of fp32 in
+    Higham's notation, as CPU kernels accumulate in fp32. cuBLAS may also reduce split-K partial sums in bf16
+    unless PyTorch is told not to (`allow_bf16_reduced_precision_reduction`), counted here as two more bf16
+    roundings of the whole sum: wider bounds, more fp32 fallbacks. Untested on a GPU so far."""
     reduced = device.type == "cuda" and torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction
-    return _accumulation(terms) + (2 * BF16 if reduced else 0.0)
+    return terms * FP32 / (1 - terms * FP32) + (2 * BF16 if reduced else 0.0)
 
 
 @dataclass(frozen=True)
@@ -204,7 +199,7 @@ def _nearest_low_precision(queries: torch.Tensor, index: CodebookIndex) -> torch
         torch.linalg.vector_norm(projected - rounded, dim=1) * certificate.bounds.max_norm
         + low_norm * certificate.bounds.max_error
         + BF16 ** 2 * largest_norm / 2
-        + _accumulation_unit(queries.device, basis_dim + 3) * (
+        + _accumulation(queries.device, basis_dim + 3) * (
             low_norm * (certificate.bounds.max_norm + certificate.bounds.max_error)
             + largest_norm / 2 + low[:, -1].float().abs()))
     rounding = SAFETY * BF16 / (1 - BF16)
