@@ -94,7 +94,8 @@ def cmd_info(args) -> int:
     from .tokens import load_tokens
     for path in args.files:
         tokens = load_tokens(path)
-        print(f"{path}\n  model: {tokens.model_name} (weights sha256 {tokens.weights_sha256[:16]})\n"
+        tokenizer = f", tokenizer {tokens.tokenizer_sha256[:16]}" if tokens.tokenizer_sha256 else ""
+        print(f"{path}\n  model: {tokens.model_name} (weights sha256 {tokens.weights_sha256[:16]}{tokenizer})\n"
               f"  sample rate: {tokens.sample_rate} Hz, frame rate: {tokens.frame_rate:g} Hz\n"
               f"  frames: {tokens.num_frames}, codebooks: {tokens.num_codebooks} x {tokens.codebook_sizes[0]}"
               f" codes\n  duration: {tokens.duration:.3f} s ({tokens.num_samples} samples, source channels:"
@@ -290,7 +291,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=1000 data.batch_size=4")
     train.add_argument("--resume", action="store_true", help="continue the run in out_dir from its latest checkpoint")
     train.add_argument("--force", action="store_true", help="delete the run in out_dir and start over")
-    train.add_argument("--init-weights", help="start a new run from this weights file (generator only)")
+    train.add_argument("--init-weights", metavar="WEIGHTS_OR_RUN",
+                       help="start a new run from a weights file (the generator), or from another run folder or "
+                            "checkpoint (its EMA generator, and its discriminators where this run has the same)")
     train.set_defaults(run=cmd_train)
 
     export_weights = commands.add_parser(

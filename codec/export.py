@@ -176,7 +176,8 @@ def _plan(codec: Codec, utterances: list[Utterance], config: ExportConfig, num_c
     digest = hashlib.sha256()
     for u in utterances:
         digest.update(json.dumps([u.id, str(u.path), u.fields], sort_keys=True, default=str).encode() + b"\n")
-    return {"model_name": codec.name, "weights_sha256": codec.weights_sha256 or "", "num_codebooks": num_codebooks,
+    return {"model_name": codec.name, "weights_sha256": codec.weights_sha256 or "",
+            "tokenizer_sha256": codec.tokenizer_sha256 or "", "num_codebooks": num_codebooks,
             "shard_size": config.shard_size, "webdataset": config.webdataset, "token_stream": config.token_stream,
             "utterances": len(utterances), "utterances_sha256": digest.hexdigest()}
 
@@ -211,7 +212,8 @@ def _manifest(codec: Codec, plan: dict, records: list[dict], dtype: np.dtype) ->
     duration = sum(r["duration_seconds"] for r in records)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "model_name": codec.name,
-        "weights_sha256": plan["weights_sha256"], "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate,
+        "weights_sha256": plan["weights_sha256"], "tokenizer_sha256": plan["tokenizer_sha256"],
+        "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate,
         "hop_length": codec.hop_length, "num_codebooks": n, "codebook_sizes": codec.codebook_sizes[:n],
         "code_dtype": dtype.name, "utterances": sum(r["utterances"] for r in records),
         "duration_seconds": duration, "duration_hours": duration / 3600, "frames": sum(r["frames"] for r in records),
@@ -261,7 +263,8 @@ def export(codec: Codec, utterances: list[Utterance], config: ExportConfig, prog
     plan = _plan(codec, utterances, config, num_codebooks)
     dtype = code_dtype(codec.codebook_size)
     # Each shard names its model and rates in its schema metadata, so that one file alone can be decoded.
-    described = {"model_name": codec.name, "weights_sha256": plan["weights_sha256"], "num_codebooks": num_codebooks,
+    described = {"model_name": codec.name, "weights_sha256": plan["weights_sha256"],
+                 "tokenizer_sha256": plan["tokenizer_sha256"], "num_codebooks": num_codebooks,
                  "codebook_size": codec.codebook_size, "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate}
     job = _Job(codec, config, dtype, schema(utterances, dtype, {"codec": json.dumps(described)}))
     shards = [utterances[s:s + config.shard_size] for s in range(0, len(utterances), config.shard_size)]

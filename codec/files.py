@@ -37,13 +37,15 @@ def encode_file(codec: Codec, source: str | Path, target: str | Path, num_codebo
         raise AudioError(f"{source}: the audio is empty")
     tokens = TokenFile(torch.cat(parts, dim=-1)[0].cpu(), codec.name, codec.weights_sha256 or "",
                        codec.sample_rate, codec.frame_rate, samples, channels,
-                       codec.codebook_sizes[:num_codebooks or codec.num_codebooks])
+                       codec.codebook_sizes[:num_codebooks or codec.num_codebooks], codec.tokenizer_sha256 or "")
     save_tokens(target, tokens, force)
     return tokens
 
 
 def check_model(codec: Codec, tokens: TokenFile, source: str | Path) -> None:
-    if tokens.weights_sha256 != (codec.weights_sha256 or "") or tokens.model_name != codec.name:
+    """The model that made the tokens, or one with the same encoder and quantizer (another decoder)."""
+    same_model = tokens.weights_sha256 == (codec.weights_sha256 or "") and tokens.model_name == codec.name
+    if not same_model and not (tokens.tokenizer_sha256 and tokens.tokenizer_sha256 == codec.tokenizer_sha256):
         raise TokenFileError(f"{source}: made by model '{tokens.model_name}' (weights {tokens.weights_sha256[:12]}), "
                              f"not by the loaded model '{codec.name}' ({(codec.weights_sha256 or '')[:12]}); "
                              f"pass that model with --model")

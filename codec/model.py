@@ -43,7 +43,9 @@ class Codec(nn.Module):
             self.decoder = ISTFTDecoder(config.seanet.dimension, config.istft, self.encoder.hop_length)
         else:
             self.decoder = SEANetDecoder(config.seanet)
-        self.weights_sha256: str | None = None  # set when loaded from a file; token files record it
+        # Set when loaded from a file; token files record both (see weights.tokenizer_sha256).
+        self.weights_sha256: str | None = None
+        self.tokenizer_sha256: str | None = None
 
     # --- what a user asks about ---------------------------------------------------------------------------
     @property

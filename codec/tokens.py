@@ -2,8 +2,9 @@
 
 Tensor `codes`: (Q, F) integers (int16 when every codebook has at most 32,768 codes, else int32).
 Metadata (all strings, as safetensors requires): format, format_version, model_name, weights_sha256,
-sample_rate, frame_rate, num_samples, channels (of the source; the codes are of its mono downmix),
-codebook_sizes (JSON list, one per stored codebook).
+tokenizer_sha256 (of the encoder and quantizer alone; absent from files made before it was added), sample_rate,
+frame_rate, num_samples, channels (of the source; the codes are of its mono downmix), codebook_sizes (JSON list,
+one per stored codebook).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ class TokenFile:
     num_samples: int
     channels: int
     codebook_sizes: list[int]
+    tokenizer_sha256: str = ""   # empty in files made before it was recorded
 
     @property
     def num_codebooks(self) -> int:
@@ -56,7 +58,8 @@ def save_tokens(path: str | Path, tokens: TokenFile, force: bool = False) -> Non
     dtype = torch.int16 if max(tokens.codebook_sizes) <= 2**15 else torch.int32
     metadata = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "model_name": tokens.model_name,
-        "weights_sha256": tokens.weights_sha256, "sample_rate": str(tokens.sample_rate),
+        "weights_sha256": tokens.weights_sha256, "tokenizer_sha256": tokens.tokenizer_sha256,
+        "sample_rate": str(tokens.sample_rate),
         "frame_rate": repr(float(tokens.frame_rate)), "num_samples": str(tokens.num_samples),
         "channels": str(tokens.channels), "codebook_sizes": json.dumps(tokens.codebook_sizes),
     }
@@ -84,7 +87,8 @@ def load_tokens(path: str | Path) -> TokenFile:
             codes=codes.long(), model_name=metadata["model_name"], weights_sha256=metadata["weights_sha256"],
             sample_rate=int(metadata["sample_rate"]), frame_rate=float(metadata["frame_rate"]),
             num_samples=int(metadata["num_samples"]), channels=int(metadata["channels"]),
-            codebook_sizes=[int(k) for k in json.loads(metadata["codebook_sizes"])])
+            codebook_sizes=[int(k) for k in json.loads(metadata["codebook_sizes"])],
+            tokenizer_sha256=metadata.get("tokenizer_sha256", ""))
     except (KeyError, ValueError, TypeError) as error:
         raise TokenFileError(f"{path}: token file metadata is incomplete ({error})") from None
     _validate(path, tokens)

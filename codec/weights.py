@@ -27,6 +27,18 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def tokenizer_sha256(state: dict[str, torch.Tensor]) -> str:
+    """sha256 of the encoder's and the quantizer's tensors as stored. Two weights files that share it turn audio
+    into the same codes and codes into the same latents, whatever their decoders: tokens made with one decode
+    with the other (a model whose decoder alone was trained on, say)."""
+    digest = hashlib.sha256()
+    for key in sorted(k for k in state if k.startswith(("encoder.", "quantizer."))):
+        tensor = state[key].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{key} {tensor.dtype} {tuple(state[key].shape)}\n".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def save_weights(codec: Codec, path: str | Path, dtype: torch.dtype = torch.float32,
                  extra: dict[str, str] | None = None, force: bool = True) -> None:
     """Write the model's state (cast to `dtype`) with its config in the metadata, atomically."""
@@ -71,7 +83,7 @@ def load_weights(path: str | Path, for_training: bool = False) -> Codec:
         codec.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except (SafetensorError, RuntimeError) as error:
         raise ModelError(f"{path}: weights do not match their config ({str(error).splitlines()[0]})") from None
-    codec.weights_sha256 = sha256(path)
+    codec.weights_sha256, codec.tokenizer_sha256 = sha256(path), tokenizer_sha256(state)
     return codec.train() if for_training else codec.fuse_weight_norm().eval()
 
 

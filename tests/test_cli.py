@@ -148,6 +148,25 @@ def test_wrong_model_for_token_file(tmp_path, tiny_weights, speech, capsys):
     assert not (tmp_path / "a.wav").exists()
 
 
+def test_tokens_decode_with_another_decoder_of_the_same_tokenizer(tmp_path, tiny_weights, speech, capsys):
+    """A model whose decoder alone changed reads the tokens of the one before (same encoder and quantizer);
+    a changed quantizer does not."""
+    from codec.weights import load_weights, save_weights
+    assert run("encode", "--model", tiny_weights, speech, tmp_path / "a.codes") == 0
+    for part, path in (("decoder", tmp_path / "new-decoder.safetensors"),
+                       ("quantizer", tmp_path / "new-quantizer.safetensors")):
+        model = load_weights(tiny_weights, for_training=True)
+        with torch.no_grad():
+            for parameter in getattr(model, part).parameters():
+                parameter.add_(0.01)
+        save_weights(model, path)
+    assert run("decode", "--model", tmp_path / "new-decoder.safetensors", tmp_path / "a.codes",
+               tmp_path / "a.wav") == 0
+    assert run("decode", "--model", tmp_path / "new-quantizer.safetensors", tmp_path / "a.codes",
+               tmp_path / "b.wav") == 1
+    assert "--model" in capsys.readouterr().err and not (tmp_path / "b.wav").exists()
+
+
 def test_bad_token_file_and_bad_model(tmp_path, tiny_weights, speech, capsys):
     (tmp_path / "a.codes").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"x\":")
     assert run("decode", "--model", tiny_weights, tmp_path / "a.codes", tmp_path / "a.wav") == 1

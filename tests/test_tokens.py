@@ -19,6 +19,7 @@ def test_round_trip_keeps_codes_and_metadata(tmp_path):
     assert (loaded.model_name, loaded.sample_rate, loaded.num_samples, loaded.channels) == ("tiny", 8000, 77, 2)
     assert loaded.codebook_sizes == [16, 16] and loaded.frame_rate == 1000.0
     assert loaded.bitrate == 8000.0
+    assert loaded.tokenizer_sha256 == "" and loaded.weights_sha256 == "ab" * 32  # as in files made before it
 
 
 def test_large_codebooks_are_stored_wide(tmp_path):

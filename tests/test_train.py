@@ -183,3 +183,29 @@ def test_generator_step_leaves_discriminator_gradients_to_the_discriminator_step
     for name, parameter in trainer.discriminators.named_parameters():
         assert parameter.requires_grad
         assert torch.equal(parameter.grad, after_discriminator_step[name]), name
+
+
+def test_decoder_fine_tuning_from_a_run_keeps_the_codes(tmp_path, capsys):
+    """--init-weights from another run's checkpoint brings its EMA generator and its discriminators; with the
+    encoder and quantizer frozen, only the decoder moves, so every code keeps its meaning."""
+    from codec.train.trainer import Trainer
+    discriminator = DiscriminatorConfig(periods=[2], scales=[], stft_windows=[256], width=0.1)
+    source = train(tiny_run(tmp_path, discriminator=discriminator))
+    config = tiny_run(tmp_path, discriminator=discriminator, out_dir=str(tmp_path / "decoder"),
+                      freeze=["encoder", "quantizer"], steps=3, codebook_refit_until=3, codebook_refit_every=1)
+    trainer = Trainer(config, init_weights=str(tmp_path / "run"))
+    started = load_file(str(latest_checkpoint(tmp_path / "run" / "checkpoints") / "discriminators.safetensors"))
+    for name, value in trainer.discriminators.state_dict().items():
+        assert torch.equal(value, started[name]), name
+    before, after = load(source), load(trainer.fit())
+    for part in ("encoder", "quantizer", "decoder"):
+        old, new = getattr(before, part).state_dict(), getattr(after, part).state_dict()
+        same = all(torch.equal(old[k], new[k]) for k in old)
+        assert same == (part != "decoder"), part
+    audio = torch.randn(1, 1, 1600) * 0.1
+    assert torch.equal(before.encode(audio), after.encode(audio))
+    from codec.cli import main
+    config_path = write_config(tmp_path, 1, "changed")
+    assert main(["train", "--config", config_path, "model.seanet.dimension=4", "--init-weights",
+                 str(tmp_path / "run")]) == 1
+    assert "model.seanet.dimension = 8" in capsys.readouterr().err

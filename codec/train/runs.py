@@ -33,10 +33,12 @@ def prepare(config: TrainConfig, resume: bool = False, force: bool = False, init
     if resume and force:
         raise ConfigError("--resume continues the run in out_dir and --force deletes it: give one")
     if init_weights and resume:
-        raise ConfigError("--init-weights starts a new run from a weights file; --resume continues one from its "
-                          "checkpoint: give one")
+        raise ConfigError("--init-weights starts a new run from weights or another run; --resume continues the "
+                          "run in out_dir: give one")
     if init_weights:  # the decoder may differ: a new decoder then starts fresh (see Trainer)
-        _check_same_model(config.model, Path(init_weights), "--init-weights", free=("name", "decoder", "istft"))
+        source = Path(init_weights)
+        weights = find_checkpoint(source).parent.parent / "weights.safetensors" if source.is_dir() else source
+        _check_same_model(config.model, weights, "--init-weights", free=("name", "decoder", "istft"))
     _check_data(config)
     out = Path(config.out_dir)
     checkpoint = latest_checkpoint(out / "checkpoints")

@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 from tqdm import tqdm
 
 from ..model import Codec
@@ -27,6 +28,7 @@ from .ema import EMA
 from .losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, adversarial_loss, discriminator_loss,
                      feature_matching_loss)
 from .monitor import Monitor
+from .runs import checkpoint_codec, find_checkpoint
 
 
 def learning_rate_factor(step: int, warmup: int, total: int) -> float:
@@ -54,14 +56,16 @@ class Trainer:
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp])
         codec = Codec(config.model)
-        if init_weights:  # warm start: generator weights only
-            self.warm_start(codec, load_weights(init_weights, for_training=True))
+        d = config.discriminator
+        discriminators = Discriminators(d.periods, d.scales, d.stft_windows, d.width) if d else None
+        if init_weights:
+            self.warm_start(codec, discriminators, init_weights)
+        for part in config.freeze:  # no gradient, so the optimizer leaves them as they are
+            getattr(codec, part).requires_grad_(False)
         self.ema = EMA(codec, config.ema_decay) if config.ema_decay else None
         optimizer = torch.optim.Adam(codec.parameters(), lr=config.learning_rate, betas=tuple(config.betas))
         self.modules, self.optimizers = {"codec": codec}, {"codec": optimizer}
-        if config.discriminator:
-            d = config.discriminator
-            discriminators = Discriminators(d.periods, d.scales, d.stft_windows, d.width)
+        if discriminators is not None:
             self.modules["discriminators"] = discriminators
             self.optimizers["discriminators"] = torch.optim.Adam(discriminators.parameters(), lr=d.learning_rate,
                                                                  betas=tuple(d.betas))
@@ -82,9 +86,23 @@ class Trainer:
         self.stft_loss = MultiResolutionSTFTLoss()
         self.skipped = 0
 
-    def warm_start(self, codec: Codec, previous: Codec) -> None:
-        """Copy the generator; a decoder of another kind or shape (a new decoder on a trained encoder and
-        quantizer) keeps its fresh initialisation."""
+    def warm_start(self, codec: Codec, discriminators: Discriminators | None, source: str) -> None:
+        """Copy the generator of a weights file, or of another run's checkpoint (its EMA) together with that
+        run's discriminators when both runs have the same ones. A decoder of another kind or shape (a new
+        decoder on a trained encoder and quantizer) keeps its fresh initialisation."""
+        if Path(source).is_dir():
+            checkpoint = find_checkpoint(source)
+            previous, _ = checkpoint_codec(checkpoint, raw=not (checkpoint / "ema.safetensors").is_file())
+            file = checkpoint / "discriminators.safetensors"
+            if discriminators is not None and file.is_file():
+                try:
+                    discriminators.load_state_dict(load_file(str(file)))
+                    self.log(f"warm start: discriminators from {checkpoint}")
+                except RuntimeError:
+                    self.log(f"warm start: the discriminators of {checkpoint} differ from this run's; "
+                             f"they start fresh")
+        else:
+            previous = load_weights(source, for_training=True)
         same_decoder = (previous.config.decoder, previous.config.istft) == (codec.config.decoder, codec.config.istft)
         parts = ["encoder", "quantizer"] + (["decoder"] if same_decoder else [])
         for part in parts:
@@ -173,11 +191,14 @@ class Trainer:
         dataset = AudioCrops(files, config.model.sample_rate, crop, config.seed)
         monitor = Monitor(self.out / "logs", config, self.accelerator.is_main_process)
         self.codec.train()
+        for part in config.freeze:  # a frozen quantizer must not fit itself to a batch either
+            getattr(self.accelerator.unwrap_model(self.codec), part).eval()
         progress = tqdm(range(self.step, config.steps), initial=self.step, total=config.steps, desc="training",
                         disable=not self.accelerator.is_main_process)
         for step in progress:
             self.set_learning_rates(step)
-            if 0 < step < config.codebook_refit_until and step % config.codebook_refit_every == 0:
+            if "quantizer" not in config.freeze and 0 < step < config.codebook_refit_until and \
+                    step % config.codebook_refit_every == 0:
                 for stage in self.accelerator.unwrap_model(self.codec).quantizer.stages:
                     stage.initialized.fill_(False)
             stats, codes = self.generator_step(self.batch(dataset, step), step)

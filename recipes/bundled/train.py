@@ -36,4 +36,6 @@ if __name__ == "__main__":
     second = unfactorize(checkpoint, config.model, Path(config.out_dir) / "unfactorized.safetensors")
     config, _ = stage("config.yaml", second)
     # 4: discriminators join, on stage 3's EMA generator.
-    stage("stage4.yaml", Path(config.out_dir) / "weights.safetensors")
+    config, _ = stage("stage4.yaml", Path(config.out_dir) / "weights.safetensors")
+    # 5: the decoder alone, from stage 4's checkpoint (generator and discriminators); the codes stay stage 4's.
+    stage("stage5.yaml", Path(config.out_dir))
