@@ -88,8 +88,8 @@ class Trainer:
 
     def warm_start(self, codec: Codec, discriminators: Discriminators | None, source: str) -> None:
         """Copy the generator of a weights file, or of another run's checkpoint (its EMA) together with that
-        run's discriminators when both runs have the same ones. A decoder of another kind or shape (a new
-        decoder on a trained encoder and quantizer) keeps its fresh initialisation."""
+        run's discriminators when both runs have the same ones. Decoder tensors of another shape (a new head on a
+        trained decoder) or kind (a new decoder on a trained encoder and quantizer) keep their fresh values."""
         if Path(source).is_dir():
             checkpoint = find_checkpoint(source)
             previous, _ = checkpoint_codec(checkpoint, raw=not (checkpoint / "ema.safetensors").is_file())
@@ -103,12 +103,16 @@ class Trainer:
                              f"they start fresh")
         else:
             previous = load_weights(source, for_training=True)
-        same_decoder = (previous.config.decoder, previous.config.istft) == (codec.config.decoder, codec.config.istft)
-        parts = ["encoder", "quantizer"] + (["decoder"] if same_decoder else [])
-        for part in parts:
+        for part in ("encoder", "quantizer"):  # prepare() made sure these have the same shapes
             getattr(codec, part).load_state_dict(getattr(previous, part).state_dict())
-        self.log(f"warm start: {', '.join(parts)} from the given weights"
-                 + ("" if same_decoder else "; the decoder starts fresh"))
+        theirs = previous.decoder.state_dict()
+        mine = codec.decoder.state_dict()
+        kept = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+        codec.decoder.load_state_dict(kept, strict=False)
+        fresh = sorted(mine.keys() - kept.keys())
+        decoder = ("the decoder starts fresh" if not kept else
+                   f"the decoder, except {', '.join(fresh)} (another shape: fresh)" if fresh else "the decoder")
+        self.log(f"warm start: encoder, quantizer, {decoder} from {source}")
 
     def log(self, message: str) -> None:
         if self.accelerator.is_main_process:
