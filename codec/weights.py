@@ -34,6 +34,10 @@ def tokenizer_sha256(state: dict[str, torch.Tensor]) -> str:
     digest = hashlib.sha256()
     for key in sorted(k for k in state if k.startswith(("encoder.", "quantizer."))):
         tensor = state[key].detach().cpu().contiguous().reshape(-1)
+        if tensor.is_floating_point():
+            # -0.0 and 0.0 are the same weight, but not the same bytes: an EMA of a frozen weight (lerp from a
+            # value to itself) turns one into the other.
+            tensor = tensor + 0.0
         digest.update(f"{key} {tensor.dtype} {tuple(state[key].shape)}\n".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()

@@ -4,7 +4,7 @@ import torch
 import codec
 from codec.config import ModelConfig, load_yaml
 from codec.errors import ConfigError, ModelError
-from codec.weights import load_weights, save_weights
+from codec.weights import load_weights, save_weights, tokenizer_sha256
 
 
 def test_bundled_model_properties():
@@ -30,6 +30,15 @@ def test_weights_round_trip_and_checksum(tmp_path, tiny_weights):
     copy = codec.load(tmp_path / "copy.safetensors")
     assert copy.weights_sha256 != codec.load(tiny_weights).weights_sha256
     assert copy.config == model.config
+
+
+def test_tokenizer_hash_covers_encoder_and_quantizer_values_only():
+    state = {"encoder.w": torch.tensor([0.5, -0.0]), "quantizer.b": torch.tensor([1.0]), "decoder.w": torch.ones(2)}
+    same = tokenizer_sha256(state)
+    assert tokenizer_sha256({**state, "decoder.w": torch.zeros(2)}) == same
+    assert tokenizer_sha256({**state, "encoder.w": torch.tensor([0.5, 0.0])}) == same  # what an EMA does to -0.0
+    assert tokenizer_sha256({**state, "encoder.w": torch.tensor([0.5, 1e-8])}) != same
+    assert tokenizer_sha256({**state, "quantizer.b": torch.tensor([1.0], dtype=torch.float16)}) != same
 
 
 def test_bad_weights_files(tmp_path):

@@ -52,7 +52,8 @@ def main() -> None:
         rows = [r for r in csv.DictReader(handle, delimiter="\t") if r["split"] == args.split]
     rows = rows[::max(1, len(rows) // args.files)][:args.files]
     counts = [q for q in (8, 4, 2, 1) if q <= model.num_codebooks]
-    scores = {name: [] for name in ["unquantized"] + [f"{q} codebooks" for q in counts]}
+    names = {q: f"{q} codebook" + "s" * (q > 1) for q in counts}
+    scores = {name: [] for name in ["unquantized", *names.values()]}
     print(f"frame-rate periodicity (peak at {model.hop_length} samples / median):")
     for row in rows:
         audio, rate = soundfile.read(Path(args.data).parent / row["file"], dtype="float32", always_2d=True)
@@ -60,11 +61,11 @@ def main() -> None:
         with torch.no_grad():
             outputs = {"unquantized": model.decoder(model.encoder(model._pad(reference[None, None])))[0, 0]}
             for q in counts:
-                outputs[f"{q} codebooks"] = model.decode(model.encode(reference, num_codebooks=q))[0]
+                outputs[names[q]] = model.decode(model.encode(reference, num_codebooks=q))[0]
         for name, decoded in outputs.items():
             pair = align(reference.numpy(), model.sample_rate, decoded.numpy(), model.sample_rate)
             scores[name].append((pesq_wideband(pair), stoi(pair)))
-        full = outputs[f"{counts[0]} codebooks"][:len(reference)]
+        full = outputs[names[counts[0]]][:len(reference)]
         print(f"  {row['file'][:60]:60s} original {periodicity_at(reference, model.sample_rate, model.hop_length):4.1f}"
               f"  decoded {periodicity_at(full, model.sample_rate, model.hop_length):4.1f}")
     print(f"quality on {len(rows)} {args.split} files:")

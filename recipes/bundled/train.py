@@ -1,8 +1,8 @@
-"""Train the bundled model from nothing, in its four stages: `python recipes/bundled/train.py` from the
-repository root (README.md says why four). A stage that was interrupted resumes from its last checkpoint; a
-finished one is skipped. The final weights land in runs/bundled-stage4/weights.safetensors (EMA) and
-runs/bundled-stage4/checkpoints; `python tools/export_bundled.py runs/bundled-stage4/checkpoints/step-00003600
-recipes/bundled/stage4.yaml` ships them.
+"""Train the bundled model from nothing, in its five stages: `python recipes/bundled/train.py` from the
+repository root (README.md says why). A stage that was interrupted resumes from its last checkpoint; a finished
+one is skipped. The final weights land in runs/bundled-stage5/weights.safetensors (EMA) and
+runs/bundled-stage5/checkpoints; `python tools/export_bundled.py runs/bundled-stage5/checkpoints/step-00001600
+recipes/bundled/stage5.yaml` ships them.
 """
 from pathlib import Path
 
@@ -37,5 +37,5 @@ if __name__ == "__main__":
     config, _ = stage("config.yaml", second)
     # 4: discriminators join, on stage 3's EMA generator.
     config, _ = stage("stage4.yaml", Path(config.out_dir) / "weights.safetensors")
-    # 5: the decoder alone, from stage 4's checkpoint (generator and discriminators); the codes stay stage 4's.
-    stage("stage5.yaml", Path(config.out_dir))
+    # 5: the decoder alone, from stage 4's EMA generator with fresh discriminators; the codes stay stage 4's.
+    stage("stage5.yaml", Path(config.out_dir) / "weights.safetensors")
