@@ -175,13 +175,15 @@ def cmd_train(args) -> int:
     from .train.config import TrainConfig
     from .train.runs import prepare
     from .train.trainer import train
+    from .weights import weights_path
     config = load_yaml(TrainConfig, args.config, args.overrides)
-    prepare(config, args.resume, args.force, args.init_weights)
+    init_weights = args.init_weights and str(weights_path(args.init_weights))
+    prepare(config, args.resume, args.force, init_weights)
     if "LOCAL_RANK" in os.environ and not torch.cuda.is_available():
         # accelerate forms a CPU process group only when asked to: without this, each process of a CPU launch
         # (torchrun, or accelerate launch without --cpu) would train alone, all of them into the same out_dir.
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    print(f"weights: {train(config, args.init_weights)}")
+    print(f"weights: {train(config, init_weights)}")
     return 0
 
 
@@ -292,8 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in out_dir from its latest checkpoint")
     train.add_argument("--force", action="store_true", help="delete the run in out_dir and start over")
     train.add_argument("--init-weights", metavar="WEIGHTS_OR_RUN",
-                       help="start a new run from a weights file (the generator), or from another run folder or "
-                            "checkpoint (its EMA generator, and its discriminators where this run has the same)")
+                       help="start a new run from a weights file ('bundled': the shipped model) for the generator, "
+                            "or from another run folder or checkpoint (its EMA generator, and its discriminators "
+                            "where this run has the same)")
     train.set_defaults(run=cmd_train)
 
     export_weights = commands.add_parser(

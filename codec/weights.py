@@ -28,16 +28,17 @@ def sha256(path: str | Path) -> str:
 
 
 def tokenizer_sha256(state: dict[str, torch.Tensor]) -> str:
-    """sha256 of the encoder's and the quantizer's tensors as stored. Two weights files that share it turn audio
-    into the same codes and codes into the same latents, whatever their decoders: tokens made with one decode
-    with the other (a model whose decoder alone was trained on, say)."""
+    """sha256 of the encoder's and the quantizer's tensors as the model computes with them (floats in float32, as
+    `load_weights` casts them). Two weights files that share it turn audio into the same codes and codes into the
+    same latents, whatever their decoders: tokens made with one decode with the other (a model whose decoder alone
+    was trained on, say, and saved in another precision)."""
     digest = hashlib.sha256()
     for key in sorted(k for k in state if k.startswith(("encoder.", "quantizer."))):
         tensor = state[key].detach().cpu().contiguous().reshape(-1)
         if tensor.is_floating_point():
             # -0.0 and 0.0 are the same weight, but not the same bytes: an EMA of a frozen weight (lerp from a
             # value to itself) turns one into the other.
-            tensor = tensor + 0.0
+            tensor = tensor.float() + 0.0
         digest.update(f"{key} {tensor.dtype} {tuple(state[key].shape)}\n".encode())
         digest.update(tensor.view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
@@ -91,14 +92,20 @@ def load_weights(path: str | Path, for_training: bool = False) -> Codec:
     return codec.train() if for_training else codec.fuse_weight_norm().eval()
 
 
+def weights_path(name_or_path: str | Path) -> Path:
+    """The file a model name stands for: "bundled" is the model shipped with the package."""
+    if str(name_or_path) != "bundled":
+        return Path(name_or_path)
+    if not BUNDLED.is_file():
+        raise ModelError(f"bundled weights missing at {BUNDLED}")
+    return BUNDLED
+
+
 def load(name_or_path: str | Path = "bundled") -> Codec:
     """`load("bundled")` returns the model shipped with the package; any other value is a weights path."""
-    if str(name_or_path) == "bundled":
-        if not BUNDLED.is_file():
-            raise ModelError(f"bundled weights missing at {BUNDLED}")
-        return load_weights(BUNDLED)
+    path = weights_path(name_or_path)
     try:
-        return load_weights(name_or_path)
+        return load_weights(path)
     except CodecError:
         raise
     except Exception as error:  # anything else from a malformed file is still the file's fault

@@ -38,7 +38,8 @@ def test_tokenizer_hash_covers_encoder_and_quantizer_values_only():
     assert tokenizer_sha256({**state, "decoder.w": torch.zeros(2)}) == same
     assert tokenizer_sha256({**state, "encoder.w": torch.tensor([0.5, 0.0])}) == same  # what an EMA does to -0.0
     assert tokenizer_sha256({**state, "encoder.w": torch.tensor([0.5, 1e-8])}) != same
-    assert tokenizer_sha256({**state, "quantizer.b": torch.tensor([1.0], dtype=torch.float16)}) != same
+    assert tokenizer_sha256({**state, "quantizer.b": torch.tensor([1.0], dtype=torch.float16)}) == same  # as loaded
+    assert tokenizer_sha256({**state, "quantizer.b": torch.tensor([1.0001])}) != same
 
 
 def test_bad_weights_files(tmp_path):
