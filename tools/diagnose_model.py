@@ -12,15 +12,14 @@
 Files are every n-th of the split, the same for every model.
 """
 import argparse
-import csv
 from pathlib import Path
 
 import numpy as np
-import soundfile
 import torch
 
 import codec
-from codec.audio import resample
+from codec.audio import load
+from codec.corpus import read_utterances
 from codec.metrics.quality import align, pesq_wideband, stoi
 
 DATA = Path(__file__).parents[1].parent / "shared" / "data"
@@ -48,16 +47,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(2)
     model = codec.load(args.model)
-    with open(args.data) as handle:
-        rows = [r for r in csv.DictReader(handle, delimiter="\t") if r["split"] == args.split]
-    rows = rows[::max(1, len(rows) // args.files)][:args.files]
+    utterances = read_utterances(args.data, args.split)
+    utterances = utterances[::max(1, len(utterances) // args.files)][:args.files]
     counts = [q for q in (8, 4, 2, 1) if q <= model.num_codebooks]
     names = {q: f"{q} codebook" + "s" * (q > 1) for q in counts}
     scores = {name: [] for name in ["unquantized", *names.values()]}
     print(f"frame-rate periodicity (peak at {model.hop_length} samples / median):")
-    for row in rows:
-        audio, rate = soundfile.read(Path(args.data).parent / row["file"], dtype="float32", always_2d=True)
-        reference = resample(audio.mean(1), rate, model.sample_rate)
+    for utterance in utterances:
+        reference, _, _ = load(utterance.path, model.sample_rate)
         with torch.no_grad():
             outputs = {"unquantized": model.decoder(model.encoder(model._pad(reference[None, None])))[0, 0]}
             for q in counts:
@@ -66,9 +63,10 @@ def main() -> None:
             pair = align(reference.numpy(), model.sample_rate, decoded.numpy(), model.sample_rate)
             scores[name].append((pesq_wideband(pair), stoi(pair)))
         full = outputs[names[counts[0]]][:len(reference)]
-        print(f"  {row['file'][:60]:60s} original {periodicity_at(reference, model.sample_rate, model.hop_length):4.1f}"
+        name = str(utterance.path.relative_to(Path(args.data).parent))
+        print(f"  {name[:60]:60s} original {periodicity_at(reference, model.sample_rate, model.hop_length):4.1f}"
               f"  decoded {periodicity_at(full, model.sample_rate, model.hop_length):4.1f}")
-    print(f"quality on {len(rows)} {args.split} files:")
+    print(f"quality on {len(utterances)} {args.split} files:")
     for name, values in scores.items():
         values = np.array(values)
         print(f"  {name:12s} PESQ {values[:, 0].mean():.3f}  STOI {values[:, 1].mean():.3f}")

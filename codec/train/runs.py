@@ -37,7 +37,7 @@ def prepare(config: TrainConfig, resume: bool = False, force: bool = False, init
                           "run in out_dir: give one")
     if init_weights:  # the decoder may differ: a new decoder then starts fresh (see Trainer)
         source = Path(init_weights)
-        weights = find_checkpoint(source).parent.parent / "weights.safetensors" if source.is_dir() else source
+        weights = run_weights(find_checkpoint(source)) if source.is_dir() else source
         _check_same_model(config.model, weights, "--init-weights", free=("name", "decoder", "istft"))
     _check_data(config)
     out = Path(config.out_dir)
@@ -103,13 +103,18 @@ def find_checkpoint(source: str | Path) -> Path:
     return checkpoint
 
 
+def run_weights(checkpoint: Path) -> Path:
+    """The weights file of the run a checkpoint belongs to: it holds the run's model config."""
+    return checkpoint.parent.parent / "weights.safetensors"
+
+
 def checkpoint_codec(source: str | Path, raw: bool = False,
                      model: ModelConfig | None = None) -> tuple[Codec, int]:
     """The generator of a checkpoint (or of a run's latest): its EMA, or its raw weights if `raw`. The model
     config comes from `model`, else from the run's weights.safetensors. Returns (codec, step)."""
     checkpoint = find_checkpoint(source)
     if model is None:
-        weights = checkpoint.parent.parent / "weights.safetensors"
+        weights = run_weights(checkpoint)
         if not weights.is_file():
             raise ModelError(f"{checkpoint}: its model config is read from {weights}, which is missing; give the "
                              f"training config (--config)")
