@@ -52,6 +52,12 @@ class ISTFTDecoderConfig:
     # A multiple of the hop. Frame f synthesises samples [f hop, f hop + n_fft), so n_fft - hop samples are a guess
     # ahead of what the causal encoder has heard; two hops (37.5 Hz bins at 24 kHz) keeps that guess short.
     n_fft: int = 640
+    # absolute: each frame predicts its phase (Vocos). A stack of convolutions gives equal frames for equal
+    # inputs, and equal frames repeat every hop: a comb at the frame rate (75 Hz), heard as buzz, unless the codes
+    # carry each harmonic's phase. integrated: each frame predicts how far every bin's phase moves from the
+    # previous frame (its deviation from the bin's own advance), and the head adds it up, as a phase vocoder does,
+    # so a steady input makes steady sinusoids.
+    phase: typing.Literal["absolute", "integrated"] = "absolute"
 
 
 @dataclass

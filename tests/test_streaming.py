@@ -45,10 +45,12 @@ def test_transposed_conv_stream_equals_offline(chunk):
     assert torch.allclose(stream(conv, x, chunk), offline, atol=1e-6)
 
 
-@pytest.fixture(params=["seanet", "istft"])
+@pytest.fixture(params=["seanet", "istft", "istft-integrated-phase"])
 def codec(request):
     torch.manual_seed(0)
-    return Codec(tiny_config(decoder=request.param)).eval()
+    config = tiny_config(decoder=request.param.split("-")[0])
+    config.istft.phase = "integrated" if request.param.endswith("phase") else "absolute"
+    return Codec(config).eval()
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 8, 9, 100, 1001])
@@ -96,6 +98,27 @@ def test_istft_head_inverts_a_real_stft():
     frames = (torch.fft.irfft(spectra, n=n_fft, dim=-1) * head.window).T[None]
     rebuilt = head.overlap_add(frames)[:, :400] / head.normalizer(0, 400)
     assert (rebuilt[:, n_fft:] - signal[:, n_fft:]).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("integrate_phase", [True, False])
+def test_integrated_phase_makes_a_steady_input_a_steady_sinusoid(integrate_phase):
+    """Equal frames (a steady input) with one bin lit: the integrated head turns each frame's phase on by the
+    bin's own advance and plays a steady sinusoid; the absolute head repeats the same frame every hop, which for
+    a bin that turns a quarter cycle per hop is not a sinusoid but a ripple at the frame rate."""
+    from codec.nn.istft import ISTFTHead
+    hop, n_fft, k = 8, 32, 1
+    head = ISTFTHead(4, n_fft, hop, integrate_phase)
+    with torch.no_grad():
+        head.linear.weight.zero_()
+        head.linear.bias.zero_()
+        head.linear.bias[:n_fft // 2 + 1] = -30.0  # log magnitudes: silence...
+        head.linear.bias[k] = 0.0                  # ...but bin k
+    audio = head(torch.zeros(1, 4, 40))[0, 0, n_fft:].double()
+    time = torch.arange(n_fft, 40 * hop, dtype=torch.float64)
+    sinusoid = torch.stack([torch.cos(2 * torch.pi * k * time / n_fft), torch.sin(2 * torch.pi * k * time / n_fft)], 1)
+    fit = sinusoid @ torch.linalg.lstsq(sinusoid, audio[:, None]).solution
+    error = (audio - fit[:, 0]).norm() / audio.norm()
+    assert error < 1e-5 if integrate_phase else error > 0.1
 
 
 def test_forward_keeps_length_and_encode_decode_is_batched(codec):

@@ -9,6 +9,9 @@
    spectrum ripple every 75 Hz, which shows as a peak at one hop in the cepstrum of that spectrum. Printed per
    file as the peak over the median of quefrencies 5-20 ms, for the original and the decoded signal (speech's
    own harmonics rarely land exactly there: the originals score about 1-3).
+3. Magnitude or phase: the full-bitrate output's STFT magnitudes with the original's phases, and the original's
+   magnitudes with the output's phases, resynthesised and scored. Whichever swap gains more is what the
+   decoder gets more wrong.
 Files are every n-th of the split, the same for every model.
 """
 import argparse
@@ -38,6 +41,15 @@ def periodicity_at(audio: torch.Tensor, rate: int, period: int) -> float:
     return float(cepstrum[at - 1:at + 2].max() / np.median(cepstrum[(quefrency > 0.005) & (quefrency < 0.02)]))
 
 
+def swap_phases(magnitudes: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
+    """A signal with the STFT magnitudes of one and the phases of the other (1024-point, hop 256)."""
+    window = torch.hann_window(1024)
+    def stft(x: torch.Tensor) -> torch.Tensor:
+        return torch.stft(x, 1024, 256, window=window, return_complex=True)
+    spectrum = torch.polar(stft(magnitudes).abs(), stft(phases).angle())
+    return torch.istft(spectrum, 1024, 256, window=window, length=len(magnitudes))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="bundled")
@@ -51,7 +63,8 @@ def main() -> None:
     utterances = utterances[::max(1, len(utterances) // args.files)][:args.files]
     counts = [q for q in (8, 4, 2, 1) if q <= model.num_codebooks]
     names = {q: f"{q} codebook" + "s" * (q > 1) for q in counts}
-    scores = {name: [] for name in ["unquantized", *names.values()]}
+    swaps = ["decoded magnitudes, original phases", "original magnitudes, decoded phases"]
+    scores = {name: [] for name in ["unquantized", *names.values(), *swaps]}
     print(f"frame-rate periodicity (peak at {model.hop_length} samples / median):")
     for utterance in utterances:
         reference, _, _ = load(utterance.path, model.sample_rate)
@@ -59,17 +72,18 @@ def main() -> None:
             outputs = {"unquantized": model.decoder(model.encoder(model._pad(reference[None, None])))[0, 0]}
             for q in counts:
                 outputs[names[q]] = model.decode(model.encode(reference, num_codebooks=q))[0]
+        full = outputs[names[counts[0]]][:len(reference)]
+        outputs[swaps[0]], outputs[swaps[1]] = swap_phases(full, reference), swap_phases(reference, full)
         for name, decoded in outputs.items():
             pair = align(reference.numpy(), model.sample_rate, decoded.numpy(), model.sample_rate)
             scores[name].append((pesq_wideband(pair), stoi(pair)))
-        full = outputs[names[counts[0]]][:len(reference)]
         name = str(utterance.path.relative_to(Path(args.data).parent))
         print(f"  {name[:60]:60s} original {periodicity_at(reference, model.sample_rate, model.hop_length):4.1f}"
               f"  decoded {periodicity_at(full, model.sample_rate, model.hop_length):4.1f}")
     print(f"quality on {len(utterances)} {args.split} files:")
     for name, values in scores.items():
         values = np.array(values)
-        print(f"  {name:12s} PESQ {values[:, 0].mean():.3f}  STOI {values[:, 1].mean():.3f}")
+        print(f"  {name:36s} PESQ {values[:, 0].mean():.3f}  STOI {values[:, 1].mean():.3f}")
 
 
 if __name__ == "__main__":

@@ -48,11 +48,16 @@ class ISTFTHead(StreamingModule):
     Frames are windowed (periodic Hann) and overlap-added, then divided by the summed squared windows (periodic
     with the hop past the first n_fft - hop samples, which fewer frames cover)."""
 
-    def __init__(self, dim: int, n_fft: int, hop_length: int) -> None:
+    def __init__(self, dim: int, n_fft: int, hop_length: int, integrate_phase: bool = False) -> None:
         super().__init__()
         assert n_fft % hop_length == 0 and n_fft % 2 == 0, "n_fft must be a multiple of the hop"
-        self.n_fft, self.hop = n_fft, hop_length
+        self.n_fft, self.hop, self.integrate_phase = n_fft, hop_length, integrate_phase
         self.linear = nn.Linear(dim, n_fft + 2)
+        # How far a sinusoid at bin k's centre frequency turns in one hop, in float64: over an hour of frames
+        # the running phase must stay exact to well under 1e-5 radians for streaming to equal offline decoding.
+        bins = torch.arange(n_fft // 2 + 1, dtype=torch.float64)
+        self.register_buffer("bin_advance", torch.remainder(2 * torch.pi * bins * hop_length / n_fft, 2 * torch.pi),
+                             persistent=False)
         window = torch.hann_window(n_fft)
         self.register_buffer("window", window, persistent=False)
         # envelope[t] for t < n_fft: sum of squared windows of frames 0, 1, ... that cover sample t.
@@ -66,9 +71,22 @@ class ISTFTHead(StreamingModule):
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         """(B, dim, F) -> windowed time-domain frames (B, n_fft, F)."""
         log_magnitude, phase = self.linear(x.transpose(1, 2)).float().chunk(2, dim=-1)
+        if self.integrate_phase:
+            phase = self.accumulate(phase)
         magnitude = log_magnitude.exp().clamp(max=100.0)
         spectrum = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
         return (torch.fft.irfft(spectrum, n=self.n_fft, dim=-1) * self.window).transpose(1, 2)
+
+    def accumulate(self, deviation: torch.Tensor) -> torch.Tensor:
+        """Per-frame phase deviations (B, F, bins) -> each frame's phase: the running sum of the bins' own
+        advance plus the deviations, from the first frame of the stream (or of the call when not streaming)."""
+        phase = (self.bin_advance + deviation.double()).cumsum(1)
+        if self.streaming and "phase" in self._stream:
+            phase = phase + self._stream["phase"][:, None]
+        phase = torch.remainder(phase, 2 * torch.pi)
+        if self.streaming:
+            self._stream["phase"] = phase[:, -1].detach()
+        return phase.float()
 
     def overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, n_fft, F) -> (B, (F - 1) * hop + n_fft)"""
@@ -109,7 +127,7 @@ class ISTFTDecoder(nn.Module):
         self.blocks = nn.Sequential(*[ConvNeXtBlock(config.dim, config.hidden_dim, 1 / config.num_layers)
                                       for _ in range(config.num_layers)])
         self.final_norm = FrameLayerNorm(config.dim)
-        self.head = ISTFTHead(config.dim, config.n_fft, hop_length)
+        self.head = ISTFTHead(config.dim, config.n_fft, hop_length, config.phase == "integrated")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.final_norm(self.blocks(self.norm(self.embed(x)))))
