@@ -45,11 +45,13 @@ def test_transposed_conv_stream_equals_offline(chunk):
     assert torch.allclose(stream(conv, x, chunk), offline, atol=1e-6)
 
 
-@pytest.fixture(params=["seanet", "istft", "istft-integrated-phase"])
+@pytest.fixture(params=[("seanet", "absolute"), ("istft", "absolute"), ("istft", "integrated")],
+                ids=["seanet", "istft", "istft-integrated-phase"])
 def codec(request):
     torch.manual_seed(0)
-    config = tiny_config(decoder=request.param.split("-")[0])
-    config.istft.phase = "integrated" if request.param.endswith("phase") else "absolute"
+    decoder, phase = request.param
+    config = tiny_config(decoder=decoder)
+    config.istft.phase = phase
     return Codec(config).eval()
 
 

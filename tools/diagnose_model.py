@@ -41,13 +41,13 @@ def periodicity_at(audio: torch.Tensor, rate: int, period: int) -> float:
     return float(cepstrum[at - 1:at + 2].max() / np.median(cepstrum[(quefrency > 0.005) & (quefrency < 0.02)]))
 
 
-def swap_phases(magnitudes: torch.Tensor, phases: torch.Tensor) -> torch.Tensor:
-    """A signal with the STFT magnitudes of one and the phases of the other (1024-point, hop 256)."""
+def swap_phases(first: torch.Tensor, second: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first's STFT magnitudes with second's phases, second's magnitudes with first's phases), 1024-point, hop
+    256; the two signals have the same length."""
     window = torch.hann_window(1024)
-    def stft(x: torch.Tensor) -> torch.Tensor:
-        return torch.stft(x, 1024, 256, window=window, return_complex=True)
-    spectrum = torch.polar(stft(magnitudes).abs(), stft(phases).angle())
-    return torch.istft(spectrum, 1024, 256, window=window, length=len(magnitudes))
+    a, b = (torch.stft(x, 1024, 256, window=window, return_complex=True) for x in (first, second))
+    return tuple(torch.istft(torch.polar(m.abs(), p.angle()), 1024, 256, window=window, length=len(first))
+                 for m, p in ((a, b), (b, a)))
 
 
 def main() -> None:
@@ -73,7 +73,7 @@ def main() -> None:
             for q in counts:
                 outputs[names[q]] = model.decode(model.encode(reference, num_codebooks=q))[0]
         full = outputs[names[counts[0]]][:len(reference)]
-        outputs[swaps[0]], outputs[swaps[1]] = swap_phases(full, reference), swap_phases(reference, full)
+        outputs[swaps[0]], outputs[swaps[1]] = swap_phases(full, reference)
         for name, decoded in outputs.items():
             pair = align(reference.numpy(), model.sample_rate, decoded.numpy(), model.sample_rate)
             scores[name].append((pesq_wideband(pair), stoi(pair)))
