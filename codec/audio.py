@@ -141,13 +141,22 @@ class AtomicOutput:
             self.temporary.unlink(missing_ok=True)
 
 
+# Output formats by extension: (libsndfile format, subtype). WAV and FLAC are 16-bit PCM; OGG is Vorbis.
+OUTPUT_FORMATS = {".wav": ("WAV", "PCM_16"), ".flac": ("FLAC", "PCM_16"), ".ogg": ("OGG", "VORBIS")}
+
+
+def output_format(path: str | Path) -> tuple[str, str]:
+    """(format, subtype) for an output path, or an OutputError naming the extensions that can be written."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in OUTPUT_FORMATS:
+        raise OutputError(f"{path}: cannot write '{suffix or 'no extension'}' audio; "
+                          f"use {', '.join(OUTPUT_FORMATS)}")
+    return OUTPUT_FORMATS[suffix]
+
+
 def save(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate: int, force: bool = False) -> None:
-    """Write mono audio as 16-bit PCM (WAV/FLAC by extension), atomically."""
+    """Write mono audio in the format its extension names (see OUTPUT_FORMATS), atomically."""
     array = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    kind, subtype = output_format(path)
     with AtomicOutput(path, force) as temporary:
-        soundfile.write(str(temporary), array, sample_rate, subtype="PCM_16", format=audio_format(path))
-
-
-def audio_format(path: str | Path) -> str:
-    suffix = Path(path).suffix.lower().lstrip(".")
-    return {"wav": "WAV", "flac": "FLAC", "ogg": "OGG"}.get(suffix, "WAV")
+        soundfile.write(str(temporary), array, sample_rate, subtype=subtype, format=kind)

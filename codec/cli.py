@@ -36,6 +36,12 @@ def _pairs(inputs: list[str], output: str, suffix: str,
             pairs.append((source, out / source.with_suffix(suffix).name))
     if not pairs:
         raise CodecError(f"no input files found in {', '.join(inputs)}")
+    sources_of: dict[Path, Path] = {}
+    for source, target in pairs:
+        if target in sources_of:
+            raise CodecError(f"{sources_of[target]} and {source} would both write {target}; "
+                             f"give them separate folders or runs")
+        sources_of[target] = source
     return pairs, True
 
 
@@ -151,9 +157,9 @@ def cmd_bench(args) -> int:
 
 def cmd_export(args) -> int:
     from .corpus import read_utterances
-    from .export import ExportConfig, default_device, export
+    from .export import ExportConfig, choose_device, export
     utterances = read_utterances(args.data, args.split)
-    codec = _model(args).to(args.device or default_device())
+    codec = _model(args).to(choose_device(args.device))
     config = ExportConfig(Path(args.out), _num_codebooks(args, codec), args.shard_size, args.batch_size,
                           args.webdataset, args.token_stream, args.strict, args.force)
     manifest = export(codec, utterances, config)

@@ -71,11 +71,22 @@ def _from_row(row: dict, manifest: Path, number: int) -> Utterance:
     column = next((c for c in PATH_COLUMNS if row.get(c)), None)
     if column is None:
         raise ConfigError(f"{manifest}: row {number} has no audio path (a 'file', 'path' or 'audio' column)")
-    written = str(row[column])
+    written = Path(str(row[column]))
     identifier = row.get("id")
     fields = {k: v for k, v in row.items() if k not in (column, "id")}
-    return Utterance(str(identifier) if identifier not in (None, "") else str(Path(written).with_suffix("")),
+    return Utterance(str(identifier) if identifier not in (None, "") else _path_id(written, manifest.parent),
                      manifest.parent / written, fields)
+
+
+def _path_id(written: Path, folder: Path) -> str:
+    """A manifest row's id when it has none: its path without suffix, relative to the manifest's folder where it
+    lies inside it, never absolute (ids name members of tar shards)."""
+    if written.is_absolute():
+        try:
+            written = written.relative_to(folder.resolve())
+        except ValueError:
+            written = Path(*written.parts[1:])
+    return written.with_suffix("").as_posix()
 
 
 def _from_folder_file(file: Path, root: Path) -> Utterance:

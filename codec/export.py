@@ -74,8 +74,16 @@ class ProcessGroup:
             torch.distributed.destroy_process_group()
 
 
-def default_device() -> str:
-    return f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+def choose_device(requested: str | None = None) -> torch.device:
+    """`requested`, checked; by default cuda:LOCAL_RANK where a GPU is present, else the CPU."""
+    if requested is None:
+        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        raise ConfigError(f"--device {requested}: not usable here ({str(error).splitlines()[0]})") from None
+    return device
 
 
 @torch.no_grad()
@@ -254,7 +262,8 @@ def export(codec: Codec, utterances: list[Utterance], config: ExportConfig, prog
             raise ConfigError(f"two files have the id '{u.id}': {seen[u.id]} and {u.path}")
     # On a CPU, batching buys nothing: a batch of 8 took 1.7x the CPU time of one by one (larger activations,
     # fewer cache hits; tools/measure_export.py). On a GPU, batches are what keep it busy.
-    batch_size = config.batch_size or (1 if next(codec.parameters()).device.type == "cpu" else 8)
+    batch_size = config.batch_size if config.batch_size is not None else \
+        (1 if next(codec.parameters()).device.type == "cpu" else 8)
     if config.shard_size < 1 or batch_size < 1:
         raise ConfigError("--shard-size and --batch-size must be at least 1")
     num_codebooks = config.num_codebooks or codec.num_codebooks

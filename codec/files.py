@@ -49,10 +49,15 @@ def check_model(codec: Codec, tokens: TokenFile, source: str | Path) -> None:
         raise TokenFileError(f"{source}: made by model '{tokens.model_name}' (weights {tokens.weights_sha256[:12]}), "
                              f"not by the loaded model '{codec.name}' ({(codec.weights_sha256 or '')[:12]}); "
                              f"pass that model with --model")
+    if tokens.codebook_sizes != codec.codebook_sizes[:tokens.num_codebooks] or tokens.sample_rate != codec.sample_rate:
+        raise TokenFileError(f"{source}: {tokens.num_codebooks} codebooks of {tokens.codebook_sizes[0]} codes at "
+                             f"{tokens.sample_rate} Hz do not fit the model's {codec.num_codebooks} of "
+                             f"{codec.codebook_size} at {codec.sample_rate} Hz")
 
 
 def decode_file(codec: Codec, source: str | Path, target: str | Path, force: bool = False) -> TokenFile:
-    """Decode a .codes file to audio at the model's rate (WAV, FLAC or OGG by extension), block by block."""
+    """Decode a .codes file to audio at the model's rate (WAV, FLAC or OGG Vorbis by extension), block by block."""
+    kind, subtype = audio_io.output_format(target)
     tokens = load_tokens(source)
     check_model(codec, tokens, source)
     frames_per_block = max(1, int(BLOCK_SECONDS * codec.frame_rate))
@@ -61,8 +66,7 @@ def decode_file(codec: Codec, source: str | Path, target: str | Path, force: boo
     remaining = tokens.num_samples
     try:
         with audio_io.AtomicOutput(target, force) as temporary, \
-                soundfile.SoundFile(str(temporary), "w", codec.sample_rate, 1, subtype="PCM_16",
-                                    format=audio_io.audio_format(target)) as handle:
+                soundfile.SoundFile(str(temporary), "w", codec.sample_rate, 1, subtype=subtype, format=kind) as handle:
             for start in range(0, tokens.num_frames, frames_per_block):
                 block = decoder.push(tokens.codes[None, :, start:start + frames_per_block].to(device))[0]
                 block = block[:remaining].cpu().numpy()

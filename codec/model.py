@@ -11,6 +11,8 @@ from .config import ModelConfig
 from .nn import ISTFTDecoder, SEANetDecoder, SEANetEncoder, StreamingModule
 from .quantize import FactorizedQuantizer, ResidualQuantizer, SimVQ, VectorQuantizer
 
+MAX_CHANNELS = 16  # a (T, C) array with at most this many columns is taken for multi-channel audio, not a batch
+
 
 @dataclass
 class CodecOutput:
@@ -94,6 +96,8 @@ class Codec(nn.Module):
 
     # --- the forward pass used by training ---------------------------------------------------------------
     def forward(self, audio: torch.Tensor, num_codebooks: int | None = None) -> CodecOutput:
+        self._check_no_stream(self.encoder, "encoder")
+        self._check_no_stream(self.decoder, "decoder")
         length = audio.shape[-1]
         latents = self.encoder(self._pad(audio))
         quantized = self.quantizer(latents, num_codebooks)
@@ -104,7 +108,8 @@ class Codec(nn.Module):
         """Zero-pad on the right to whole frames: the last partial frame is encoded, not dropped."""
         return nn.functional.pad(audio, (0, (-audio.shape[-1]) % self.hop_length))
 
-    def _as_batch(self, audio: torch.Tensor, sample_rate: int | None) -> torch.Tensor:
+    def _as_batch(self, audio: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+        """(T,), (B, T) or (B, 1, T) -> (B, 1, T) float32 on the model's device, resampled to the model's rate."""
         audio = torch.as_tensor(audio, dtype=torch.float32)
         if audio.dim() == 1:
             audio = audio[None]
@@ -112,25 +117,47 @@ class Codec(nn.Module):
             if audio.shape[1] != 1:
                 raise ValueError(f"expected mono audio (B, 1, T), got shape {tuple(audio.shape)}")
             audio = audio[:, 0]
-        if sample_rate is not None and sample_rate != self.sample_rate:
+        if audio.dim() != 2:
+            raise ValueError(f"expected audio (T,), (B, T) or (B, 1, T), got shape {tuple(audio.shape)}")
+        if not torch.isfinite(audio).all():
+            raise ValueError("the audio contains NaN or infinite samples")
+        if sample_rate is not None and sample_rate != self.sample_rate and audio.shape[-1]:
             from .audio import resample
             audio = torch.stack([resample(a, sample_rate, self.sample_rate) for a in audio])
         return audio[:, None].to(next(self.parameters()).device)
+
+    def _check_no_stream(self, part: nn.Module, name: str) -> None:
+        """Streams keep their state in the model's layers: an offline call or a second stream would use it."""
+        if any(m.streaming for m in part.modules() if isinstance(m, StreamingModule)):
+            raise RuntimeError(f"a stream {name} is open on this model: close it first (or use it in a `with` "
+                               f"block), or give each concurrent stream its own copy.deepcopy(model)")
 
     @torch.no_grad()
     def encode(self, audio: torch.Tensor, sample_rate: int | None = None,
                num_codebooks: int | None = None) -> torch.Tensor:
         """Audio (T,), (B, T) or (B, 1, T) at `sample_rate` (default: the model's) -> codes (B, Q, F) int64."""
+        self._check_no_stream(self.encoder, "encoder")
+        audio = torch.as_tensor(audio, dtype=torch.float32)
+        if audio.dim() == 2 and 1 < audio.shape[1] <= MAX_CHANNELS < audio.shape[0]:
+            # soundfile.read gives (samples, channels): taken as a batch, it would encode silently into nonsense.
+            raise ValueError(f"got shape {tuple(audio.shape)}, which looks like (samples, channels); the codec is "
+                             f"mono: pass audio.mean(1) (the command line downmixes this way) or audio.T as a batch")
         audio = self._as_batch(audio, sample_rate)
+        if audio.shape[-1] == 0:
+            raise ValueError("the audio is empty")
         return self.quantizer.encode(self.encoder(self._pad(audio)), num_codebooks)
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
         """Codes (B, Q, F) with Q <= num_codebooks -> audio (B, T) at the model's rate, cut to `length`."""
+        self._check_no_stream(self.decoder, "decoder")
         codes = torch.as_tensor(codes).long()
         if codes.dim() == 2:
             codes = codes[None]
-        audio = self.decoder(self.quantizer.decode(codes.to(next(self.parameters()).device)))[:, 0]
+        device = next(self.parameters()).device
+        if codes.shape[-1] == 0:
+            return torch.zeros(codes.shape[0], 0, device=device)
+        audio = self.decoder(self.quantizer.decode(codes.to(device)))[:, 0]
         return audio if length is None else audio[:, :length]
 
     def fuse_weight_norm(self) -> "Codec":
@@ -143,9 +170,13 @@ class Codec(nn.Module):
         return self
 
     def stream_encoder(self, num_codebooks: int | None = None) -> "StreamingEncoder":
+        """One stream at a time per model (the layers hold its state); `with` closes it."""
+        self._check_no_stream(self.encoder, "encoder")
         return StreamingEncoder(self, num_codebooks)
 
     def stream_decoder(self) -> "StreamingDecoder":
+        """One stream at a time per model (the layers hold its state); `with` closes it."""
+        self._check_no_stream(self.decoder, "decoder")
         return StreamingDecoder(self)
 
 
@@ -156,10 +187,11 @@ def _set_streaming(module: nn.Module, on: bool) -> None:
 
 
 class StreamingEncoder:
-    """Feed audio (B, 1, n) of any size with `push`; get the codes of every frame completed so far.
+    """Feed audio (n,), (B, n) or (B, 1, n) of any size with `push`; get the codes of every frame completed so far.
 
     `flush` zero-pads the last partial frame, exactly as the offline `encode` does, and ends the stream.
-    Concatenating everything returned equals `Codec.encode` on the whole signal.
+    Concatenating everything returned equals `Codec.encode` on the whole signal. `close` (or leaving a `with`
+    block) ends the stream without the last partial frame.
     """
 
     def __init__(self, codec: Codec, num_codebooks: int | None) -> None:
@@ -167,8 +199,15 @@ class StreamingEncoder:
         self.last: torch.Tensor | None = None
         _set_streaming(codec.encoder, True)
 
+    def __enter__(self) -> "StreamingEncoder":
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.close()
+
     @torch.no_grad()
     def push(self, audio: torch.Tensor) -> torch.Tensor:
+        audio = self.codec._as_batch(audio)
         self.samples += audio.shape[-1]
         self.last = audio
         return self.codec.quantizer.encode(self.codec.encoder(audio), self.num_codebooks)
@@ -180,16 +219,26 @@ class StreamingEncoder:
         codes = None
         if missing and self.last is not None:
             codes = self.push(self.last.new_zeros(*self.last.shape[:-1], missing))
-        _set_streaming(self.codec.encoder, False)
+        self.close()
         return codes
+
+    def close(self) -> None:
+        _set_streaming(self.codec.encoder, False)
 
 
 class StreamingDecoder:
-    """Feed codes (B, Q, f) with `push`; get f * hop_length samples back for each call."""
+    """Feed codes (B, Q, f) with `push`; get f * hop_length samples back for each call. `close` (or leaving a
+    `with` block) ends the stream."""
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
         _set_streaming(codec.decoder, True)
+
+    def __enter__(self) -> "StreamingDecoder":
+        return self
+
+    def __exit__(self, *exception) -> None:
+        self.close()
 
     @torch.no_grad()
     def push(self, codes: torch.Tensor) -> torch.Tensor:

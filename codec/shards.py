@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from .audio import AtomicOutput
 from .corpus import Utterance
-from .tokendata import stream_dtype, to_token_stream
+from .tokendata import ROW_GROUP_SIZE, stream_dtype, to_token_stream
 
 # Row columns the export computes; a manifest field of the same name is replaced by the measured value.
 COLUMNS = {"id": pa.string(), "path": pa.string(), "duration": pa.float64(), "source_sample_rate": pa.int32(),
@@ -97,7 +97,7 @@ def write_parquet(path: Path, rows: list[Row], table_schema: pa.Schema, dtype: n
                for f in table_schema if f.name != "codes"]
     table = pa.Table.from_arrays(columns + [_codes_array(rows, dtype)], schema=table_schema)
     with AtomicOutput(path, force=True) as temporary:
-        pq.write_table(table, temporary, compression="zstd")
+        pq.write_table(table, temporary, compression="zstd", row_group_size=ROW_GROUP_SIZE)
 
 
 def _tar_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:

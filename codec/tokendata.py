@@ -7,6 +7,7 @@ every utterance. The vocabulary is therefore Q * K + 1 ids.
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from .errors import TokenFileError
 MANIFEST = "manifest.json"
 FORMAT = "codec-token-shards"
 FORMAT_VERSION = "1"
+ROW_GROUP_SIZE = 64  # utterances per Parquet row group: the unit TokenDataset reads
 
 
 def stream_dtype(vocab_size: int) -> np.dtype:
@@ -58,36 +60,62 @@ class TokenDataset(torch.utils.data.Dataset):
 
     Item i is a dict of the row's fields (id, path, duration, num_samples, text, speaker, ...) with `codes` as a
     (Q, F) int64 tensor, cut to the first `num_codebooks` if given. `manifest` holds the model, rates and
-    codebook sizes. Shards are memory-mapped, so opening a large export is cheap.
+    codebook sizes. Opening reads only the shards' footers; rows are read one Parquet row group at a time (the
+    export writes groups of ROW_GROUP_SIZE utterances) and the last few groups read are kept, so memory stays
+    bounded whatever the size of the export, and reading in order decodes each group once.
     """
 
+    cached_groups = 4
+
     def __init__(self, folder: str | Path, num_codebooks: int | None = None) -> None:
-        import pyarrow as pa
         import pyarrow.parquet as pq
         self.folder = Path(folder)
         self.manifest = read_manifest(self.folder)
         self.num_codebooks = num_codebooks or self.manifest["num_codebooks"]
         if not 1 <= self.num_codebooks <= self.manifest["num_codebooks"]:
             raise ValueError(f"num_codebooks must be between 1 and {self.manifest['num_codebooks']}")
-        tables = [pq.read_table(self.folder / shard["parquet"], memory_map=True) for shard in self.manifest["shards"]]
-        self.table = pa.concat_tables(tables) if tables else None
-        self._codes = self.table.column("codes") if tables else None
+        self._groups: list[tuple[str, int]] = []  # (shard file, row group) in reading order
+        sizes = []
+        for shard in self.manifest["shards"]:
+            metadata = pq.ParquetFile(self.folder / shard["parquet"]).metadata
+            for group in range(metadata.num_row_groups):
+                self._groups.append((shard["parquet"], group))
+                sizes.append(metadata.row_group(group).num_rows)
+        self._starts = np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+        self._cache: OrderedDict = OrderedDict()
 
     def __len__(self) -> int:
-        return 0 if self.table is None else self.table.num_rows
+        return int(self._starts[-1])
+
+    def __getstate__(self) -> dict:  # DataLoader workers start with an empty cache
+        return {**self.__dict__, "_cache": OrderedDict()}
+
+    def _row(self, index: int):
+        """(row group table, row within it) of utterance `index`."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} utterances")
+        index %= len(self)
+        group = int(np.searchsorted(self._starts, index, side="right")) - 1
+        if group not in self._cache:
+            import pyarrow.parquet as pq
+            shard, number = self._groups[group]
+            self._cache[group] = pq.ParquetFile(self.folder / shard).read_row_group(number)
+            while len(self._cache) > self.cached_groups:
+                self._cache.popitem(last=False)
+        self._cache.move_to_end(group)
+        return self._cache[group], index - int(self._starts[group])
 
     def codes(self, index: int) -> torch.Tensor:
         """Only the codes of utterance `index`, (Q, F) int64, without converting its other fields."""
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} out of range for {len(self)} utterances")
-        rows = self._codes[index].values  # Q lists of F codes
-        flat = rows.flatten().to_numpy(zero_copy_only=False)
-        return torch.from_numpy(flat.astype(np.int64).reshape(len(rows), -1)[:self.num_codebooks])
+        table, row = self._row(index)
+        books = table.column("codes")[row].values  # Q lists of F codes
+        flat = books.flatten().to_numpy(zero_copy_only=False)
+        return torch.from_numpy(flat.astype(np.int64).reshape(len(books), -1)[:self.num_codebooks])
 
     def __getitem__(self, index: int) -> dict:
-        codes = self.codes(index)
-        row = self.table.slice(index % len(self), 1).drop_columns(["codes"]).to_pylist()[0]
-        return {**row, "codes": codes}
+        table, row = self._row(index)
+        fields = table.slice(row, 1).drop_columns(["codes"]).to_pylist()[0]
+        return {**fields, "codes": self.codes(index)}
 
     def tokens(self, index: int) -> np.ndarray:
         """Utterance `index` in the flat token-stream layout (see the module docstring), separator included."""

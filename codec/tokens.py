@@ -79,6 +79,8 @@ def load_tokens(path: str | Path) -> TokenFile:
                 raise TokenFileError(f"{path}: not a .codes token file")
             codes = handle.get_tensor("codes")
     except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+        if path.suffix.lower() != ".codes":
+            raise TokenFileError(f"{path}: not a .codes token file") from None
         raise TokenFileError(f"{path}: corrupt or truncated token file ({str(error).splitlines()[0]})") from None
     if metadata.get("format_version") != FORMAT_VERSION:
         raise TokenFileError(f"{path}: token format version {metadata.get('format_version')} is not supported")

@@ -99,3 +99,32 @@ def test_bundled_model_is_intelligible_and_every_codebook_counts():
         scores[kbps] = stoi(pair), mel_distance(pair)
     assert scores[6][0] > 0.75, scores
     assert scores[6][0] > scores[1.5][0] and scores[6][1] < scores[1.5][1], scores
+
+
+def test_open_stream_is_refused_by_offline_calls_and_a_second_stream(tiny_weights):
+    """A stream keeps its state in the model's layers: while one is open, offline calls would read that state."""
+    model = codec.load(tiny_weights)
+    audio = torch.randn(1, 800) * 0.1
+    codes = model.encode(audio)
+    offline = model.decode(codes)
+    decoder = model.stream_decoder()
+    decoder.push(codes[..., :5])
+    for call in (lambda: model.decode(codes), model.stream_decoder):
+        with pytest.raises(RuntimeError, match="stream decoder is open"):
+            call()
+    decoder.close()
+    assert torch.equal(model.decode(codes), offline)
+    with model.stream_encoder() as encoder:
+        encoder.push(audio[0, :100])  # a 1-D chunk
+        with pytest.raises(RuntimeError, match="stream encoder is open"):
+            model.encode(audio)
+    assert torch.equal(model.encode(audio), codes)
+
+
+def test_encode_refuses_what_it_cannot_encode(tiny_weights):
+    model = codec.load(tiny_weights)
+    for audio, message in ((torch.zeros(0), "empty"), (torch.full((100,), float("nan")), "NaN"),
+                           (torch.randn(4000, 2), "samples, channels"), (torch.zeros(2, 2, 100), "mono")):
+        with pytest.raises(ValueError, match=message):
+            model.encode(audio)
+    assert model.decode(torch.zeros(1, 3, 0, dtype=torch.long)).shape == (1, 0)

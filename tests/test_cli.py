@@ -183,3 +183,34 @@ def test_command_line_prints_no_traceback(tmp_path, tiny_weights):
                              str(tmp_path / "a.codes")], capture_output=True, text=True)
     assert result.returncode == 1
     assert result.stderr.strip() == f"error: {tmp_path / 'none.wav'}: no such file"
+
+
+def test_output_format_follows_the_extension(tmp_path, tiny_weights, speech, capsys):
+    assert run("encode", "--model", tiny_weights, speech, tmp_path / "a.codes") == 0
+    for suffix, kind in ((".wav", "WAV"), (".flac", "FLAC"), (".ogg", "OGG")):
+        assert run("decode", "--model", tiny_weights, tmp_path / "a.codes", tmp_path / f"a{suffix}") == 0
+        assert soundfile.info(tmp_path / f"a{suffix}").format == kind
+    assert run("decode", "--model", tiny_weights, tmp_path / "a.codes", tmp_path / "a.mp3") == 1
+    assert "cannot write '.mp3'" in capsys.readouterr().err and not (tmp_path / "a.mp3").exists()
+
+
+def test_inputs_that_would_write_the_same_output_are_refused(tmp_path, tiny_weights, speech, capsys):
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "a.wav").write_bytes(speech.read_bytes())
+    assert run("encode", "--model", tiny_weights, tmp_path / "x" / "a.wav", tmp_path / "y" / "a.wav",
+               tmp_path / "out") == 1
+    assert "would both write" in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_token_file_that_does_not_fit_the_model(tmp_path, tiny_weights, speech, capsys):
+    """Consistent metadata from the same model's hash, but more codebooks than the model has."""
+    from codec.tokens import load_tokens, save_tokens
+    assert run("encode", "--model", tiny_weights, speech, tmp_path / "a.codes") == 0
+    tokens = load_tokens(tmp_path / "a.codes")
+    tokens.codes, tokens.codebook_sizes = torch.cat([tokens.codes, tokens.codes[:1]]), tokens.codebook_sizes + [16]
+    save_tokens(tmp_path / "more.codes", tokens)
+    assert run("decode", "--model", tiny_weights, tmp_path / "more.codes", tmp_path / "a.wav") == 1
+    assert "do not fit the model" in capsys.readouterr().err
+    assert run("info", speech) == 1
+    assert "not a .codes token file" in capsys.readouterr().err

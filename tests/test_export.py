@@ -10,11 +10,13 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 import codec.export
+import codec.shards
 from codec import TokenDataset
 from codec.cli import main
 from codec.corpus import read_utterances
@@ -80,6 +82,23 @@ def test_export_equals_codec_encode(tmp_path, tiny_weights, corpus):
     assert abs(manifest["duration_seconds"] - sum(dataset[i]["duration"] for i in range(7))) < 1e-9
 
 
+def test_token_dataset_reads_one_row_group_at_a_time(tmp_path, tiny_weights, corpus, monkeypatch):
+    monkeypatch.setattr(codec.shards, "ROW_GROUP_SIZE", 2)
+    out = tmp_path / "out"
+    assert run("export", "--model", tiny_weights, "--data", corpus, "--out", out, "--shard-size", 3) == 0
+    assert pq.ParquetFile(out / "shard-00000.parquet").metadata.num_row_groups == 2
+    whole = pa.concat_tables(pq.read_table(p) for p in sorted(out.glob("*.parquet"))).to_pylist()
+    dataset = TokenDataset(out, num_codebooks=2)
+    dataset.cached_groups = 1
+    assert len(dataset) == len(whole) == 7
+    for i in (6, 0, 3, -1, 2, 5, 1, 4):
+        row = dataset[i]
+        assert row["id"] == whole[i]["id"] and torch.equal(row["codes"], torch.tensor(whole[i]["codes"])[:2])
+        assert len(dataset._cache) == 1
+    with pytest.raises(IndexError):
+        dataset[7]
+
+
 def test_manifests_carry_their_fields(tmp_path, corpus):
     clips = sorted(p.relative_to(corpus).as_posix() for p in corpus.rglob("*.wav"))[:2]
     (corpus / "list.tsv").write_text("file\tspeaker\ttext\tsplit\n" + "".join(
@@ -93,6 +112,10 @@ def test_manifests_carry_their_fields(tmp_path, corpus):
     assert (csv.id, csv.fields) == ("u1", {"speaker": "alice"})
     (jsonl,) = read_utterances(corpus / "list.jsonl")
     assert jsonl.fields == {"text": "hi", "words": 2} and jsonl.path == corpus / clips[1]
+    (corpus / "absolute.txt").write_text(f"{corpus.resolve() / clips[0]}\n{tmp_path.resolve() / 'x.wav'}\n")
+    inside, outside = read_utterances(corpus / "absolute.txt")
+    assert inside.id == Path(clips[0]).with_suffix("").as_posix()
+    assert outside.id == (tmp_path.resolve() / "x").as_posix().lstrip("/")  # never an absolute tar member
 
 
 def test_libritts_layout_gives_text_and_speaker(tmp_path, tiny_weights):
@@ -195,7 +218,7 @@ def test_two_processes_write_what_one_writes(tmp_path, tiny_weights, corpus):
     port = free_port()
     environment = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
                    "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "codec.cli", "export", *map(str, options), "--out", str(tmp_path / "two")]
+    command = [sys.executable, "-m", "codec", "export", *map(str, options), "--out", str(tmp_path / "two")]
     processes = [subprocess.Popen(command, env={**environment, "RANK": str(r), "LOCAL_RANK": str(r)},
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
     results = [p.communicate(timeout=120) for p in processes]
