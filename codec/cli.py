@@ -325,7 +325,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "overrides", None) is not None:  # `codec train --config C --resume steps=10`: after an option
+        args.overrides += [item for item in extra if "=" in item and not item.startswith("-")]
+        extra = [item for item in extra if item not in args.overrides]
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if getattr(args, "paths", None) is not None and len(args.paths) < 2:
         parser.error(f"{args.command} needs at least one input and an output")
     try:

@@ -14,6 +14,8 @@ from .errors import ConfigError
 
 @dataclass
 class SEANetConfig:
+    limits: typing.ClassVar = {"n_filters": (1, None), "ratios": (1, None), "num_residual_layers": (0, None),
+                               "lstm_layers": (0, None), "dimension": (1, None)}
     n_filters: int = 32
     ratios: list[int] = field(default_factory=lambda: [8, 5, 4, 2])
     num_residual_layers: int = 1
@@ -30,6 +32,8 @@ class SEANetConfig:
 
 @dataclass
 class QuantizerConfig:
+    limits: typing.ClassVar = {"codebook_size": (2, None), "num_codebooks": (1, None), "basis_dim": (1, None),
+                               "code_dim": (1, None), "beta": (0, None)}
     kind: typing.Literal["simvq", "vq"] = "simvq"
     codebook_size: int = 1024
     num_codebooks: int = 8
@@ -46,6 +50,8 @@ class QuantizerConfig:
 @dataclass
 class ISTFTDecoderConfig:
     """The frame-rate decoder (`nn/istft.py`): causal ConvNeXt blocks, then an inverse-STFT head."""
+    limits: typing.ClassVar = {"dim": (1, None), "hidden_dim": (1, None), "num_layers": (0, None),
+                               "n_fft": (2, None)}
     dim: int = 384
     hidden_dim: int = 1152
     num_layers: int = 8
@@ -62,6 +68,7 @@ class ISTFTDecoderConfig:
 
 @dataclass
 class ModelConfig:
+    limits: typing.ClassVar = {"sample_rate": (1, None)}
     name: str = "codec"
     sample_rate: int = 24000
     seanet: SEANetConfig = field(default_factory=SEANetConfig)
@@ -90,16 +97,30 @@ def _convert(value, annotation, where: str):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
         (item,) = typing.get_args(annotation)
         return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+    if annotation in (int, float) and isinstance(value, str):
+        value = _number(value)  # YAML reads 1e-4 (no dot) as a string
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if annotation is int and isinstance(value, float) and value.is_integer():
+        return int(value)  # steps=1e5
     if annotation in (int, float, str, bool) and not isinstance(value, annotation) or \
             (annotation is int and isinstance(value, bool)):
         raise ConfigError(f"{where}: expected {annotation.__name__}, got {value!r}")
     return value
 
 
+def _number(text: str) -> int | float | str:
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def from_dict(cls, data: dict | None, where: str = "config"):
-    """Build dataclass `cls` from a dict; nested dataclasses recurse; unknown keys raise ConfigError."""
+    """Build dataclass `cls` from a dict; nested dataclasses recurse; unknown keys and values outside a class's
+    `limits` ({field: (lowest, highest)}, None for no bound) raise ConfigError."""
     data = data or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: expected a mapping, got {data!r}")
@@ -108,7 +129,18 @@ def from_dict(cls, data: dict | None, where: str = "config"):
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key '{unknown[0]}' (known: {', '.join(sorted(names))})")
-    return cls(**{k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+    config = cls(**{k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+    for name, (lowest, highest) in getattr(cls, "limits", {}).items():
+        value = getattr(config, name)
+        values = value if isinstance(value, list) else [value]
+        if any(v is not None and (lowest is not None and v < lowest or highest is not None and v > highest)
+               for v in values):
+            bounds = f"at least {lowest}" if highest is None else f"between {lowest} and {highest}"
+            raise ConfigError(f"{where}.{name}: {value!r} is out of range (must be {bounds})")
+    problem = config.problem() if hasattr(config, "problem") else None
+    if problem:
+        raise ConfigError(f"{where}: {problem}")
+    return config
 
 
 def to_dict(config) -> dict:
@@ -122,7 +154,10 @@ def load_yaml(cls, path: str | Path, overrides: list[str] | None = None):
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as error:
         raise ConfigError(f"cannot read config {path}: {error}") from None
-    for override in overrides or []:
+    config = from_dict(cls, data, str(path))
+    if not overrides:
+        return config
+    for override in overrides:
         key, sep, value = override.partition("=")
         if not sep:
             raise ConfigError(f"override {override!r} is not of the form key=value")
@@ -133,4 +168,4 @@ def load_yaml(cls, path: str | Path, overrides: list[str] | None = None):
             if not isinstance(node, dict):
                 raise ConfigError(f"override {override!r}: '{part}' is not a section")
         node[leaf] = yaml.safe_load(value)
-    return from_dict(cls, data, str(path))
+    return from_dict(cls, data, "override")  # the file alone was valid: what fails now is an override

@@ -60,6 +60,11 @@ def test_unknown_config_key_names_key_and_file(tmp_path):
         load_yaml(ModelConfig, path)
     path.write_text("quantizer: {codebook_size: 64}\n")
     assert load_yaml(ModelConfig, path, ["quantizer.num_codebooks=2"]).quantizer.num_codebooks == 2
+    path.write_text("quantizer: {beta: 1e-1, codebook_size: 1e3}\n")  # YAML reads these as strings
+    assert (load_yaml(ModelConfig, path).quantizer.beta, load_yaml(ModelConfig, path).quantizer.codebook_size) == \
+        (0.1, 1000)
+    with pytest.raises(ConfigError, match=r"override.quantizer.num_codebooks: 0 is out of range"):
+        load_yaml(ModelConfig, path, ["quantizer.num_codebooks=0"])
 
 
 def test_untrained_encoder_latents_follow_the_input_not_the_biases():

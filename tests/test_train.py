@@ -106,7 +106,7 @@ def test_codec_train_resume_force_and_export_weights(tmp_path, capsys):
     assert main(["train", "--config", config]) == 0
     assert main(["train", "--config", config]) == 1
     assert "--resume continues it, --force deletes it" in capsys.readouterr().err
-    assert main(["train", "--config", config, "steps=3", "--resume"]) == 0
+    assert main(["train", "--config", config, "--resume", "steps=3"]) == 0  # overrides after the options too
     assert latest_checkpoint(run / "checkpoints").name == "step-00000003"
     assert main(["train", "--config", config, "model.seanet.dimension=4", "--resume"]) == 1
     assert "model.seanet.dimension = 8" in capsys.readouterr().err
@@ -128,12 +128,14 @@ def test_codec_train_resume_force_and_export_weights(tmp_path, capsys):
     assert main(["encode", "--model", str(out), str(wav), str(tmp_path / "a.codes")]) == 0
 
 
-@pytest.mark.parametrize("case", ["missing", "unknown_key", "bad_value", "no_data"])
+@pytest.mark.parametrize("case", ["missing", "unknown_key", "bad_value", "no_data", "out_of_range",
+                                  "no_discriminators"])
 def test_bad_training_config_is_one_line(tmp_path, case, capsys):
     from codec.cli import main
     config = tmp_path / "config.yaml"
     config.write_text({"missing": "", "unknown_key": "step: 2\n", "bad_value": "steps: many\n",
-                       "no_data": "steps: 2\n"}[case])
+                       "no_data": "steps: 2\n", "out_of_range": "data: {batch_size: 0}\n",
+                       "no_discriminators": "discriminator: {periods: [], scales: [], stft_windows: []}\n"}[case])
     if case == "missing":
         config.unlink()
     assert main(["train", "--config", str(config), f"out_dir={tmp_path / 'run'}"]) == 1
@@ -231,3 +233,21 @@ def test_fine_tuning_the_bundled_decoder_keeps_its_tokens(tmp_path, speech):
     assert load(tuned).weights_sha256 != load("bundled").weights_sha256
     assert main(["encode", str(data / "speech.wav"), str(tmp_path / "a.codes")]) == 0
     assert main(["decode", "--model", str(tuned), str(tmp_path / "a.codes"), str(tmp_path / "a.wav")]) == 0
+
+
+def test_non_finite_steps_are_skipped_counted_and_resumed(tmp_path):
+    """A NaN loss skips the step (no update, no EMA), counts it, and the count survives a resume."""
+    from codec.model import Codec
+    from codec.train.checkpoint import checkpoint_state
+    from codec.train.config import LossConfig
+    config = tiny_run(tmp_path, loss=LossConfig(stft=float("nan")))
+    train(config)
+    checkpoint = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert checkpoint_state(checkpoint) == {"step": 2, "skipped_steps": 2}
+    torch.manual_seed(config.seed)
+    initial = Codec(config.model).decoder.state_dict()
+    trained = load_file(str(checkpoint / "codec.safetensors"))
+    assert all(torch.equal(trained[f"decoder.{k}"], v) for k, v in initial.items())
+    config.steps = 3
+    train(config)
+    assert checkpoint_state(latest_checkpoint(tmp_path / "run" / "checkpoints"))["skipped_steps"] == 3

@@ -32,7 +32,8 @@ def _unflatten_optimizer(tensors: dict[str, torch.Tensor], groups: str) -> dict:
 
 
 def save_checkpoint(folder: str | Path, step: int, modules: dict[str, torch.nn.Module],
-                    optimizers: dict[str, torch.optim.Optimizer], keep: int = 2) -> Path:
+                    optimizers: dict[str, torch.optim.Optimizer], state: dict | None = None, keep: int = 2) -> Path:
+    """Write checkpoint `step` (modules, optimizers, RNG, and `state`: the trainer's counters, JSON) atomically."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     final = folder / f"step-{step:08d}"
@@ -46,7 +47,7 @@ def save_checkpoint(folder: str | Path, step: int, modules: dict[str, torch.nn.M
         tensors, groups = _flatten_optimizer(optimizer.state_dict())
         save_file(tensors, str(temporary / f"{name}.optimizer.safetensors"), metadata={"param_groups": groups})
     save_file({"torch": torch.get_rng_state()}, str(temporary / "rng.safetensors"))
-    (temporary / "trainer.json").write_text(json.dumps({"step": step}))
+    (temporary / "trainer.json").write_text(json.dumps({**(state or {}), "step": step}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(temporary, final)
     pointer = folder / ".latest.tmp"
@@ -65,9 +66,14 @@ def latest_checkpoint(folder: str | Path) -> Path | None:
     return path if (path / "trainer.json").is_file() else None
 
 
+def checkpoint_state(path: Path) -> dict:
+    """The trainer's counters saved with a checkpoint: its step, and what the trainer passed as `state`."""
+    return json.loads((path / "trainer.json").read_text())
+
+
 def checkpoint_step(path: Path) -> int:
     """The training step a checkpoint folder was saved at."""
-    return json.loads((path / "trainer.json").read_text())["step"]
+    return checkpoint_state(path)["step"]
 
 
 def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module],

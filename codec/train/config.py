@@ -9,6 +9,8 @@ from ..config import ModelConfig
 
 @dataclass
 class DataConfig:
+    limits: typing.ClassVar = {"valid_files": (1, None), "valid_seconds": (0.01, None),
+                               "crop_seconds": (0.01, None), "batch_size": (1, None)}
     train: str = ""                 # folder (recursive), list of paths, or TSV/CSV manifest
     split: str | None = None        # keep only manifest rows whose `split` column equals this
     valid: str | None = None        # held-out validation audio (same forms); none: no validation pass
@@ -21,6 +23,9 @@ class DataConfig:
 
 @dataclass
 class DiscriminatorConfig:
+    limits: typing.ClassVar = {"periods": (1, None), "scales": (1, None), "stft_windows": (16, None),
+                               "width": (0.01, None), "learning_rate": (0, None), "betas": (0, 1),
+                               "start_step": (0, None)}
     periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])   # multi-period (HiFi-GAN)
     scales: list[int] = field(default_factory=lambda: [1, 2, 4])           # multi-scale waveform (MelGAN)
     stft_windows: list[int] = field(default_factory=lambda: [2048, 1024, 512])  # multi-resolution STFT (DAC)
@@ -30,9 +35,16 @@ class DiscriminatorConfig:
     betas: list[float] = field(default_factory=lambda: [0.5, 0.9])
     start_step: int = 0             # train the generator on reconstruction alone before this step
 
+    def problem(self) -> str | None:
+        if not (self.periods or self.scales or self.stft_windows):
+            return "periods, scales and stft_windows are all empty; for no discriminators, set discriminator: null"
+        return None
+
 
 @dataclass
 class LossConfig:
+    limits: typing.ClassVar = {name: (0, None) for name in ("mel", "stft", "quantizer", "adversarial",
+                                                            "feature_matching")}
     mel: float = 1.0
     stft: float = 1.0
     quantizer: float = 20.0         # the paper weighs it 1000 against mel 45; this keeps that ratio
@@ -42,6 +54,11 @@ class LossConfig:
 
 @dataclass
 class TrainConfig:
+    limits: typing.ClassVar = {"steps": (1, None), "learning_rate": (0, None), "betas": (0, 1),
+                               "warmup_steps": (0, None), "grad_clip": (0, None), "quantizer_dropout": (0, 1),
+                               "codebook_refit_every": (1, None), "codebook_refit_until": (0, None),
+                               "ema_decay": (0, 0.99999), "checkpoint_every": (1, None), "valid_every": (1, None),
+                               "log_every": (1, None), "threads": (1, None)}
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)

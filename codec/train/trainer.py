@@ -2,8 +2,9 @@
 
 Each step: a discriminator update (when a run has discriminators), then a generator update on multi-scale mel,
 multi-resolution STFT, quantizer, adversarial and feature-matching losses. Around it: learning-rate warm-up and
-cosine decay, gradient clipping, a guard that skips (and counts) steps with a non-finite loss, quantizer dropout,
-an EMA of the generator, TensorBoard logs, validation with audio samples, and resumable checkpoints.
+cosine decay, gradient clipping, a guard that skips (and counts) steps with a non-finite loss or gradient,
+quantizer dropout, an EMA of the generator, TensorBoard logs, validation with audio samples, and resumable
+checkpoints.
 
 Data position is the step: batch `s` of process `r` is a fixed function of (seed, s, r), so a resumed run sees
 exactly the batches the uninterrupted run would have seen.
@@ -20,7 +21,7 @@ from tqdm import tqdm
 
 from ..model import Codec
 from ..weights import load_weights, save_weights
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_state, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import AudioCrops, read_file_list
 from .discriminators import Discriminators
@@ -71,10 +72,11 @@ class Trainer:
                                                                  betas=tuple(d.betas))
         if self.ema:
             self.modules["ema"] = self.ema
-        self.step = 0
+        self.step, self.skipped = 0, 0  # skipped: steps not taken for a non-finite loss or gradient
         checkpoint = latest_checkpoint(self.out / "checkpoints")
         if checkpoint:
             self.step, loaded = load_checkpoint(checkpoint, self.modules, self.optimizers)
+            self.skipped = checkpoint_state(checkpoint).get("skipped_steps", 0)
             if self.ema and "ema" not in loaded:  # a checkpoint from a run without EMA: start it here
                 self.ema.model.load_state_dict(codec.state_dict())
             self.log(f"resumed from {checkpoint} at step {self.step} (restored: {', '.join(loaded)})")
@@ -84,7 +86,6 @@ class Trainer:
                 self.modules["discriminators"], self.optimizers["discriminators"])
         self.mel_loss = MultiScaleMelLoss(config.model.sample_rate)
         self.stft_loss = MultiResolutionSTFTLoss()
-        self.skipped = 0
 
     def warm_start(self, codec: Codec, discriminators: Discriminators | None, source: str) -> None:
         """Copy the generator of a weights file, or of another run's checkpoint (its EMA) together with that
@@ -126,14 +127,28 @@ class Trainer:
     def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         kind = self.config.discriminator.loss
         loss = discriminator_loss(self.discriminators(real), self.discriminators(fake.detach()), kind)
-        self.discriminator_optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(loss):
-            self.skipped += 1
-            return {"discriminator": loss.detach()}
-        self.accelerator.backward(loss)
-        norm = self.accelerator.clip_grad_norm_(self.discriminators.parameters(), self.config.grad_clip)
-        self.discriminator_optimizer.step()
-        return {"discriminator": loss.detach(), "grad_norm/discriminators": norm}
+        norm = self.update(loss, self.discriminators, self.discriminator_optimizer)
+        return {"discriminator": loss.detach(), **({} if norm is None else {"grad_norm/discriminators": norm})}
+
+    def update(self, loss: torch.Tensor, module: torch.nn.Module, optimizer) -> torch.Tensor | None:
+        """Backward, clip and step; or skip the step and count it when the loss on any process, or the gradient,
+        is not finite. Returns the gradient norm of a step taken.
+
+        Every process takes the same decision: a process that skipped backward alone would leave the others
+        waiting in DDP's gradient all-reduce. The gradients are all-reduced, so their norm is the same everywhere."""
+        optimizer.zero_grad(set_to_none=True)
+        nonfinite = (~torch.isfinite(loss.detach())).float().reshape(1)
+        if self.accelerator.reduce(nonfinite, reduction="sum").item() == 0:
+            self.accelerator.backward(loss)
+            norm = self.accelerator.clip_grad_norm_(module.parameters(), self.config.grad_clip)
+            if torch.isfinite(norm):
+                optimizer.step()
+                return norm
+            if self.accelerator.scaler is not None:
+                optimizer.step()  # fp16: the grad scaler skips this step itself, and must see it to lower its scale
+            optimizer.zero_grad(set_to_none=True)
+        self.skipped += 1
+        return None
 
     def generator_step(self, real: torch.Tensor, step: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         config = self.config
@@ -156,16 +171,12 @@ class Trainer:
         stats = {name: value.detach() for name, value in losses.items()}
         if adversarial:
             stats.update(parts)
-        self.codec_optimizer.zero_grad(set_to_none=True)
-        if not torch.isfinite(total):
-            self.skipped += 1
-            return stats, output.codes
-        self.accelerator.backward(total)
-        stats["grad_norm/codec"] = self.accelerator.clip_grad_norm_(self.codec.parameters(), config.grad_clip)
-        self.codec_optimizer.step()
-        if self.ema:
-            self.ema.update(self.accelerator.unwrap_model(self.codec))
         stats["total"] = total.detach()
+        norm = self.update(total, self.codec, self.codec_optimizer)
+        if norm is not None:
+            stats["grad_norm/codec"] = norm
+            if self.ema:
+                self.ema.update(self.accelerator.unwrap_model(self.codec))
         return stats, output.codes
 
     def set_learning_rates(self, step: int) -> None:
@@ -184,7 +195,7 @@ class Trainer:
         if self.accelerator.is_main_process:
             modules = {"codec": self.accelerator.unwrap_model(self.codec), **{
                 k: v for k, v in self.modules.items() if k != "codec"}}
-            save_checkpoint(self.out / "checkpoints", step, modules, self.optimizers)
+            save_checkpoint(self.out / "checkpoints", step, modules, self.optimizers, {"skipped_steps": self.skipped})
             save_weights(self.inference_model(), self.out / "weights.safetensors")
         self.accelerator.wait_for_everyone()
 
