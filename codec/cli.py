@@ -124,7 +124,7 @@ def cmd_eval(args) -> int:
         codec = _model(argparse.Namespace(model=args.model or "bundled"))
         choices = [(None, b) for b in args.bandwidth or []] + [(n, None) for n in args.num_codebooks or []]
         counts = [_num_codebooks(argparse.Namespace(num_codebooks=n, bandwidth=b), codec) for n, b in choices]
-        systems = [ModelSystem(codec, n) for n in counts or [codec.num_codebooks]] + systems
+        systems = [ModelSystem(codec, n, args.name) for n in counts or [codec.num_codebooks]] + systems
     predictors, unavailable = load_predictors([] if args.no_mos else args.mos, args.utmos_checkpoint)
     for name, message in unavailable.items():
         print(f"note: {name}: {message}", file=sys.stderr)
@@ -231,6 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes one folder per system (model at each bitrate, each baseline) under --out: "
                     "results.json, per_file.csv, summary.csv, examples/; `codec report` turns them into a page.")
     evaluation.add_argument("--model", help="weights file or 'bundled' (the default, unless only --baseline is given)")
+    evaluation.add_argument("--name", help="the model's name in results folders and reports (default: its own "
+                                           "name; give one to compare two runs of the same recipe)")
     evaluation.add_argument("--data", required=True, help="folder, list of paths, or TSV/CSV manifest")
     evaluation.add_argument("--split", help="keep manifest rows whose 'split' column has this value")
     evaluation.add_argument("--subset", type=int, help="only N files, spread evenly over the list")

@@ -49,14 +49,15 @@ class System(Protocol):
 
 @dataclass
 class ModelSystem:
-    """A Codec at a given number of codebooks."""
+    """A Codec at a given number of codebooks, named by `name` (default: the model's own name)."""
     codec: Codec
     num_codebooks: int
+    name: str | None = None
     delay: int = 0  # causal and trimmed by decode
 
     @property
     def label(self) -> str:
-        return f"{self.codec.name}-{self.kbps:g}kbps"
+        return f"{self.name or self.codec.name}-{self.kbps:g}kbps"
 
     @property
     def kbps(self) -> float:
@@ -85,11 +86,14 @@ class Options:
 
 
 def summarize(values: list[float]) -> dict[str, float]:
-    """Mean and half-width of a 95 % confidence interval (normal approximation), NaNs left out."""
+    """Mean and half-width of its 95 % confidence interval (Student's t: a few files give a wide one), NaNs left
+    out."""
+    from scipy.stats import t
     finite = np.array([v for v in values if not math.isnan(v)])
     if len(finite) == 0:
         return {"mean": float("nan"), "ci95": float("nan"), "count": 0}
-    half = 1.96 * finite.std(ddof=1) / math.sqrt(len(finite)) if len(finite) > 1 else float("nan")
+    n = len(finite)
+    half = t.ppf(0.975, n - 1) * finite.std(ddof=1) / math.sqrt(n) if n > 1 else float("nan")
     return {"mean": float(finite.mean()), "ci95": float(half), "count": int(len(finite))}
 
 
@@ -161,7 +165,8 @@ def evaluate(system: System, files: list[Path], folder: str | Path, options: Opt
 
 def _describe(system: System) -> dict:
     if isinstance(system, ModelSystem):
-        return {"kind": "model", "name": system.codec.name, "weights_sha256": system.codec.weights_sha256,
+        return {"kind": "model", "name": system.name or system.codec.name,
+                "weights_sha256": system.codec.weights_sha256,
                 "num_codebooks": system.num_codebooks, "sample_rate": system.sample_rate}
     return {"kind": "baseline", "name": system.label.split("-")[0], "sample_rate": system.sample_rate}
 

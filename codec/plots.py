@@ -47,9 +47,12 @@ def metric_against_bitrate(results: list[dict], metric: str) -> bytes:
                 axes.axhline(value["mean"], color="gray", linestyle="--", label=result["label"])
         else:
             lines[result["system"]["name"]].append((bitrate(result), value["mean"], value["ci95"]))
+    # One colour per system in every plot, whichever metrics it has.
+    names = sorted({r["system"]["name"] for r in results if bitrate(r) is not None})
     for name, points in sorted(lines.items()):
         x, y, error = zip(*sorted(points))
-        axes.errorbar(x, y, yerr=np.nan_to_num(error), marker="o", capsize=3, label=name)
+        axes.errorbar(x, y, yerr=np.nan_to_num(error), marker="o", capsize=3, label=name,
+                      color=f"C{names.index(name) % 10}")
     _bitrate_axis(axes)
     axes.set_title(METRIC_TITLES.get(metric, metric))
     axes.grid(alpha=0.3, which="both")

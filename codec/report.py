@@ -10,6 +10,7 @@ import html
 import io
 import json
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,26 @@ def collect(paths: list[str | Path]) -> list[dict]:
             found.append({**json.loads(file.read_text()), "folder": str(file.parent)})
     if not found:
         raise CodecError(f"no results.json in {', '.join(map(str, paths))}: run `codec eval` first")
+    _tell_apart(found)
     order = {"baseline": 1, "model": 0}
     return sorted(found, key=lambda r: (order.get(r["system"]["kind"], 2), r["system"]["name"], r["kbps"] or 1e9))
+
+
+def _tell_apart(results: list[dict]) -> None:
+    """Two models of the same name (two runs of one recipe) get their results' parent folder, or their weights'
+    hash, after the name, so that rows, plots and figure files stay separate."""
+    weights: dict[str, set] = {}
+    for r in results:
+        if r["system"]["kind"] == "model":
+            weights.setdefault(r["system"]["name"], set()).add(r["system"].get("weights_sha256"))
+    for r in results:
+        system = r["system"]
+        if system["kind"] == "model" and len(weights[system["name"]]) > 1:
+            same_name = [o for o in results if o["system"]["name"] == system["name"]]
+            parents = {o["system"].get("weights_sha256"): Path(o["folder"]).parent.name for o in same_name}
+            distinct = len(set(parents.values())) == len(parents)
+            tag = parents[system.get("weights_sha256")] if distinct else (system.get("weights_sha256") or "")[:8]
+            r["system"] = {**system, "name": f"{system['name']} ({tag})"}
 
 
 def title(result: dict) -> str:
@@ -129,9 +148,10 @@ def figures(results: list[dict]) -> dict[str, bytes]:
     out = {f"{m}.png": plots.metric_against_bitrate(results, m) for m in metric_names(results)
            if any(m in r["metrics"] for r in results)}
     for name, r in widest_runs(results).items():
-        out[f"{name}-utilization.png"] = plots.codebook_utilization(name, r["codebooks"]["per_codebook"])
+        stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")  # a file name a Markdown link can hold
+        out[f"{stem}-utilization.png"] = plots.codebook_utilization(name, r["codebooks"]["per_codebook"])
         with np.load(Path(r["folder"]) / "codebook_counts.npz") as counts:
-            out[f"{name}-code-usage.png"] = plots.code_usage(name, [counts[k] for k in counts.files])
+            out[f"{stem}-code-usage.png"] = plots.code_usage(name, [counts[k] for k in counts.files])
     return out
 
 

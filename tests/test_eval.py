@@ -107,6 +107,34 @@ def test_report_tables_plots_and_audio(evaluated, tmp_path):
     assert run("report", evaluated, "--out", out) == 1  # exists without --force
 
 
+def test_two_runs_of_one_recipe_stay_apart(evaluated, tmp_path, corpus):
+    """Models of the same name (two runs of one recipe): `--name` names one; the report tells them apart anyway."""
+    import torch
+    from codec.weights import load_weights, save_weights
+    other = load_weights(next(tmp_path.glob("tiny.safetensors")), for_training=True)
+    with torch.no_grad():
+        other.decoder.requires_grad_(False)
+        for parameter in other.decoder.parameters():
+            parameter.mul_(0.5)
+    save_weights(other, tmp_path / "other.safetensors")
+    assert run("eval", "--model", tmp_path / "other.safetensors", "--name", "tiny-b", "--data", corpus,
+               "--num-codebooks", "3", "--no-mos", "--out", tmp_path / "named") == 0
+    assert (tmp_path / "named" / "tiny-b-12kbps" / "results.json").is_file()
+    assert run("eval", "--model", tmp_path / "other.safetensors", "--data", corpus, "--num-codebooks", "3",
+               "--no-mos", "--out", tmp_path / "second") == 0
+    out = tmp_path / "report"
+    assert run("report", evaluated / "tiny-12kbps", tmp_path / "second", "--out", out) == 0
+    markdown = (out / "report.md").read_text()
+    assert "| tiny (results) @ 12 kbps |" in markdown and "| tiny (second) @ 12 kbps |" in markdown
+    assert (out / "tiny_results-utilization.png").is_file() and (out / "tiny_second-utilization.png").is_file()
+
+
+def test_confidence_interval_is_students_t():
+    from codec.evaluate import summarize
+    assert summarize([1.0, 2.0, 3.0])["ci95"] == pytest.approx(4.303 * 1 / 3 ** 0.5, rel=1e-3)  # t(0.975, 2)
+    assert np.isnan(summarize([1.0])["ci95"]) and summarize([float("nan"), 2.0])["count"] == 1
+
+
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="apt-get install chromium")
 def test_report_renders_in_chromium(evaluated, tmp_path):
     from screenshot_report import drawn_fraction, screenshot
