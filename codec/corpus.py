@@ -5,7 +5,9 @@ Folders are searched recursively; the id is the path relative to the folder with
 LibriTTS layout (`<subset>/<speaker>/<chapter>/<speaker>_<chapter>_*.wav` with `<utt>.normalized.txt` beside it)
 also gets its text, speaker, chapter and subset. A manifest names the audio in a `file`, `path` or `audio`
 column (relative paths are taken from the manifest's folder); an `id` column gives the id, and every other
-column is carried along as a field.
+column is carried along as a field. Manifests are UTF-8, with or without the byte-order mark Excel writes; a
+CSV/TSV row with more values than the header has columns is an error (a comma in an unquoted text, most often),
+one with fewer leaves the missing fields empty.
 """
 from __future__ import annotations
 
@@ -14,10 +16,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .audio import list_audio
+from .audio import AUDIO_EXTENSIONS, list_audio
 from .errors import ConfigError
 
 PATH_COLUMNS = ("file", "path", "audio")
+MANIFEST_KINDS = "a .jsonl, .csv or .tsv file, or a list of paths one a line"
 
 
 @dataclass
@@ -36,6 +39,8 @@ def read_utterances(source: str | Path, split: str | None = None) -> list[Uttera
         return [_from_folder_file(file, path) for file in list_audio([path])]
     if not path.is_file():
         raise ConfigError(f"{source}: no such folder or manifest")
+    if path.suffix.lower() in AUDIO_EXTENSIONS:
+        raise ConfigError(f"{source}: is an audio file; give a folder or a manifest ({MANIFEST_KINDS})")
     rows = _manifest_rows(path)
     if split:
         if rows and "split" not in rows[0]:
@@ -48,10 +53,12 @@ def _manifest_rows(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     try:
         if suffix in {".tsv", ".csv"}:
-            with open(path, newline="") as handle:
-                return list(csv.DictReader(handle, delimiter="\t" if suffix == ".tsv" else ","))
-        lines = [(n, line) for n, line in enumerate(path.read_text().splitlines(), start=1) if line.strip()]
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
+            return _table_rows(path, "\t" if suffix == ".tsv" else ",")
+        lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1)
+                 if line.strip()]
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a UTF-8 text manifest (a manifest is {MANIFEST_KINDS})") from None
+    except (OSError, csv.Error) as error:
         raise ConfigError(f"{path}: cannot read the manifest ({error})") from None
     if suffix in {".jsonl", ".json"}:
         rows = []
@@ -65,6 +72,19 @@ def _manifest_rows(path: Path) -> list[dict]:
             rows.append(row)
         return rows
     return [{"path": line.strip()} for _, line in lines]  # a plain list of paths, one a line
+
+
+def _table_rows(path: Path, delimiter: str) -> list[dict]:
+    separator = "tab" if delimiter == "\t" else "comma"
+    rows = []
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle, delimiter=delimiter)
+        for row in reader:
+            if None in row:  # where DictReader puts the values beyond the header's columns
+                raise ConfigError(f"{path}:{reader.line_num}: {len(reader.fieldnames) + len(row[None])} values for "
+                                  f"{len(reader.fieldnames)} columns; quote a field that holds a {separator}")
+            rows.append(row)
+    return rows
 
 
 def _from_row(row: dict, manifest: Path, number: int) -> Utterance:

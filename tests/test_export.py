@@ -118,6 +118,24 @@ def test_manifests_carry_their_fields(tmp_path, corpus):
     assert outside.id == (tmp_path.resolve() / "x").as_posix().lstrip("/")  # never an absolute tar member
 
 
+def test_manifest_mistakes_are_one_line_errors(tmp_path, corpus, capsys):
+    (corpus / "excel.csv").write_bytes("\ufeffpath,speaker\nclip1.wav,alice\n".encode())  # Excel's byte-order mark
+    (excel,) = read_utterances(corpus / "excel.csv")
+    assert excel.path == corpus / "clip1.wav" and excel.fields == {"speaker": "alice"}
+    (corpus / "short.csv").write_text("path,speaker,text\nclip1.wav,bob\n")
+    assert read_utterances(corpus / "short.csv")[0].fields == {"speaker": "bob", "text": None}
+    (corpus / "comma.csv").write_text('path,text\nclip1.wav,"Hello, world"\nclip2.wav,Hello, world\n')
+    (corpus / "tab.tsv").write_text("path\tspeaker\nclip1.wav\talice\textra\n")
+    (corpus / "list").write_bytes(b"\xff\xfe\x00binary")  # not text, and its name says nothing
+    for manifest, message in [("comma.csv", "comma.csv:3: 3 values for 2 columns; quote a field that holds a comma"),
+                              ("tab.tsv", "tab.tsv:2: 3 values for 2 columns; quote a field that holds a tab"),
+                              ("clip1.wav", "clip1.wav: is an audio file; give a folder or a manifest"),
+                              ("list", "list: not a UTF-8 text manifest")]:
+        assert run("export", "--data", corpus / manifest, "--out", tmp_path / "out") == 1
+        error = capsys.readouterr().err
+        assert error.startswith("error: ") and error.count("\n") == 1 and message in error, error
+
+
 def test_libritts_layout_gives_text_and_speaker(tmp_path, tiny_weights):
     root = tmp_path / "LibriTTS"
     chapter = root / "train-clean-100" / "19" / "198"
