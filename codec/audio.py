@@ -37,10 +37,14 @@ def check_samples(audio: np.ndarray | torch.Tensor, source: str) -> None:
 
 def info(path: str | Path) -> soundfile._SoundFileInfo:
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise AudioError(f"{path}: broken symbolic link (to {os.readlink(path)})")
     if not path.exists():
         raise AudioError(f"{path}: no such file")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory, not an audio file")
+    if not path.is_file():  # opening a FIFO would wait for a writer forever
+        raise AudioError(f"{path}: not a regular file (a FIFO, socket or device)")
     try:
         return soundfile.info(str(path))
     except (RuntimeError, soundfile.LibsndfileError) as error:
@@ -94,14 +98,31 @@ def blocks(path: str | Path, sample_rate: int, block_seconds: float = 10.0):
 
 
 def list_audio(paths: list[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively) into a sorted list of audio files."""
+    """Expand files and folders (recursively) into a sorted list of audio files.
+
+    Symbolic links to folders are followed, except one back to a folder above it (a cycle). Everything with an
+    audio suffix is listed, broken links and FIFOs included, so that reading it reports the problem (`info`)
+    instead of the file vanishing from the list.
+    """
     found: list[Path] = []
     for entry in map(Path, paths):
-        if entry.is_dir():
-            found += sorted(p for p in entry.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
-        else:
-            found.append(entry)
+        found += sorted(_scan(entry, frozenset({entry.resolve()}))) if entry.is_dir() else [entry]
     return found
+
+
+def _scan(folder: Path, above: frozenset[Path]):
+    try:
+        entries = list(os.scandir(folder))
+    except OSError as error:
+        raise AudioError(f"{folder}: cannot list the folder ({error.strerror})") from None
+    for entry in entries:
+        path = Path(entry.path)
+        if entry.is_dir():  # a link to a folder too
+            real = path.resolve()
+            if real not in above:  # a link to a folder above: its files are being listed already
+                yield from _scan(path, above | {real})
+        elif path.suffix.lower() in AUDIO_EXTENSIONS:
+            yield path
 
 
 class AtomicOutput:

@@ -136,6 +136,32 @@ def test_manifest_mistakes_are_one_line_errors(tmp_path, corpus, capsys):
         assert error.startswith("error: ") and error.count("\n") == 1 and message in error, error
 
 
+def test_folder_scan_follows_linked_folders_and_reports_what_it_cannot_read(tmp_path, tiny_weights, corpus, capsys):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    write(elsewhere / "far.wav", np.zeros(100), 8000)
+    (corpus / "linked").symlink_to(elsewhere, target_is_directory=True)
+    (elsewhere / "back").symlink_to(corpus, target_is_directory=True)  # a cycle through the link
+    (corpus / "loop").symlink_to(".", target_is_directory=True)
+    (corpus / "broken.wav").symlink_to(tmp_path / "missing.wav")
+    os.mkfifo(corpus / "pipe.wav")  # opening it would block: it must be refused, not read
+    ids = [u.id for u in read_utterances(corpus)]
+    assert ids == ["broken", "clip0", "clip1", "clip2", "clip4", "clip5", "clip6", "linked/far", "pipe", "sub/clip3"]
+    out = tmp_path / "out"
+    assert run("export", "--model", tiny_weights, "--data", corpus, "--out", out) == 0
+    errors = [line.split("\t") for line in (out / "errors.tsv").read_text().splitlines()[1:]]
+    assert [(e[0], e[2].split(": ", 1)[1]) for e in errors] == [
+        ("broken", f"broken symbolic link (to {tmp_path / 'missing.wav'})"),
+        ("pipe", "not a regular file (a FIFO, socket or device)")]
+    assert json.loads((out / "manifest.json").read_text())["utterances"] == 8
+    capsys.readouterr()
+    assert run("encode", "--model", tiny_weights, corpus, tmp_path / "codes") == 1  # the other command that scans
+    assert (tmp_path / "codes" / "linked" / "far.codes").is_file()
+    assert [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: /")] == [
+        f"error: {corpus / 'broken.wav'}: broken symbolic link (to {tmp_path / 'missing.wav'})",
+        f"error: {corpus / 'pipe.wav'}: not a regular file (a FIFO, socket or device)"]
+
+
 def test_libritts_layout_gives_text_and_speaker(tmp_path, tiny_weights):
     root = tmp_path / "LibriTTS"
     chapter = root / "train-clean-100" / "19" / "198"
