@@ -106,12 +106,18 @@ def _tar_member(archive: tarfile.TarFile, name: str, data: bytes) -> None:
     archive.addfile(info, io.BytesIO(data))
 
 
+def webdataset_key(identifier: str) -> str:
+    """An utterance's key in a WebDataset tar: its id with '%' and '.' percent-escaped. WebDataset ends a key at
+    the first dot of a member's name, so dots cannot stay; escaping them, rather than replacing them, keeps ids
+    such as `a.b` and `a_b` apart (and turns a `..` in an id into a plain name)."""
+    return identifier.replace("%", "%25").replace(".", "%2E")
+
+
 def write_webdataset(path: Path, rows: list[Row], names: list[str]) -> None:
-    """A tar with `<key>.codes.npy` and `<key>.json` per utterance. WebDataset splits keys at the first dot of
-    the file name, so dots in an id become underscores in its key (the JSON keeps the real id)."""
+    """A tar with `<key>.codes.npy` and `<key>.json` per utterance (see `webdataset_key`; the JSON holds the id)."""
     with AtomicOutput(path, force=True) as temporary, tarfile.open(temporary, "w", format=tarfile.USTAR_FORMAT) as tar:
         for row in rows:
-            key = row.utterance.id.replace(".", "_")
+            key = webdataset_key(row.utterance.id)
             buffer = io.BytesIO()
             np.save(buffer, row.codes)
             _tar_member(tar, f"{key}.codes.npy", buffer.getvalue())

@@ -22,6 +22,7 @@ from codec.cli import main
 from codec.corpus import read_utterances
 from codec.export import encode_batch
 from codec.files import encode_file
+from codec.shards import webdataset_key
 from codec.tokendata import from_token_stream, to_token_stream
 from codec.weights import load
 
@@ -196,7 +197,7 @@ def test_webdataset_and_token_stream_hold_the_same_codes(tmp_path, tiny_weights,
         stream = np.fromfile(out / shard["tokens"], dtype=index["dtype"])
         for entry in index["utterances"]:
             row = dataset[position]
-            key = row["id"].replace(".", "_")
+            key = webdataset_key(row["id"])
             assert entry["id"] == row["id"] and json.loads(members[f"{key}.json"])["id"] == row["id"]
             assert np.array_equal(np.load(io.BytesIO(members[f"{key}.codes.npy"])), row["codes"].numpy())
             piece = stream[entry["offset"]:entry["offset"] + entry["length"] + 1]
@@ -204,6 +205,29 @@ def test_webdataset_and_token_stream_hold_the_same_codes(tmp_path, tiny_weights,
             assert np.array_equal(dataset.tokens(position), piece)
             position += 1
     assert position == len(dataset) == 7
+
+
+def webdataset_samples(tar_path):
+    """Members grouped into samples the way WebDataset groups them: the key ends at the basename's first dot."""
+    samples = {}
+    with tarfile.open(tar_path) as tar:
+        for member in tar.getmembers():
+            folder, _, name = member.name.rpartition("/")
+            key, _, field = name.partition(".")
+            samples.setdefault(f"{folder}/{key}" if folder else key, {})[field] = tar.extractfile(member).read()
+    return samples
+
+
+def test_webdataset_keys_keep_ids_apart(tmp_path, tiny_weights, corpus):
+    ids = ["a.b", "a_b", "a%2Eb", "x/../y.z"]  # the first two were one key when dots became underscores
+    (corpus / "ids.jsonl").write_text("".join(json.dumps({"id": i, "path": f"clip{n}.wav"}) + "\n"
+                                              for n, i in zip([0, 1, 2, 4], ids)))
+    out = tmp_path / "out"
+    assert run("export", "--model", tiny_weights, "--data", corpus / "ids.jsonl", "--out", out, "--webdataset") == 0
+    samples = webdataset_samples(out / "shard-00000.tar")
+    assert len(samples) == 4 and [json.loads(s["json"])["id"] for s in samples.values()] == ids
+    assert list(samples) == [webdataset_key(i) for i in ids] and all(set(s) == {"json", "codes.npy"}
+                                                                     for s in samples.values())
 
 
 def test_token_stream_layout_is_frame_major_with_offsets():
