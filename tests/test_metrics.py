@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from codec.audio import load
-from codec.errors import MetricUnavailable
+from codec.errors import MetricUnavailable, ModelError
 from codec.metrics import codebook, quality, utmos
 from codec.metrics.mos import load_predictors
 
@@ -48,17 +48,67 @@ def test_quality_metrics_of_a_perfect_and_a_noisy_copy(speech):
     assert noisy["pesq"] < perfect["pesq"] and noisy["si_sdr"] < 20 < perfect["si_sdr"]
 
 
-# --- UTMOS22 strong: the architecture and both public checkpoint layouts, with random weights ---------------
-def speechmos_layout(seed: int = 0) -> dict[str, torch.Tensor]:
-    """A random state dict laid out as SpeechMOS's utmos22_strong_step7459_v1.pt (weight norm not folded)."""
-    torch.manual_seed(seed)
+# --- UTMOS22 strong: the architecture and both public checkpoint layouts, with synthetic weights ------------
+def speechmos_shapes() -> dict[str, tuple[int, ...]]:
+    """The tensors of SpeechMOS's utmos22_strong_step7459_v1.pt: our model's, with the weight norm not folded."""
     with torch.device("meta"):
-        shapes = {k: v.shape for k, v in utmos.UTMOS22Strong().state_dict().items()}
-    state = {k: torch.randn(shape) * 0.02 for k, shape in shapes.items()}
-    del state["wav2vec2.encoder.pos_conv.0.weight"]
+        shapes = {k: tuple(v.shape) for k, v in utmos.UTMOS22Strong().state_dict().items()}
+    del shapes["wav2vec2.encoder.pos_conv.0.weight"]
+    return {**shapes, "wav2vec2.encoder.pos_conv.0.weight_g": (1, 1, 128),
+            "wav2vec2.encoder.pos_conv.0.weight_v": (768, 48, 128)}
+
+
+def speechmos_layout(seed: int = 0) -> dict[str, torch.Tensor]:
+    """A random state dict laid out as SpeechMOS's checkpoint."""
+    torch.manual_seed(seed)
+    state = {k: torch.randn(shape) * 0.02 for k, shape in speechmos_shapes().items()}
     state["wav2vec2.encoder.pos_conv.0.weight_g"] = torch.rand(1, 1, 128) + 0.5
     state["wav2vec2.encoder.pos_conv.0.weight_v"] = torch.randn(768, 48, 128)
     return state
+
+
+def deterministic_state() -> dict[str, torch.Tensor]:
+    """SpeechMOS's layout filled without a random generator, so that the values are the same on every platform:
+    element k of the i-th tensor (keys sorted) is sin(0.001 k^2 + i), a chirp, so no weight matrix is low-rank;
+    scaled by 1/sqrt(fan-in) for weights, 0.1 for biases and embeddings, 1 + 0.1 sin for the norms' gains, so
+    activations keep about unit size through all twelve layers."""
+    state = {}
+    for i, (key, shape) in enumerate(sorted(speechmos_shapes().items())):
+        k = torch.arange(math.prod(shape), dtype=torch.float64)
+        wave = torch.sin(k * k * 1e-3 + i).reshape(shape)
+        if len(shape) >= 2:
+            value = wave / math.sqrt(math.prod(shape[1:]))
+        else:
+            value = 1 + 0.1 * wave if key.endswith(".weight") else 0.1 * wave
+        state[key] = value.float()
+    return state
+
+
+def deterministic_audio(samples: int) -> torch.Tensor:
+    """(1, samples) at 16 kHz: a 150 Hz voice-like tone with its third harmonic, 4 Hz tremolo, and a chirp."""
+    t = torch.arange(samples, dtype=torch.float64) / 16000
+    voiced = torch.sin(2 * math.pi * 150 * t) + 0.5 * torch.sin(2 * math.pi * 450 * t)
+    chirp = torch.sin(2 * math.pi * (500 + 1500 * t) * t)
+    return (0.2 * voiced * (1 + torch.sin(2 * math.pi * 4 * t)) + 0.05 * chirp).float()[None]
+
+
+def lightning_layout(speechmos: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The official Lightning .ckpt / utmos-pytorch layout of a SpeechMOS state, written out by hand from the
+    mapping in shared/notes/mos-predictors.md (not with the code under test)."""
+    lightning = {"feature_extractors.1.embedding.weight": torch.randn(3, 128),
+                 "output_layers.0.judge_embedding.weight": torch.randn(3000, 128)}
+    lightning["feature_extractors.1.embedding.weight"][0] = speechmos["domain_emb"][0]
+    lightning["output_layers.0.judge_embedding.weight"][288] = speechmos["judge_emb"][0]
+    for key, value in speechmos.items():
+        if key.startswith("wav2vec2."):
+            lightning["feature_extractors.0.ssl_model." + key[len("wav2vec2."):]] = value
+        elif key.startswith("blstm."):
+            lightning["output_layers.0.decoder_rnn." + key[len("blstm."):]] = value
+        elif key.startswith("projection.0."):
+            lightning["output_layers.1.net.0." + key[len("projection.0."):]] = value
+        elif key.startswith("projection.2."):
+            lightning["output_layers.1.net.3." + key[len("projection.2."):]] = value
+    return lightning
 
 
 @pytest.fixture(scope="module")
@@ -86,23 +136,26 @@ def test_utmos_keys_shapes_and_parameter_count_match_the_published_checkpoint(sp
     assert {k: tuple(state[k].shape) for k in expected} == expected
 
 
+def test_utmos_reproduces_the_reference_implementation():
+    """The values are SpeechMOS's own model (tarepan/SpeechMOS at ed25eacbfa42 = v1.2.0,
+    speechmos/utmos22/strong/model.py and fairseq_alt.py, run unmodified outside this repository with a stub
+    for its torchaudio import, whose resample is the identity at 16 kHz) loaded strictly with
+    `deterministic_state()` and given `deterministic_audio`, under torch 2.13 on a CPU: the score and three
+    wav2vec 2.0 features (frame, channel) of a 49-frame input (odd: the padding path) and a 74-frame one."""
+    model = utmos.load_state(deterministic_state())
+    reference = {16000: (0.7837729, [-5.941155, 0.440089, -1.999188]),
+                 24000: (0.7984943, [-6.010274, 0.336059, -1.843196])}
+    for samples, (score, features) in reference.items():
+        audio = deterministic_audio(samples)
+        with torch.no_grad():
+            ours = model.wav2vec2(audio)[0]
+        assert [ours[i, j].item() for i, j in ((0, 0), (24, 100), (-1, 767))] == pytest.approx(features, abs=1e-4)
+        assert model(audio).item() == pytest.approx(score, abs=2e-5)
+
+
 def test_lightning_layout_converts_to_the_speechmos_layout(speechmos_state):
-    """The official Lightning .ckpt / utmos-pytorch layout, written out by hand from the mapping in
-    shared/notes/mos-predictors.md, converts to exactly the SpeechMOS state and scores identically."""
     speechmos = speechmos_state
-    lightning = {"feature_extractors.1.embedding.weight": torch.randn(3, 128),
-                 "output_layers.0.judge_embedding.weight": torch.randn(3000, 128)}
-    lightning["feature_extractors.1.embedding.weight"][0] = speechmos["domain_emb"][0]
-    lightning["output_layers.0.judge_embedding.weight"][288] = speechmos["judge_emb"][0]
-    for key, value in speechmos.items():
-        if key.startswith("wav2vec2."):
-            lightning["feature_extractors.0.ssl_model." + key[len("wav2vec2."):]] = value
-        elif key.startswith("blstm."):
-            lightning["output_layers.0.decoder_rnn." + key[len("blstm."):]] = value
-        elif key.startswith("projection.0."):
-            lightning["output_layers.1.net.0." + key[len("projection.0."):]] = value
-        elif key.startswith("projection.2."):
-            lightning["output_layers.1.net.3." + key[len("projection.2."):]] = value
+    lightning = lightning_layout(speechmos)
     converted = utmos.lightning_to_speechmos(lightning)
     assert converted.keys() == speechmos.keys()
     assert all(torch.equal(converted[k], speechmos[k]) for k in speechmos)
@@ -114,6 +167,46 @@ def test_lightning_layout_converts_to_the_speechmos_layout(speechmos_state):
         utmos.load_state(speechmos)(audio[:, :399])
 
 
+class LightningConfig:
+    """Stands in for the omegaconf config a Lightning checkpoint pickles: a class the loader must never import."""
+
+    def __init__(self) -> None:
+        self.model = {"ssl": "wav2vec_small", "judges": 3000}
+
+
+class DictOfConfig(dict):
+    """Lightning's AttributeDict: a dict subclass, filled through pickle's SETITEMS."""
+
+
+class RunsCommand:
+    """A malicious pickle: unpickling calls `function(argument)`."""
+
+    def __init__(self, function, argument) -> None:
+        self.function, self.argument = function, argument
+
+    def __reduce__(self):
+        return self.function, (self.argument,)
+
+
+def test_lightning_checkpoint_loads_without_running_its_pickled_objects(tmp_path, speechmos_state):
+    """The official `epoch=3-step=7459.ckpt` pickles its hyper-parameters, which torch's weights_only unpickler
+    refuses; they are read as inert stubs, and a payload that would run a command or code is never called."""
+    import os
+    marker = tmp_path / "pwned"
+    hyper = DictOfConfig(cfg=LightningConfig(), judges=[1, 2])
+    checkpoint = {"state_dict": lightning_layout(speechmos_state), "hyper_parameters": hyper, "epoch": 3,
+                  "payload": [RunsCommand(os.system, f"touch {marker}"),
+                              RunsCommand(exec, f"open({str(marker)!r}, 'w').close()")]}
+    path = tmp_path / "epoch=3-step=7459.ckpt"
+    torch.save(checkpoint, path)
+    with pytest.raises(Exception):
+        torch.load(path, weights_only=True)  # what the stubs are for
+    predictor = utmos.UTMOS(path)
+    audio = np.random.default_rng(0).standard_normal(16000).astype(np.float32) * 0.1
+    expected = utmos.load_state(speechmos_state)(torch.from_numpy(audio)[None]).item()
+    assert predictor(audio) == expected and not marker.exists()
+
+
 def test_utmos_checkpoint_is_found_through_the_environment_and_loaded_safely(tmp_path, monkeypatch,
                                                                               speechmos_state):
     path = tmp_path / "mine.pt"
@@ -121,14 +214,25 @@ def test_utmos_checkpoint_is_found_through_the_environment_and_loaded_safely(tmp
     monkeypatch.setenv("CODEC_UTMOS_CHECKPOINT", str(path))
     predictor = utmos.UTMOS()
     assert math.isfinite(predictor(np.zeros(8000, np.float32))) and math.isnan(predictor(np.zeros(100)))
-    # A file that pickles more than tensors is refused by the safe unpickler, with a one-line reason.
-    torch.save({"state_dict": {}, "hyper_parameters": Unpicklable()}, path)
-    with pytest.raises(MetricUnavailable, match="cannot be read as a plain state dict"):
-        utmos.UTMOS()
 
 
-class Unpicklable:
-    """Stands in for the omegaconf config a Lightning checkpoint pickles."""
+def test_a_named_checkpoint_that_is_missing_or_broken_is_an_error(tmp_path, monkeypatch):
+    """A checkpoint the user named is never quietly replaced by "UTMOS unavailable"; the reason is one line."""
+    monkeypatch.delenv("CODEC_UTMOS_CHECKPOINT", raising=False)
+    with pytest.raises(ModelError, match=r"nowhere.pt \(from --utmos-checkpoint\): no such file$"):
+        load_predictors(["utmos"], tmp_path / "nowhere.pt")
+    monkeypatch.setenv("CODEC_UTMOS_CHECKPOINT", str(tmp_path / "gone.pt"))
+    with pytest.raises(ModelError, match="from CODEC_UTMOS_CHECKPOINT"):
+        load_predictors(["utmos"])
+    junk, wrong = tmp_path / "junk.pt", tmp_path / "wrong.pt"
+    junk.write_bytes(np.random.default_rng(0).bytes(1000))
+    torch.save({"encoder.weight": torch.zeros(3)}, wrong)
+    for path, reason in ((junk, "not a PyTorch checkpoint"), (wrong, "224 of its 224 tensors missing, e.g. domain_emb")):
+        with pytest.raises(ModelError) as error:
+            load_predictors(["utmos"], path)
+        message = str(error.value)
+        assert message.startswith(f"{path}: ") and reason in message and "\n" not in message
+        assert "Lightning" not in message and message.endswith(")")
 
 
 def test_missing_utmos_checkpoint_says_where_to_get_it(tmp_path, monkeypatch):
@@ -141,8 +245,6 @@ def test_missing_utmos_checkpoint_says_where_to_get_it(tmp_path, monkeypatch):
     for expected in ("utmos22_strong_step7459_v1.pt", utmos.CHECKPOINT_URL, "CODEC_UTMOS_CHECKPOINT",
                      str(tmp_path / "cache" / "codec"), str(tmp_path / "torch" / "hub" / "checkpoints")):
         assert expected in message
-    with pytest.raises(MetricUnavailable, match="does not exist"):
-        utmos.find_checkpoint(tmp_path / "nowhere.pt")
 
 
 def test_utmos_golden_value_with_the_real_checkpoint():

@@ -141,14 +141,15 @@ class DistillMOS:
     """The predictor: mono 16 kHz audio (numpy) -> MOS in [1, 5]."""
     name = "distillmos"
 
-    def __init__(self) -> None:
+    def __init__(self, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
         path = weights_path()
         from ..weights import sha256
         if sha256(path) != WEIGHTS_SHA256:
             raise MetricUnavailable(f"{path}: not the DistillMOS v7 weights this code was checked against (sha256)")
         self.model = DistillMOSModel()
         self.model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
-        self.model.eval()
+        self.model.eval().to(self.device)
 
     def __call__(self, audio: np.ndarray) -> float:
-        return float(self.model(torch.as_tensor(audio, dtype=torch.float32)))
+        return float(self.model(torch.as_tensor(audio, dtype=torch.float32, device=self.device)))

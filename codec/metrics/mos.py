@@ -22,13 +22,14 @@ class Predictor(Protocol):
     def __call__(self, audio: np.ndarray) -> float: ...
 
 
-def load_predictors(names: list[str], utmos_checkpoint: str | Path | None = None
+def load_predictors(names: list[str], utmos_checkpoint: str | Path | None = None, device: str = "cpu"
                     ) -> tuple[list[Predictor], dict[str, str]]:
-    """The predictors that can be loaded, and for each one that cannot, the message saying how to get it."""
+    """The predictors that can be loaded, on `device`, and for each one that is not installed, the message saying
+    how to get it. One that is installed but broken (a UTMOS checkpoint that does not load) is an error."""
     from .distillmos import DistillMOS
     from .utmos import UTMOS
-    builders: dict[str, Callable[[], Predictor]] = {"utmos": lambda: UTMOS(utmos_checkpoint),
-                                                     "distillmos": DistillMOS}
+    builders: dict[str, Callable[[], Predictor]] = {"utmos": lambda: UTMOS(utmos_checkpoint, device),
+                                                     "distillmos": lambda: DistillMOS(device)}
     predictors, unavailable = [], {}
     for name in names:
         try:

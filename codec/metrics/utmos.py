@@ -4,10 +4,11 @@ The strong learner without phoneme encoder, checkpoint `epoch=3-step=7459`: wav2
 main-track domain embedding (row 0) and the judge embedding of listener 288 appended to every frame, a BLSTM, a
 two-layer projection to one score per frame, and the frame mean mapped from [-1, 1] to the MOS scale (x 2 + 3,
 not clipped). Input is 16 kHz mono with no normalisation, scored one file at a time (padding in a batch changes
-the scores). Parameter names follow SpeechMOS (`utmos22_strong_step7459_v1.pt`); the official Lightning layout
-(and utmos-pytorch's state dict) is converted on load.
+the scores). Parameter names follow SpeechMOS (`utmos22_strong_step7459_v1.pt`); the official Lightning `.ckpt`
+(and utmos-pytorch's state dict, in the same layout) is converted on load.
 
-Nothing is downloaded: the checkpoint comes from the user (see `find_checkpoint`).
+Nothing is downloaded: the checkpoint comes from the user (see `find_checkpoint`). Not finding one makes UTMOS
+unavailable (reported as such); a checkpoint that is named or found but cannot be loaded is an error.
 """
 from __future__ import annotations
 
@@ -20,8 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..errors import MetricUnavailable
+from ..errors import MetricUnavailable, ModelError
 from ..weights import sha256
+from . import checkpoint_pickle
 from .wav2vec2 import DIM, MIN_SAMPLES, Wav2Vec2, fold_weight_norm
 
 CHECKPOINT_NAME = "utmos22_strong_step7459_v1.pt"
@@ -78,10 +80,18 @@ def load_state(state: dict[str, torch.Tensor], source: str = "state dict") -> UT
         state = lightning_to_speechmos(state)
     with torch.device("meta"):  # no random initialisation of 100 M parameters about to be overwritten
         model = UTMOS22Strong()
-    try:
-        model.load_state_dict(fold_weight_norm(state, "wav2vec2.encoder.pos_conv.0."), assign=True)
-    except (KeyError, RuntimeError) as error:
-        raise MetricUnavailable(f"{source}: not a UTMOS22 strong checkpoint ({str(error).splitlines()[0]})") from None
+    prefix = "wav2vec2.encoder.pos_conv.0."
+    if isinstance(state.get(prefix + "weight_g"), torch.Tensor) and isinstance(state.get(prefix + "weight_v"),
+                                                                                torch.Tensor):
+        state = fold_weight_norm(state, prefix)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    missing = [k for k in expected if not isinstance(state.get(k), torch.Tensor)]
+    wrong = [k for k in expected if k not in missing and tuple(state[k].shape) != expected[k]]
+    if missing or wrong:
+        what = f"{len(missing)} of its {len(expected)} tensors missing, e.g. {missing[0]}" if missing else \
+            f"{wrong[0]} has shape {tuple(state[wrong[0]].shape)}, not {expected[wrong[0]]}"
+        raise ModelError(f"{source}: not a UTMOS22 strong checkpoint ({what})")
+    model.load_state_dict({k: state[k] for k in expected}, assign=True)
     return model.eval()
 
 
@@ -92,11 +102,14 @@ def candidate_paths() -> list[Path]:
 
 
 def find_checkpoint(explicit: str | Path | None = None) -> Path:
-    named = explicit or os.environ.get(ENVIRONMENT_VARIABLE)
-    if named:
-        if not Path(named).is_file():
-            raise MetricUnavailable(f"UTMOS checkpoint {named} does not exist")
-        return Path(named)
+    """The checkpoint named by the argument or the environment variable (an error if it is not there: a path
+    the user gave is never silently ignored), else the first in `candidate_paths`."""
+    for named, origin in ((explicit, "--utmos-checkpoint"),
+                          (os.environ.get(ENVIRONMENT_VARIABLE), ENVIRONMENT_VARIABLE)):
+        if named:
+            if not Path(named).is_file():
+                raise ModelError(f"UTMOS checkpoint {named} (from {origin}): no such file")
+            return Path(named)
     for path in candidate_paths():
         if path.is_file():
             return path
@@ -106,14 +119,30 @@ def find_checkpoint(explicit: str | Path | None = None) -> Path:
         f"at {candidate_paths()[0]}, or pass --utmos-checkpoint PATH or set {ENVIRONMENT_VARIABLE}")
 
 
-def load_checkpoint(path: str | Path) -> UTMOS22Strong:
+def read_checkpoint(path: str | Path) -> dict:
+    """The file's contents with every tensor and nothing executable. A plain state dict (SpeechMOS's file) loads
+    with torch's own safe unpickler; a Lightning .ckpt, whose pickled hyper-parameters that one refuses, is read
+    again with `checkpoint_pickle`, which rebuilds the tensors and stubs everything else."""
     try:
-        # weights_only: a safe unpickler that builds tensors and containers only, never arbitrary objects.
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, OSError, EOFError) as error:
-        raise MetricUnavailable(
-            f"{path}: cannot be read as a plain state dict ({str(error).splitlines()[0][:120]}); a Lightning .ckpt "
-            f"pickles its config and is not loaded, use SpeechMOS's {CHECKPOINT_NAME}") from None
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        pass
+    except (RuntimeError, OSError, EOFError) as error:
+        raise ModelError(f"{path}: not a PyTorch checkpoint ({_first_line(error)})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False, pickle_module=checkpoint_pickle)
+    except Exception as error:  # a damaged pickle can fail in any way; none of them runs its code
+        raise ModelError(f"{path}: not a PyTorch checkpoint ({_first_line(error)})") from None
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0].rstrip(".:")
+
+
+def load_checkpoint(path: str | Path) -> UTMOS22Strong:
+    state = read_checkpoint(path)
+    if not isinstance(state, dict):
+        raise ModelError(f"{path}: not a UTMOS22 strong checkpoint (it holds no state dict)")
     if Path(path).name == CHECKPOINT_NAME and sha256(path) != CHECKPOINT_SHA256:
         print(f"warning: {path} differs from the published {CHECKPOINT_NAME} (sha256); scores may not compare",
               file=sys.stderr)
@@ -124,10 +153,11 @@ class UTMOS:
     """The predictor: mono 16 kHz audio (numpy) -> MOS; NaN for clips shorter than the model can score."""
     name = "utmos"
 
-    def __init__(self, checkpoint: str | Path | None = None) -> None:
-        self.model = load_checkpoint(find_checkpoint(checkpoint))
+    def __init__(self, checkpoint: str | Path | None = None, device: str | torch.device = "cpu") -> None:
+        self.device = torch.device(device)
+        self.model = load_checkpoint(find_checkpoint(checkpoint)).to(self.device)
 
     def __call__(self, audio: np.ndarray) -> float:
         if len(audio) < MIN_SAMPLES:
             return float("nan")
-        return float(self.model(torch.as_tensor(audio, dtype=torch.float32)[None])[0])
+        return float(self.model(torch.as_tensor(audio, dtype=torch.float32, device=self.device)[None])[0])
