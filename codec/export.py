@@ -4,7 +4,8 @@ The utterance list is cut, in order, into shards of `shard_size`; shard i belong
 (RANK and WORLD_SIZE, as `accelerate launch` and `torchrun` set them), so any number of processes writes the
 files one process would. A shard is done when its record in `progress/` exists: the record is written after all
 of the shard's files are renamed into place, so a killed export redoes exactly the shards without a record.
-When every shard is done, process 0 writes `manifest.json` and `errors.tsv` from the records.
+When every shard is done, process 0 writes `manifest.json` and `errors.tsv` from the records. A shard whose every
+file was bad has a record (with its errors) but no files, and is left out of the manifest's shard list.
 """
 from __future__ import annotations
 
@@ -132,9 +133,18 @@ class _Job:
         """Encode a shard, write its files, then its record: the record is what marks the shard as done."""
         out, name = self.config.out, f"shard-{index:05d}"
         rows, errors = self._encode(utterances, bar)
-        for stale in [*out.glob(f".{name}.*"), *out.glob(f"{PROGRESS}/.{name}.*")]:  # temporaries of a killed run
+        # What a killed run left of this shard: temporaries, and files it had renamed into place before the kill.
+        for stale in [*out.glob(f"{name}.*"), *out.glob(f".{name}.*"), *out.glob(f"{PROGRESS}/.{name}.*")]:
             stale.unlink()
-        files = {"parquet": f"{name}.parquet"}
+        files = self._write(name, rows) if rows else {}  # `datasets` refuses a Parquet file of no rows
+        record = {"shard": index, **files, "utterances": len(rows), "duration_seconds": sum(r.duration for r in rows),
+                  "frames": sum(int(r.codes.shape[1]) for r in rows),
+                  "parquet_bytes": (out / files["parquet"]).stat().st_size if files else 0, "errors": errors}
+        with AtomicOutput(out / PROGRESS / f"{name}.json", force=True) as temporary:
+            temporary.write_text(json.dumps(record))
+
+    def _write(self, name: str, rows: list[Row]) -> dict[str, str]:
+        out, files = self.config.out, {"parquet": f"{name}.parquet"}
         write_parquet(out / files["parquet"], rows, self.table_schema, self.dtype)
         if self.config.webdataset:
             files["webdataset"] = f"{name}.tar"
@@ -143,11 +153,7 @@ class _Job:
             files["tokens"], files["tokens_index"] = f"{name}.bin", f"{name}.idx.json"
             write_token_stream(out / files["tokens"], out / files["tokens_index"], rows, self.config.num_codebooks,
                                self.codec.codebook_size)
-        record = {"shard": index, **files, "utterances": len(rows), "duration_seconds": sum(r.duration for r in rows),
-                  "frames": sum(int(r.codes.shape[1]) for r in rows),
-                  "parquet_bytes": (out / files["parquet"]).stat().st_size, "errors": errors}
-        with AtomicOutput(out / PROGRESS / f"{name}.json", force=True) as temporary:
-            temporary.write_text(json.dumps(record))
+        return files
 
     def _encode(self, utterances: list[Utterance], bar: tqdm) -> tuple[list[Row], list[list[str]]]:
         """Rows in manifest order, and an error line per bad file. Similar lengths are batched together (sorted
@@ -216,7 +222,7 @@ def _prepare(out: Path, plan: dict, force: bool) -> None:
 
 def _manifest(codec: Codec, plan: dict, records: list[dict], dtype: np.dtype) -> dict:
     n, size = plan["num_codebooks"], codec.codebook_size
-    shards = [{k: v for k, v in r.items() if k != "errors"} for r in records]
+    shards = [{k: v for k, v in r.items() if k != "errors"} for r in records if r["utterances"]]
     duration = sum(r["duration_seconds"] for r in records)
     manifest = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "model_name": codec.name,

@@ -250,6 +250,43 @@ def test_bad_files_are_skipped_or_fatal_with_strict(tmp_path, tiny_weights, corp
     assert error.startswith("error: ") and "broken.wav: not a readable audio file" in error
 
 
+def bad_first_shard(corpus):
+    """Three unreadable files whose ids sort first: with --shard-size 3, shard 0 has no good file."""
+    for name in ("bad0", "bad1", "bad2"):
+        (corpus / f"{name}.wav").write_text("not audio")
+
+
+def test_a_shard_of_bad_files_writes_no_files(tmp_path, tiny_weights, corpus):
+    bad_first_shard(corpus)
+    out = tmp_path / "out"
+    options = ["--model", tiny_weights, "--data", corpus, "--out", out, "--shard-size", 3, "--webdataset",
+               "--token-stream"]
+    assert run("export", *options) == 0
+    assert not list(out.glob("shard-00000*")) and (out / "progress" / "shard-00000.json").is_file()
+    assert all(pq.ParquetFile(path).metadata.num_rows > 0 for path in out.glob("*.parquet"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert [s["shard"] for s in manifest["shards"]] == [1, 2, 3] and manifest["errors"] == 3
+    assert len(TokenDataset(out)) == manifest["utterances"] == 7
+    before = files_of(out)
+    assert run("export", *options) == 0 and files_of(out) == before  # resuming finds it done
+
+
+def test_datasets_loads_the_shards(tmp_path, tiny_weights, corpus):
+    datasets = pytest.importorskip("datasets")
+    bad_first_shard(corpus)
+    (corpus / "ids.jsonl").write_text("".join(json.dumps({"id": i, "path": p}) + "\n" for i, p in [
+        ("bad.x", "bad0.wav"), ("a.b", "clip0.wav"), ("a_b", "clip1.wav"), ("c", "bad1.wav")]))
+    out = tmp_path / "out"
+    assert run("export", "--model", tiny_weights, "--data", corpus / "ids.jsonl", "--out", out, "--shard-size", 1,
+               "--webdataset") == 0
+    rows, samples = (datasets.load_dataset(kind, data_files=str(out / files), split="train",
+                                           cache_dir=str(tmp_path / "cache"))
+                     for kind, files in [("parquet", "*.parquet"), ("webdataset", "*.tar")])
+    assert rows["id"] == [s["json"]["id"] for s in samples] == ["a.b", "a_b"]
+    reference = encode_file(load(tiny_weights), corpus / "clip1.wav", tmp_path / "clip1.codes").codes
+    assert torch.equal(torch.tensor(rows[1]["codes"]), reference)  # the README's way to decode a row
+
+
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, tiny_weights, corpus, monkeypatch):
     options = ["--model", tiny_weights, "--data", corpus, "--shard-size", 2, "--webdataset", "--token-stream"]
     assert run("export", *options, "--out", tmp_path / "whole") == 0
