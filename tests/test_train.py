@@ -87,13 +87,16 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
 
 
 def test_two_processes_train_together(tmp_path):
-    """The multi-process path: two CPU processes (gloo) under torchrun, as `accelerate launch` would start them."""
+    """The multi-process path as the README gives it: `accelerate launch --multi_gpu` on a machine without GPUs
+    starts two CPU processes, which must join one gloo group rather than train two copies side by side."""
     import subprocess
     import sys
     config = write_config(tmp_path, 2, "pair")
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+    result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                             "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                              "-m", "codec.train", "--config", config], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "2 process(es) on cpu" in result.stdout
     assert latest_checkpoint(tmp_path / "pair" / "checkpoints").name == "step-00000002"
     assert load(tmp_path / "pair" / "weights.safetensors").num_codebooks == 3
 

@@ -46,7 +46,12 @@ def save_checkpoint(folder: str | Path, step: int, modules: dict[str, torch.nn.M
     for name, optimizer in optimizers.items():
         tensors, groups = _flatten_optimizer(optimizer.state_dict())
         save_file(tensors, str(temporary / f"{name}.optimizer.safetensors"), metadata={"param_groups": groups})
-    save_file({"torch": torch.get_rng_state()}, str(temporary / "rng.safetensors"))
+    # The batches and the codebook counts are seeded by the step and need none of this; anything else random
+    # (a layer a user adds, a GPU kernel's own draws) resumes from the generators' saved states.
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
+    save_file(rng, str(temporary / "rng.safetensors"))
     (temporary / "trainer.json").write_text(json.dumps({**(state or {}), "step": step}))
     shutil.rmtree(final, ignore_errors=True)
     os.replace(temporary, final)
@@ -92,5 +97,8 @@ def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module],
             with safe_open(str(file), "pt") as handle:
                 groups = handle.metadata()["param_groups"]
             optimizer.load_state_dict(_unflatten_optimizer(load_file(str(file)), groups))
-    torch.set_rng_state(load_file(str(path / "rng.safetensors"))["torch"])
+    rng = load_file(str(path / "rng.safetensors"))
+    torch.set_rng_state(rng["torch"])
+    if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(list(rng["cuda"]))
     return checkpoint_step(path), loaded

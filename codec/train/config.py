@@ -10,7 +10,8 @@ from ..config import ModelConfig
 @dataclass
 class DataConfig:
     limits: typing.ClassVar = {"valid_files": (1, None), "valid_seconds": (0.01, None),
-                               "crop_seconds": (0.01, None), "batch_size": (1, None)}
+                               "crop_seconds": (0.01, None), "batch_size": (1, None),
+                               "workers": (0, None)}
     train: str = ""                 # folder (recursive), list of paths, or TSV/CSV manifest
     split: str | None = None        # keep only manifest rows whose `split` column equals this
     valid: str | None = None        # held-out validation audio (same forms); none: no validation pass
@@ -19,6 +20,10 @@ class DataConfig:
     valid_seconds: float = 5.0
     crop_seconds: float = 1.0
     batch_size: int = 8             # per process
+    # Decode the whole corpus into memory (~350 MB per hour at 24 kHz, per process), or read each crop from its
+    # file: for a corpus of hundreds of hours, with `workers` data-loader processes reading ahead.
+    in_memory: bool = True
+    workers: int = 0                # data-loader processes per training process; 0 reads in the training loop
 
 
 @dataclass
@@ -29,6 +34,7 @@ class DiscriminatorConfig:
     periods: list[int] = field(default_factory=lambda: [2, 3, 5, 7, 11])   # multi-period (HiFi-GAN)
     scales: list[int] = field(default_factory=lambda: [1, 2, 4])           # multi-scale waveform (MelGAN)
     stft_windows: list[int] = field(default_factory=lambda: [2048, 1024, 512])  # multi-resolution STFT (DAC)
+    stft_spectrum: typing.Literal["complex", "magnitude"] = "complex"  # what the STFT discriminators see
     width: float = 1.0              # scales every channel count
     loss: typing.Literal["hinge", "least_squares"] = "hinge"
     learning_rate: float = 1e-4

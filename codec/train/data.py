@@ -1,12 +1,14 @@
 """Training data: a folder of audio (recursive, any format and rate) or a manifest, served as random crops."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
+import soundfile
 import torch
 from tqdm import tqdm
 
-from ..audio import load
+from ..audio import info, load, resample
 from ..corpus import read_utterances
 from ..errors import AudioError, ConfigError
 
@@ -18,32 +20,85 @@ def read_file_list(source: str, split: str | None = None) -> list[Path]:
 
 
 class AudioCrops:
-    """All files held in memory at the model's rate; item i is a random crop of `crop_samples` seeded by i.
+    """Random crops of `crop_samples` at the model's rate; item i is seeded by i alone, so any process (or a
+    resumed run, or a data-loader worker) draws the same crop for the same item.
 
-    Clips shorter than a crop are repeated to fill it, so no batch is mostly silence. Unreadable files are
-    skipped with a warning rather than ending a run.
+    `in_memory` holds every file decoded at the model's rate (fast; ~350 MB per hour of audio); otherwise only
+    the files' lengths are read up front and each crop is read from its file (a corpus of hundreds of hours).
+    Files are drawn by duration, so every second is equally likely. Clips shorter than a crop are repeated to fill
+    it, so no batch is mostly silence. Unreadable files are skipped with a warning rather than ending a run.
     """
 
-    def __init__(self, files: list[Path], sample_rate: int, crop_samples: int, seed: int = 0) -> None:
-        self.clips: list[torch.Tensor] = []
-        for file in tqdm(files, desc="loading audio", leave=False):
+    def __init__(self, files: list[Path], sample_rate: int, crop_samples: int, seed: int = 0,
+                 in_memory: bool = True) -> None:
+        self.rate, self.crop, self.seed = sample_rate, crop_samples, seed
+        self.files: list[Path] = []
+        self.clips: list[torch.Tensor] = []  # in memory only
+        lengths = []
+        for file in tqdm(files, desc="loading audio" if in_memory else "reading audio lengths", leave=False):
             try:
-                self.clips.append(load(file, sample_rate)[0])
+                if in_memory:
+                    self.clips.append(load(file, sample_rate)[0])
+                    lengths.append(len(self.clips[-1]))
+                else:
+                    meta = info(file)
+                    lengths.append(meta.frames * sample_rate // meta.samplerate)
             except AudioError as error:
                 print(f"warning: skipping {error}")
-        if not self.clips:
+                continue
+            self.files.append(file)
+        if not self.files or not sum(lengths):
             raise ConfigError("no readable audio in the training data")
-        lengths = torch.tensor([len(c) for c in self.clips], dtype=torch.float64)
-        self.weights = lengths / lengths.sum()  # sample files by duration: every second equally likely
-        self.crop, self.seed = crop_samples, seed
+        self.lengths = torch.tensor(lengths, dtype=torch.float64)
+        self.weights = self.lengths / self.lengths.sum()
 
     def __getitem__(self, item: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + item)
-        clip = self.clips[torch.multinomial(self.weights, 1, generator=generator).item()]
-        if len(clip) < self.crop:
-            clip = clip.repeat(self.crop // len(clip) + 1)
-        start = torch.randint(0, len(clip) - self.crop + 1, (1,), generator=generator).item()
-        crop = clip[start:start + self.crop]
+        index = torch.multinomial(self.weights, 1, generator=generator).item()
+        length = int(self.lengths[index])
+        repeated = length < self.crop
+        start = torch.randint(0, (length * (self.crop // length + 1) if repeated else length) - self.crop + 1,
+                              (1,), generator=generator).item()
+        if repeated or self.clips:
+            clip = self.clips[index] if self.clips else load(self.files[index], self.rate)[0]
+            if repeated:
+                clip = clip.repeat(self.crop // len(clip) + 1)
+            crop = clip[start:start + self.crop]
+        else:
+            crop = read_span(self.files[index], self.rate, start, self.crop)
         gain = 10 ** (torch.empty(1).uniform_(-6, 3, generator=generator) / 20)
         peak = crop.abs().max().clamp(min=1e-5)
         return (crop * torch.minimum(gain, 0.99 / peak))[None]
+
+
+def read_span(path: Path, rate: int, start: int, length: int) -> torch.Tensor:
+    """Samples [start, start + length) of a file at `rate` (mono), reading only that span and a margin around
+    it for the resampler's filter, so that it equals that cut of the whole file resampled (to ~1e-4)."""
+    meta = info(path)
+    unit = rate // math.gcd(rate, meta.samplerate)  # target samples that span a whole number of source ones
+    margin = rate // 100 if meta.samplerate != rate else 0
+    begin = max(0, (start - margin) // unit * unit)
+    end = start + length + margin
+    try:
+        data, _ = soundfile.read(str(path), start=begin * meta.samplerate // rate,
+                                 frames=-(-(end - begin) * meta.samplerate // rate), dtype="float32", always_2d=True)
+    except (RuntimeError, soundfile.LibsndfileError) as error:
+        raise AudioError(f"{path}: cannot decode audio ({str(error).splitlines()[0]})") from None
+    span = resample(data.mean(axis=1), meta.samplerate, rate)[start - begin:start - begin + length]
+    return torch.nn.functional.pad(span, (0, length - len(span)))
+
+
+class StepBatches(torch.utils.data.Sampler):
+    """The item indices of each step's batch, from `first_step` on: batch `s` of process `r` is a fixed function
+    of (s, r), which is what makes a resumed run see the batches the uninterrupted run would have seen."""
+
+    def __init__(self, first_step: int, steps: int, batch_size: int, rank: int, processes: int) -> None:
+        self.first, self.steps, self.size, self.rank, self.processes = first_step, steps, batch_size, rank, processes
+
+    def __len__(self) -> int:
+        return self.steps - self.first
+
+    def __iter__(self):
+        for step in range(self.first, self.steps):
+            first = (step * self.processes + self.rank) * self.size
+            yield list(range(first, first + self.size))

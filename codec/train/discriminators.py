@@ -64,20 +64,22 @@ def _groups(inputs: int, outputs: int, wanted: int) -> int:
 
 
 class STFTDiscriminator(nn.Module):
-    """2-d convolutions over a complex spectrogram (real and imaginary parts as channels), one stack per
-    frequency band, so low and high bands get their own filters (DAC)."""
+    """2-d convolutions over a spectrogram, one stack per frequency band, so low and high bands get their own
+    filters (DAC). `complex`: real and imaginary parts as two channels (DAC), so it judges phase too;
+    `magnitude`: the log magnitude alone (UnivNet's multi-resolution discriminator, one of the SimVQ paper's)."""
 
     BANDS = ((0.0, 0.1), (0.1, 0.25), (0.25, 0.5), (0.5, 0.75), (0.75, 1.0))
 
-    def __init__(self, window: int, width: float) -> None:
+    def __init__(self, window: int, width: float, spectrum: str = "complex") -> None:
         super().__init__()
-        self.window = window
+        self.window, self.spectrum = window, spectrum
         channels = max(8, int(32 * width))
         bins = window // 2 + 1
         self.bands = [(int(lo * bins), int(hi * bins)) for lo, hi in self.BANDS]
 
         def stack():
-            return nn.ModuleList([weight_norm(nn.Conv2d(2, channels, (3, 9), padding=(1, 4)))] + [
+            inputs = 2 if spectrum == "complex" else 1
+            return nn.ModuleList([weight_norm(nn.Conv2d(inputs, channels, (3, 9), padding=(1, 4)))] + [
                 weight_norm(nn.Conv2d(channels, channels, (3, 9), (1, 2), padding=(1, 4))) for _ in range(3)] + [
                 weight_norm(nn.Conv2d(channels, channels, (3, 3), padding=(1, 1)))])
         self.stacks = nn.ModuleList(stack() for _ in self.bands)
@@ -86,7 +88,10 @@ class STFTDiscriminator(nn.Module):
     def forward(self, audio: torch.Tensor):
         spec = torch.stft(audio[:, 0], self.window, self.window // 4, window=torch.hann_window(
             self.window, device=audio.device), return_complex=True)
-        x = torch.view_as_real(spec).permute(0, 3, 2, 1)  # (B, 2, frames, bins)
+        if self.spectrum == "complex":
+            x = torch.view_as_real(spec).permute(0, 3, 2, 1)  # (B, 2, frames, bins)
+        else:
+            x = torch.log(spec.abs().clamp(min=1e-5)).transpose(1, 2)[:, None]  # (B, 1, frames, bins)
         features, outputs = [], []
         for (lo, hi), layers in zip(self.bands, self.stacks):
             band = x[..., lo:hi]
@@ -103,11 +108,11 @@ class Discriminators(nn.Module):
     """The set a run uses, chosen in its config; `forward(audio)` returns every sub-discriminator's output."""
 
     def __init__(self, periods=(2, 3, 5, 7, 11), scales=(1, 2, 4), stft_windows=(2048, 1024, 512),
-                 width: float = 1.0) -> None:
+                 width: float = 1.0, stft_spectrum: str = "complex") -> None:
         super().__init__()
         self.members = nn.ModuleList(
             [PeriodDiscriminator(p, width) for p in periods] + [ScaleDiscriminator(s, width) for s in scales]
-            + [STFTDiscriminator(w, width) for w in stft_windows])
+            + [STFTDiscriminator(w, width, stft_spectrum) for w in stft_windows])
         if not len(self.members):
             raise ValueError("at least one discriminator is needed")
 

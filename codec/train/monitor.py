@@ -25,7 +25,7 @@ def codebook_usage(codes: torch.Tensor, sizes: list[int]) -> list[tuple[float, f
 
 class Monitor:
     def __init__(self, folder: Path, config: TrainConfig, active: bool) -> None:
-        self.config, self.active, self.writer = config, active, None
+        self.config, self.active, self.writer, self.logged_originals = config, active, None, False
         self.valid: list[torch.Tensor] = []
         if not active:
             return
@@ -39,12 +39,12 @@ class Monitor:
                 except AudioError as error:
                     print(f"warning: skipping validation file {error}")
 
-    def log_step(self, step: int, stats: dict, codes: torch.Tensor, learning_rate: float, skipped: int) -> None:
+    def log_step(self, step: int, stats: dict, codes: torch.Tensor, learning_rates: dict[str, float],
+                 skipped: int) -> None:
         if not self.active:
             return
-        for name, value in stats.items():
+        for name, value in {**stats, **learning_rates}.items():
             self.writer.add_scalar(f"train/{name}", float(value), step)
-        self.writer.add_scalar("train/learning_rate", learning_rate, step)
         self.writer.add_scalar("train/skipped_steps", skipped, step)
         sizes = [self.config.model.quantizer.codebook_size] * codes.shape[1]
         for q, (used, perplexity) in enumerate(codebook_usage(codes.cpu(), sizes)):
@@ -69,8 +69,9 @@ class Monitor:
             if i < 2:
                 self.writer.add_audio(f"valid/{i}/decoded", decoded.clamp(-1, 1), step, rate)
                 self.writer.add_figure(f"valid/{i}/mel", _mel_figure(audio, decoded, rate), step)
-                if step == self.config.valid_every:
+                if not self.logged_originals:
                     self.writer.add_audio(f"valid/{i}/original", audio, step, rate)
+        self.logged_originals = True  # once per process: they never change
         self.writer.add_scalar("valid/mel_distance", sum(distances) / len(distances), step)
         codes = torch.cat(all_codes, dim=-1)
         for q, (used, perplexity) in enumerate(codebook_usage(codes, model.codebook_sizes)):

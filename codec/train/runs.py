@@ -123,8 +123,8 @@ def checkpoint_codec(source: str | Path, raw: bool = False,
     if not file.is_file():
         raise ModelError(f"{checkpoint}: no EMA weights (the run had ema_decay: 0): export the raw ones with --raw")
     state = load_file(str(file))
-    if not raw:  # the EMA module holds its copy of the generator as `model`
-        state = {key.removeprefix("model."): value for key, value in state.items()}
+    if not raw:  # the EMA module holds its copy of the generator as `model`, beside its update count
+        state = {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
     codec = Codec(model)
     try:
         codec.load_state_dict(state)

@@ -12,6 +12,7 @@ exactly the batches the uninterrupted run would have seen.
 from __future__ import annotations
 
 import math
+import os
 import random
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from ..model import Codec
 from ..weights import load_weights, save_weights
 from .checkpoint import checkpoint_state, latest_checkpoint, load_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import AudioCrops, read_file_list
+from .data import AudioCrops, StepBatches, read_file_list
 from .discriminators import Discriminators
 from .ema import EMA
 from .losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, adversarial_loss, discriminator_loss,
@@ -55,10 +56,15 @@ class Trainer:
         self.config, self.out = config, Path(config.out_dir)
         # Later residual stages sit idle on steps that drop them; the frozen SimVQ bases never need a broadcast.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)
-        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp])
+        # Started as several processes without GPUs, accelerate runs each alone unless told it is on CPUs
+        # (then it joins them with gloo): without this, N processes would each train their own copy.
+        several_cpus = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+        self.accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp],
+                                       cpu=several_cpus)
+        self.log(f"{self.accelerator.num_processes} process(es) on {self.accelerator.device.type}")
         codec = Codec(config.model)
         d = config.discriminator
-        discriminators = Discriminators(d.periods, d.scales, d.stft_windows, d.width) if d else None
+        discriminators = Discriminators(d.periods, d.scales, d.stft_windows, d.width, d.stft_spectrum) if d else None
         if init_weights:
             self.warm_start(codec, discriminators, init_weights)
         for part in config.freeze:  # no gradient, so the optimizer leaves them as they are
@@ -81,6 +87,8 @@ class Trainer:
                 self.ema.model.load_state_dict(codec.state_dict())
             self.log(f"resumed from {checkpoint} at step {self.step} (restored: {', '.join(loaded)})")
         self.codec, self.codec_optimizer = self.accelerator.prepare(codec, optimizer)
+        if self.ema:  # prepare() moved the generator to the device; the average must follow it
+            self.ema.to(self.accelerator.device)
         if config.discriminator:
             self.discriminators, self.discriminator_optimizer = self.accelerator.prepare(
                 self.modules["discriminators"], self.optimizers["discriminators"])
@@ -118,11 +126,6 @@ class Trainer:
     def log(self, message: str) -> None:
         if self.accelerator.is_main_process:
             tqdm.write(message)
-
-    def batch(self, dataset: AudioCrops, step: int) -> torch.Tensor:
-        size, rank = self.config.data.batch_size, self.accelerator.process_index
-        first = (step * self.accelerator.num_processes + rank) * size
-        return torch.stack([dataset[first + j] for j in range(size)]).to(self.accelerator.device)
 
     def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
         kind = self.config.discriminator.loss
@@ -187,6 +190,12 @@ class Trainer:
             for group in self.discriminator_optimizer.param_groups:
                 group["lr"] = self.config.discriminator.learning_rate * factor
 
+    def learning_rates(self) -> dict[str, float]:
+        rates = {"learning_rate": self.codec_optimizer.param_groups[0]["lr"]}
+        if self.config.discriminator:
+            rates["learning_rate/discriminators"] = self.discriminator_optimizer.param_groups[0]["lr"]
+        return rates
+
     def inference_model(self) -> Codec:
         return self.ema.model if self.ema else self.accelerator.unwrap_model(self.codec)
 
@@ -201,24 +210,31 @@ class Trainer:
 
     def fit(self) -> Path:
         config = self.config
-        files = read_file_list(config.data.train, config.data.split)
-        crop = int(config.data.crop_seconds * config.model.sample_rate)
-        dataset = AudioCrops(files, config.model.sample_rate, crop, config.seed)
+        data = config.data
+        crop = int(data.crop_seconds * config.model.sample_rate)
+        dataset = AudioCrops(read_file_list(data.train, data.split), config.model.sample_rate, crop, config.seed,
+                             data.in_memory)
+        batches = StepBatches(self.step, config.steps, data.batch_size, self.accelerator.process_index,
+                              self.accelerator.num_processes)
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=data.workers,
+                                             pin_memory=self.accelerator.device.type == "cuda")
         monitor = Monitor(self.out / "logs", config, self.accelerator.is_main_process)
         self.codec.train()
         for part in config.freeze:  # a frozen quantizer must not fit itself to a batch either
             getattr(self.accelerator.unwrap_model(self.codec), part).eval()
         progress = tqdm(range(self.step, config.steps), initial=self.step, total=config.steps, desc="training",
                         disable=not self.accelerator.is_main_process)
-        for step in progress:
+        for step, batch in zip(progress, loader):
             self.set_learning_rates(step)
             if "quantizer" not in config.freeze and 0 < step < config.codebook_refit_until and \
                     step % config.codebook_refit_every == 0:
                 for stage in self.accelerator.unwrap_model(self.codec).quantizer.stages:
                     stage.initialized.fill_(False)
-            stats, codes = self.generator_step(self.batch(dataset, step), step)
+                if self.ema:
+                    self.ema.restart()
+            stats, codes = self.generator_step(batch.to(self.accelerator.device, non_blocking=True), step)
             if step % config.log_every == 0:
-                monitor.log_step(step, stats, codes, self.codec_optimizer.param_groups[0]["lr"], self.skipped)
+                monitor.log_step(step, stats, codes, self.learning_rates(), self.skipped)
                 progress.set_postfix(mel=f"{stats['mel'].item():.3f}", skipped=self.skipped)
             done = step + 1
             if done % config.valid_every == 0 or done == config.steps:
