@@ -156,12 +156,12 @@ def cmd_bench(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from .corpus import read_utterances
+    from .corpus import data_root, read_utterances
     from .export import ExportConfig, choose_device, export
     utterances = read_utterances(args.data, args.split)
     codec = _model(args).to(choose_device(args.device))
     config = ExportConfig(Path(args.out), _num_codebooks(args, codec), args.shard_size, args.batch_size,
-                          args.webdataset, args.token_stream, args.strict, args.force)
+                          args.webdataset, args.token_stream, args.strict, args.force, data_root(args.data))
     manifest = export(codec, utterances, config)
     if manifest is not None:  # process 0 of several, or the only one
         print(f"exported {manifest['utterances']} utterances ({manifest['duration_hours']:.3g} h of audio) in "

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,6 +48,12 @@ def read_utterances(source: str | Path, split: str | None = None) -> list[Uttera
             raise ConfigError(f"{source}: --split {split} given, but the manifest has no 'split' column")
         rows = [r for r in rows if r.get("split") == split]
     return [_from_row(row, path, number) for number, row in enumerate(rows, start=1)]
+
+
+def data_root(source: str | Path) -> Path:
+    """The folder a corpus's paths are taken from, absolute: the folder itself, or the manifest's folder."""
+    path = Path(os.path.abspath(source))
+    return path if path.is_dir() else path.parent
 
 
 def _manifest_rows(path: Path) -> list[dict]:

@@ -45,6 +45,7 @@ class ExportConfig:
     token_stream: bool = False         # also write shard-NNNNN.bin + shard-NNNNN.idx.json
     strict: bool = False               # a bad file ends the export instead of going to errors.tsv
     force: bool = False                # start over in a folder that holds another export
+    data_root: Path | None = None      # the `path` column is relative to it; None: the folder holding every file
 
 
 class ProcessGroup:
@@ -114,11 +115,22 @@ def encode_batch(codec: Codec, audios: list[torch.Tensor], num_codebooks: int | 
     return [codes[i, :, :math.ceil(len(audio) / codec.hop_length)] for i, audio in enumerate(audios)]
 
 
-def _error(utterance: Utterance, error: AudioError, strict: bool) -> list[str]:
+def stored_path(path: Path, root: Path) -> str:
+    """What the `path` column holds: the audio's path relative to the data root, normalised (`..` only where
+    the file lies outside it), so that it means the same from any working directory: data_root / path."""
+    return Path(os.path.relpath(os.path.abspath(path), root)).as_posix()
+
+
+def _common_folder(utterances: list[Utterance]) -> Path:
+    """The deepest folder that holds every utterance."""
+    return Path(os.path.commonpath([os.path.dirname(os.path.abspath(u.path)) for u in utterances]))
+
+
+def _error(utterance: Utterance, root: Path, error: AudioError, strict: bool) -> list[str]:
     if strict:
         raise error
     clean = " ".join(str(error).split())  # one line, no tabs: errors.tsv stays a table
-    return [utterance.id, str(utterance.path), clean]
+    return [utterance.id, stored_path(utterance.path, root), clean]
 
 
 @dataclass
@@ -166,7 +178,7 @@ class _Job:
             try:
                 headers[i] = audio_io.info(utterance.path)
             except AudioError as error:
-                errors[i] = _error(utterance, error, config.strict)
+                errors[i] = _error(utterance, config.data_root, error, config.strict)
                 bar.update()
         order = sorted(headers, key=lambda i: headers[i].frames / headers[i].samplerate)
         for start in range(0, len(order), config.batch_size):
@@ -175,12 +187,13 @@ class _Job:
                 try:
                     loaded[i] = torch.cat(list(audio_io.blocks(utterances[i].path, codec.sample_rate, BLOCK_SECONDS)))
                 except AudioError as error:
-                    errors[i] = _error(utterances[i], error, config.strict)
+                    errors[i] = _error(utterances[i], config.data_root, error, config.strict)
             codes = encode_batch(codec, list(loaded.values()), config.num_codebooks) if loaded else []
             for (i, audio), code in zip(loaded.items(), codes):
                 header = headers[i]
-                rows[i] = Row(utterances[i], header.frames / header.samplerate, header.samplerate, header.channels,
-                              len(audio), code.numpy().astype(self.dtype))
+                rows[i] = Row(utterances[i], stored_path(utterances[i].path, config.data_root),
+                              header.frames / header.samplerate, header.samplerate, header.channels, len(audio),
+                              code.numpy().astype(self.dtype))
             bar.update(len(batch))
         return [rows[i] for i in sorted(rows)], [errors[i] for i in sorted(errors)]
 
@@ -189,8 +202,9 @@ def _plan(codec: Codec, utterances: list[Utterance], config: ExportConfig, num_c
     """What the shards' content depends on; resuming with anything different would mix two exports."""
     digest = hashlib.sha256()
     for u in utterances:
-        digest.update(json.dumps([u.id, str(u.path), u.fields], sort_keys=True, default=str).encode() + b"\n")
-    return {"model_name": codec.name, "weights_sha256": codec.weights_sha256 or "",
+        digest.update(json.dumps([u.id, stored_path(u.path, config.data_root), u.fields], sort_keys=True,
+                                 default=str).encode() + b"\n")
+    return {"data_root": str(config.data_root), "model_name": codec.name, "weights_sha256": codec.weights_sha256 or "",
             "tokenizer_sha256": codec.tokenizer_sha256 or "", "num_codebooks": num_codebooks,
             "shard_size": config.shard_size, "webdataset": config.webdataset, "token_stream": config.token_stream,
             "utterances": len(utterances), "utterances_sha256": digest.hexdigest()}
@@ -225,7 +239,7 @@ def _manifest(codec: Codec, plan: dict, records: list[dict], dtype: np.dtype) ->
     shards = [{k: v for k, v in r.items() if k != "errors"} for r in records if r["utterances"]]
     duration = sum(r["duration_seconds"] for r in records)
     manifest = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "model_name": codec.name,
+        "format": FORMAT, "format_version": FORMAT_VERSION, "data_root": plan["data_root"], "model_name": codec.name,
         "weights_sha256": plan["weights_sha256"], "tokenizer_sha256": plan["tokenizer_sha256"],
         "sample_rate": codec.sample_rate, "frame_rate": codec.frame_rate,
         "hop_length": codec.hop_length, "num_codebooks": n, "codebook_sizes": codec.codebook_sizes[:n],
@@ -274,7 +288,8 @@ def export(codec: Codec, utterances: list[Utterance], config: ExportConfig, prog
         raise ConfigError("--shard-size and --batch-size must be at least 1")
     num_codebooks = config.num_codebooks or codec.num_codebooks
     config = ExportConfig(**{**asdict(config), "out": Path(config.out), "num_codebooks": num_codebooks,
-                             "batch_size": batch_size})
+                             "batch_size": batch_size,
+                             "data_root": Path(os.path.abspath(config.data_root or _common_folder(utterances)))})
     plan = _plan(codec, utterances, config, num_codebooks)
     dtype = code_dtype(codec.codebook_size)
     # Each shard names its model and rates in its schema metadata, so that one file alone can be decoded.

@@ -28,6 +28,7 @@ COLUMNS = {"id": pa.string(), "path": pa.string(), "duration": pa.float64(), "so
 @dataclass
 class Row:
     utterance: Utterance
+    path: str                # of the audio, relative to the export's data root (see `export.stored_path`)
     duration: float          # seconds of the source file
     source_sample_rate: int
     source_channels: int
@@ -36,7 +37,7 @@ class Row:
 
     def fields(self, names: list[str]) -> dict[str, object]:
         """Everything but the codes, in column order, with manifest fields missing from this row as None."""
-        return {"id": self.utterance.id, "path": str(self.utterance.path), "duration": self.duration,
+        return {"id": self.utterance.id, "path": self.path, "duration": self.duration,
                 "source_sample_rate": self.source_sample_rate, "source_channels": self.source_channels,
                 "num_samples": self.num_samples, "num_frames": int(self.codes.shape[1]),
                 **{name: self.utterance.fields.get(name) for name in names}}

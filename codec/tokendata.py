@@ -117,6 +117,11 @@ class TokenDataset(torch.utils.data.Dataset):
         fields = table.slice(row, 1).drop_columns(["codes"]).to_pylist()[0]
         return {**fields, "codes": self.codes(index)}
 
+    def audio_path(self, index: int) -> Path:
+        """The source audio of utterance `index`: its `path` is relative to the manifest's `data_root`."""
+        table, row = self._row(index)
+        return Path(self.manifest["data_root"]) / table.column("path")[row].as_py()
+
     def tokens(self, index: int) -> np.ndarray:
         """Utterance `index` in the flat token-stream layout (see the module docstring), separator included."""
         return to_token_stream(self.codes(index).numpy(), self.manifest["codebook_sizes"][0])

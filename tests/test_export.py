@@ -77,7 +77,7 @@ def test_export_equals_codec_encode(tmp_path, tiny_weights, corpus):
     assert [dataset[i]["id"] for i in range(len(dataset))] == [u.id for u in read_utterances(corpus)]
     for i in range(len(dataset)):
         row = dataset[i]
-        reference = encode_file(model, row["path"], tmp_path / "reference.codes", force=True)
+        reference = encode_file(model, dataset.audio_path(i), tmp_path / "reference.codes", force=True)
         assert torch.equal(row["codes"], reference.codes)
         assert row["num_samples"] == reference.num_samples and row["num_frames"] == reference.num_frames
     assert abs(manifest["duration_seconds"] - sum(dataset[i]["duration"] for i in range(7))) < 1e-9
@@ -117,6 +117,21 @@ def test_manifests_carry_their_fields(tmp_path, corpus):
     inside, outside = read_utterances(corpus / "absolute.txt")
     assert inside.id == Path(clips[0]).with_suffix("").as_posix()
     assert outside.id == (tmp_path.resolve() / "x").as_posix().lstrip("/")  # never an absolute tar member
+
+
+def test_paths_are_stored_relative_to_the_data_root(tmp_path, tiny_weights, corpus, monkeypatch):
+    (tmp_path / "lists").mkdir()
+    (tmp_path / "lists" / "list.csv").write_text(f"path\n../corpus/clip1.wav\n{corpus / 'sub' / 'clip3.wav'}\n")
+    monkeypatch.chdir(tmp_path)
+    assert run("export", "--model", tiny_weights, "--data", "lists/list.csv", "--out", "listed") == 0
+    assert run("export", "--model", tiny_weights, "--data", "corpus", "--out", "folder") == 0
+    monkeypatch.chdir(corpus / "sub")  # the paths mean the same from anywhere
+    for out, root, paths in [("listed", tmp_path / "lists", ["../corpus/clip1.wav", "../corpus/sub/clip3.wav"]),
+                             ("folder", corpus, ["clip0.wav", "clip1.wav", "clip2.wav", "clip4.wav"])]:
+        dataset = TokenDataset(tmp_path / out)
+        assert dataset.manifest["data_root"] == str(root)
+        assert [dataset[i]["path"] for i in range(len(paths))] == paths  # was lists/../corpus/clip1.wav
+        assert all(dataset.audio_path(i).samefile(corpus / paths[i].split("corpus/")[-1]) for i in range(len(paths)))
 
 
 def test_manifest_mistakes_are_one_line_errors(tmp_path, corpus, capsys):

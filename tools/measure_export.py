@@ -62,7 +62,7 @@ if __name__ == "__main__":
     agree = {"batched_equals_one_by_one": [0, 0], "equals_codec_encode": [0, 0]}  # [utterances, frames]
     total_frames = 0
     for i in range(len(exported[0])):
-        reference = encode_file(codec, exported[0][i]["path"], args.out / "reference.codes", force=True).codes
+        reference = encode_file(codec, exported[0].audio_path(i), args.out / "reference.codes", force=True).codes
         one_by_one, batched = exported[0].codes(i), exported[-1].codes(i)
         for key, (a, b) in {"batched_equals_one_by_one": (batched, one_by_one),
                             "equals_codec_encode": (batched, reference)}.items():
