@@ -38,7 +38,7 @@ def fake_libritts(root: Path) -> Path:
     return root / "LibriTTS"
 
 
-@pytest.mark.parametrize("recipe", ["folder", "libritts", "bundled"])
+@pytest.mark.parametrize("recipe", ["folder", "libritts", "bundled", "collapse"])
 def test_recipe_config_loads(recipe):
     config = load_yaml(TrainConfig, RECIPES / recipe / "config.yaml")
     assert config.model.sample_rate == 24000 and (RECIPES / recipe / "README.md").is_file()
@@ -50,6 +50,8 @@ def test_libritts_recipe_is_the_paper_setup():
     assert config.model.quantizer.kind == "simvq" and config.discriminator is not None
     assert config.learning_rate == config.discriminator.learning_rate == 1e-4
     assert config.betas == config.discriminator.betas == [0.5, 0.9]
+    assert config.codebook_refit_until == 0  # the paper never refits; a refit would reset SimVQ's learned map
+    assert not config.data.in_memory  # LibriTTS decoded into memory would not fit
 
 
 def test_prepare_writes_a_manifest_the_corpus_reads(tmp_path):
