@@ -111,9 +111,18 @@ def cmd_info(args) -> int:
 
 def cmd_eval(args) -> int:
     from .baselines import parse_baseline
-    from .evaluate import ModelSystem, Options, evaluate
+    from .evaluate import ModelSystem, Options, check_output, evaluate
+    from .export import choose_device
     from .metrics.mos import load_predictors
+    from .metrics.quality import PESQ_RATE
     from .train.data import read_file_list
+    _check_output_folder(args.out)
+    if args.subset is not None and args.subset < 1:
+        raise CodecError(f"--subset {args.subset}: give a number of files, 1 or more")
+    if args.reference_rate < PESQ_RATE:
+        raise CodecError(f"--reference-rate {args.reference_rate}: must be at least {PESQ_RATE} Hz (PESQ wide-band "
+                         f"and the MOS predictors score at 16 kHz)")
+    device = choose_device(args.device)
     files = read_file_list(args.data, args.split)
     if args.subset:
         files = [files[i * len(files) // args.subset] for i in range(min(args.subset, len(files)))]
@@ -121,26 +130,45 @@ def cmd_eval(args) -> int:
         raise CodecError(f"no audio files in {args.data}" + (f" (split {args.split})" if args.split else ""))
     systems = [parse_baseline(spec, args.reference_rate) for spec in args.baseline]
     if args.model or not systems:  # with only --baseline, only the baselines run
-        codec = _model(argparse.Namespace(model=args.model or "bundled"))
+        codec = _model(argparse.Namespace(model=args.model or "bundled")).to(device)
         choices = [(None, b) for b in args.bandwidth or []] + [(n, None) for n in args.num_codebooks or []]
         counts = [_num_codebooks(argparse.Namespace(num_codebooks=n, bandwidth=b), codec) for n, b in choices]
         systems = [ModelSystem(codec, n, args.name) for n in counts or [codec.num_codebooks]] + systems
-    predictors, unavailable = load_predictors([] if args.no_mos else args.mos, args.utmos_checkpoint)
+    labels = [system.label for system in systems]
+    if len(set(labels)) < len(labels):
+        twice = next(label for label in labels if labels.count(label) > 1)
+        raise CodecError(f"two of the systems asked for would both write {Path(args.out) / twice}: give each once")
+    for system in systems:  # before any work: a clash must not surface after an hour of earlier systems
+        check_output(Path(args.out) / system.label, args.force)
+    predictors, unavailable = load_predictors([] if args.no_mos else args.mos, args.utmos_checkpoint, str(device))
     for name, message in unavailable.items():
         print(f"note: {name}: {message}", file=sys.stderr)
     data = args.data + (f", split {args.split}" if args.split else "") + (f", {len(files)} files" if args.subset else "")
     options = Options(args.reference_rate, predictors, unavailable, args.examples, args.save_audio, args.force, data)
+    skipped = 0
     for system in systems:
         results = evaluate(system, files, Path(args.out) / system.label, options)
         print(f"{system.label} over {results['files']} files ({results['audio_seconds'] / 60:.1f} min of audio, "
               f"{results['timing']['wall_seconds']:.0f} s):")
         for name, value in results["metrics"].items():
             print(f"  {name}: {value['mean']:.3f} +/- {value['ci95']:.3f}")
-    return 0
+        if results["skipped"]:
+            skipped += len(results["skipped"])
+            print(f"  skipped {len(results['skipped'])} of {len(files)} files (listed in results.json)")
+    if skipped:
+        print(f"error: {skipped} files skipped over {len(systems)} systems (see 'skipped' in each results.json)",
+              file=sys.stderr)
+    return EXIT_FAILURE if skipped else 0
+
+
+def _check_output_folder(path: str) -> None:
+    if Path(path).exists() and not Path(path).is_dir():
+        raise OutputError(f"{path}: --out must be a folder, and this is a file")
 
 
 def cmd_report(args) -> int:
     from .report import write_report
+    _check_output_folder(args.out)
     page = write_report(args.results, args.out, args.examples, args.clip_seconds, args.force)
     print(f"wrote {page} and {page.parent / 'report.md'}")
     return 0
@@ -240,9 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     rate = evaluation.add_mutually_exclusive_group()
     rate.add_argument("--bandwidth", type=float, nargs="+", help="target kbps, one run each (e.g. 1.5 3 6)")
     rate.add_argument("--num-codebooks", type=int, nargs="+", help="numbers of codebooks, one run each")
-    evaluation.add_argument("--baseline", action="append", default=[], metavar="SPEC",
-                            help="also run a classic codec: opus:KBPS, codec2:MODE (3200, 1200, ...) or original "
-                                 "(the reference itself); repeat for several")
+    evaluation.add_argument("--baseline", action="extend", nargs="+", default=[], metavar="SPEC",
+                            help="also run classic codecs: opus:KBPS, codec2:MODE (3200, 1200, ...) or original "
+                                 "(the reference itself); several after one flag, or the flag repeated")
     evaluation.add_argument("--mos", nargs="+", default=["utmos", "distillmos"], choices=["utmos", "distillmos"],
                             help="MOS predictors (default both; an unavailable one is reported as such)")
     evaluation.add_argument("--no-mos", action="store_true", help="skip the MOS predictors")
@@ -251,7 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--reference-rate", type=int, default=24000,
                             help="rate every system's output is compared at (default 24000)")
     evaluation.add_argument("--examples", type=int, default=3, help="original/decoded pairs kept for the report")
-    evaluation.add_argument("--save-audio", action="store_true", help="also write every decoded file (audio/)")
+    evaluation.add_argument("--save-audio", action="store_true",
+                            help="also write every decoded file as scored (audio/): aligned to the reference, at "
+                                 "the reference rate")
+    evaluation.add_argument("--device", help="where the model and the MOS predictors run (cpu, cuda, cuda:1, ...; "
+                                             "default: a GPU when present, else cpu)")
     evaluation.add_argument("--force", action="store_true", help="overwrite existing results")
     evaluation.set_defaults(run=cmd_eval)
 

@@ -2,9 +2,11 @@
 per-file and aggregate results into one folder per system.
 
 A folder holds results.json (aggregates: mean and 95 % CI per metric, codebook statistics, bitrates, wall
-time and CPU time per stage), per_file.csv, summary.csv, codebook_counts.npz (models), examples/ (a few
-original/decoded pairs for the report) and, with `save_audio`, audio/ (every decoded file). Rates and lengths:
-see metrics/quality.py.
+time and CPU time per stage, the files skipped and why), per_file.csv and per_file.json (one row per scored
+file), summary.csv (one row per metric, with the system's bitrates), codebook_counts.npz (models), examples/ (a
+few original/decoded pairs for the report) and, with `save_audio`, audio/: every decoded file as it was scored,
+i.e. aligned to the reference (delay removed, resampled to the reference rate, cut or padded to its length), not
+the system's raw output. Rates and lengths: see metrics/quality.py.
 """
 from __future__ import annotations
 
@@ -103,17 +105,25 @@ def cpu_seconds() -> float:
     return sum(os.times()[:4])
 
 
-def evaluate(system: System, files: list[Path], folder: str | Path, options: Options) -> dict:
-    """Round-trip and score every file, write the folder, and return what results.json holds."""
+def check_output(folder: str | Path, force: bool) -> None:
+    """Refuse a results folder that holds results, unless `force`: called for every system before any runs."""
     folder = Path(folder)
-    if (folder / "results.json").exists() and not options.force:
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: exists and is not a folder")
+    if (folder / "results.json").exists() and not force:
         raise OutputError(f"{folder / 'results.json'}: already exists (use --force to overwrite)")
-    folder.mkdir(parents=True, exist_ok=True)
+
+
+def evaluate(system: System, files: list[Path], folder: str | Path, options: Options) -> dict:
+    """Round-trip and score every file, write the folder, and return what results.json holds. A file that cannot
+    be read or coded is skipped and listed; if none is scored, nothing is written and the error says why."""
+    folder = Path(folder)
+    check_output(folder, options.force)
     root = Path(os.path.commonpath([f.parent.resolve() for f in files])) if files else Path()
     codec = system.codec if isinstance(system, ModelSystem) else None
     counter = codebook.CodeCounter(codec.codebook_sizes[:system.num_codebooks]) if codec else None
     timing: dict[str, float] = defaultdict(float)
-    rows, bits, examples = [], 0.0, []
+    rows, bits, examples, skipped = [], 0.0, [], []
     started, cpu_started = time.perf_counter(), cpu_seconds()
     for file in tqdm(files, desc=system.label, unit="file"):
         clock = cpu_seconds()
@@ -126,6 +136,7 @@ def evaluate(system: System, files: list[Path], folder: str | Path, options: Opt
             result = system.round_trip(source)
         except AudioError as error:
             tqdm.write(f"warning: skipping {error}")
+            skipped.append({"file": str(file), "reason": str(error).removeprefix(f"{file}: ")})
             continue
         timing["codec"] += cpu_seconds() - clock
         pair = quality.align(reference, options.reference_rate, result.audio, system.sample_rate, system.delay)
@@ -146,12 +157,16 @@ def evaluate(system: System, files: list[Path], folder: str | Path, options: Opt
             target = folder / "audio" / file.resolve().relative_to(root).with_suffix(".wav")
             target.parent.mkdir(parents=True, exist_ok=True)
             audio_io.save(target, pair.decoded, pair.rate, force=True)
+    if not rows:
+        raise AudioError(f"{system.label}: none of the {len(files)} files could be scored (first: "
+                         f"{skipped[0]['file']}: {skipped[0]['reason']}); no results written")
     seconds = sum(r["seconds"] for r in rows)
     metrics = [k for k in rows[0] if k not in ("file", "seconds")] if rows else []
     results = {
         "label": system.label, "system": _describe(system), "kbps": system.kbps,
         "measured_kbps": bits / seconds / 1000 if seconds and bits else None,
         "data": options.data, "reference_rate": options.reference_rate, "files": len(rows), "audio_seconds": seconds,
+        "skipped": skipped,
         "metrics": {m: summarize([r[m] for r in rows]) for m in metrics},
         "unavailable": options.unavailable, "examples": examples,
         "timing": {"wall_seconds": time.perf_counter() - started, "cpu_seconds": cpu_seconds() - cpu_started,
@@ -179,7 +194,7 @@ def _codebook_summary(counter: codebook.CodeCounter, frame_rate: float) -> dict:
 
 
 def _save_example(folder: Path, index: int, file: Path, pair: quality.Pair, force: bool) -> dict:
-    (folder / "examples").mkdir(exist_ok=True)
+    (folder / "examples").mkdir(parents=True, exist_ok=True)
     names = {}
     for kind, audio in (("original", pair.reference), ("decoded", pair.decoded)):
         names[kind] = f"examples/{index:02d}-{file.stem}.{kind}.flac"
@@ -187,18 +202,26 @@ def _save_example(folder: Path, index: int, file: Path, pair: quality.Pair, forc
     return {"file": str(file), **names}
 
 
+def summary_rows(results: dict) -> list[dict]:
+    """One row per metric, each carrying the system's bitrates, so that the summary.csv of several systems
+    concatenate into one table."""
+    books = results.get("codebooks", {})
+    system = {"system": results["label"], "kbps": results["kbps"], "measured_kbps": results["measured_kbps"],
+              "nominal_kbps": books.get("nominal_kbps"), "effective_kbps": books.get("effective_kbps")}
+    return [{**system, "metric": m, **v} for m, v in results["metrics"].items()]
+
+
 def _write(folder: Path, results: dict, rows: list[dict], counter: codebook.CodeCounter | None) -> None:
-    with audio_io.AtomicOutput(folder / "results.json", force=True) as temporary:
-        temporary.write_text(json.dumps(results, indent=2) + "\n")
-    tables = [("per_file.csv", rows),
-              ("summary.csv", [{"metric": m, **v} for m, v in results["metrics"].items()])]
-    for name, table in tables:
-        if table:
-            with audio_io.AtomicOutput(folder / name, force=True) as temporary, \
-                    open(temporary, "w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(table[0]))
-                writer.writeheader()
-                writer.writerows(table)
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in (("results.json", results), ("per_file.json", rows)):
+        with audio_io.AtomicOutput(folder / name, force=True) as temporary:
+            temporary.write_text(json.dumps(content, indent=2) + "\n")
+    for name, table in (("per_file.csv", rows), ("summary.csv", summary_rows(results))):
+        with audio_io.AtomicOutput(folder / name, force=True) as temporary, \
+                open(temporary, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+            writer.writeheader()
+            writer.writerows(table)
     if counter is not None:
         with audio_io.AtomicOutput(folder / "codebook_counts.npz", force=True) as temporary:
             with open(temporary, "wb") as handle:

@@ -1,4 +1,5 @@
-"""The report's figures, as PNG bytes: metrics against bitrate, per-codebook utilization, code usage."""
+"""The report's figures, as PNG bytes: metrics against bitrate, per-codebook utilization, code usage (histogram
+and rank-frequency curve)."""
 from __future__ import annotations
 
 import io
@@ -32,32 +33,57 @@ def bitrate(result: dict) -> float | None:
     return result.get("measured_kbps") or result.get("kbps")
 
 
-def metric_against_bitrate(results: list[dict], metric: str) -> bytes:
-    """One line per model or baseline codec (mean with its 95 % CI). The original (no bitrate) is drawn as a
-    dashed line for the MOS predictors, where it is the ceiling the data allows; a full-reference metric scores
-    it ideal by definition (SI-SDR near infinite), which would only squash the axis."""
-    figure, axes = plt.subplots(figsize=(5, 3.4))
+def series(results: list[dict], metric: str) -> tuple[dict[str, list[tuple[float, float, float]]], list[dict]]:
+    """The lines of a metric's plot: system name -> (bitrate, mean, ci95) points, and the results without a
+    bitrate (the original) drawn as a level, which only the MOS predictors get: a full-reference metric scores
+    the original ideal by definition (SI-SDR near infinite), which would only squash the axis."""
     lines: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
+    levels = []
     for result in results:
         value = result["metrics"].get(metric)
         if value is None:
             continue
-        if bitrate(result) is None:
-            if metric not in FULL_REFERENCE:
-                axes.axhline(value["mean"], color="gray", linestyle="--", label=result["label"])
-        else:
+        if bitrate(result) is not None:
             lines[result["system"]["name"]].append((bitrate(result), value["mean"], value["ci95"]))
-    # One colour per system in every plot, whichever metrics it has.
+        elif metric not in FULL_REFERENCE:
+            levels.append(result)
+    return dict(lines), levels
+
+
+def has_points(results: list[dict], metric: str) -> bool:
+    lines, levels = series(results, metric)
+    return bool(lines or levels)
+
+
+def colours(results: list[dict]) -> dict[str, str]:
+    """One colour per system (by name, so two same-named systems told apart by the report get two), the same in
+    every plot whichever metrics it has."""
     names = sorted({r["system"]["name"] for r in results if bitrate(r) is not None})
+    return {name: f"C{i % 10}" for i, name in enumerate(names)}
+
+
+def metric_against_bitrate(results: list[dict], metric: str) -> bytes:
+    """One line per model or baseline codec (mean with its 95 % CI); the original as a dashed level."""
+    figure, axes = plt.subplots(figsize=(5, 3.4))
+    lines, levels = series(results, metric)
+    for result in levels:
+        axes.axhline(result["metrics"][metric]["mean"], color="gray", linestyle="--", label=result["system"]["name"])
+    colour = colours(results)
     for name, points in sorted(lines.items()):
         x, y, error = zip(*sorted(points))
-        axes.errorbar(x, y, yerr=np.nan_to_num(error), marker="o", capsize=3, label=name,
-                      color=f"C{names.index(name) % 10}")
-    _bitrate_axis(axes)
+        axes.errorbar(x, y, yerr=np.nan_to_num(error), marker="o", capsize=3, label=name, color=colour[name])
+    if lines:
+        _bitrate_axis(axes)
     axes.set_title(METRIC_TITLES.get(metric, metric))
     axes.grid(alpha=0.3, which="both")
-    axes.legend(fontsize=8)
+    _legend(axes, fontsize=8)
     return _png(figure)
+
+
+def _legend(axes, **options) -> None:
+    """A legend only where something carries a label (matplotlib warns about an empty one)."""
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(**options)
 
 
 def _bitrate_axis(axes) -> None:
@@ -87,7 +113,25 @@ def codebook_utilization(label: str, per_codebook: list[dict]) -> bytes:
     return _png(figure)
 
 
-def code_usage(label: str, counts: list[np.ndarray]) -> bytes:
+def code_histogram(label: str, counts: list[np.ndarray]) -> bytes:
+    """Histogram of code-usage counts, per codebook: how many codes were used how many times (log-spaced bins);
+    the codes never used are counted in the legend. A healthy codebook is one narrow hump; a long tail to the
+    right is a few codes doing most of the work."""
+    figure, axes = plt.subplots(figsize=(5, 3))
+    most = max((int(c.max()) for c in counts if c.size), default=0)
+    bins = np.geomspace(1, most + 1, 25) if most else np.array([1.0, 2.0])
+    for i, c in enumerate(counts):
+        axes.hist(c[c > 0], bins=bins, histtype="step", linewidth=1.2,
+                  label=f"codebook {i + 1} ({int((c == 0).sum())} of {len(c)} unused)")
+    axes.set_xscale("log")
+    axes.set_xlabel("times a code was used")
+    axes.set_ylabel("number of codes")
+    axes.set_title(f"{label}: code usage histogram")
+    _legend(axes, fontsize=7)
+    return _png(figure)
+
+
+def code_rank_frequency(label: str, counts: list[np.ndarray]) -> bytes:
     """Each codebook's code frequencies sorted from most to least used, against the uniform 1/K: a flat curve
     at 1/K is a perfectly used codebook, a cliff shows dead codes, a steep head shows a few codes doing the work."""
     figure, axes = plt.subplots(figsize=(5, 3))
@@ -101,8 +145,8 @@ def code_usage(label: str, counts: list[np.ndarray]) -> bytes:
     if counts and len(counts[0]) > 64:
         axes.set_xscale("log")
     axes.set_ylim(bottom=max(1e-7, 0.1 / max(sum(c.sum() for c in counts), 1)))
-    axes.set_xlabel("code rank")
+    axes.set_xlabel("code rank (most used first)")
     axes.set_ylabel("frequency")
-    axes.set_title(f"{label}: code usage")
-    axes.legend(fontsize=7, ncol=2, loc="upper right")
+    axes.set_title(f"{label}: code frequency by rank")
+    _legend(axes, fontsize=7, ncol=2, loc="upper right")
     return _png(figure)

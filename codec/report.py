@@ -11,6 +11,7 @@ import io
 import json
 import math
 import re
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -22,37 +23,83 @@ from .errors import CodecError, OutputError
 from .metrics.quality import LOWER_IS_BETTER
 
 
+# What `codec report` reads from a results.json; anything else in it is optional.
+REQUIRED = ("label", "system", "kbps", "measured_kbps", "files", "audio_seconds", "metrics", "timing")
+
+
 def collect(paths: list[str | Path]) -> list[dict]:
-    """Every results.json in or below the given folders, with its folder recorded under "folder"."""
-    found = []
+    """Every results.json in or below the given folders (each once), with its folder recorded under "folder"
+    and the parts of the folder that are missing under "absent"."""
+    files: dict[Path, None] = {}
     for path in map(Path, paths):
         if not path.exists():
             raise CodecError(f"{path}: no such results folder")
         for file in ([path / "results.json"] if (path / "results.json").is_file() else
                      sorted(path.rglob("results.json"))):
-            found.append({**json.loads(file.read_text()), "folder": str(file.parent)})
-    if not found:
+            files[file.resolve()] = None
+    if not files:
         raise CodecError(f"no results.json in {', '.join(map(str, paths))}: run `codec eval` first")
+    found = [_read(file) for file in files]
     _tell_apart(found)
     order = {"baseline": 1, "model": 0}
     return sorted(found, key=lambda r: (order.get(r["system"]["kind"], 2), r["system"]["name"], r["kbps"] or 1e9))
 
 
+def _read(file: Path) -> dict:
+    """One results.json, checked: a file `codec eval` did not write is refused in one line. A folder that lost
+    codebook_counts.npz or example audio is reported without them, and the page says what is missing."""
+    try:
+        result = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise CodecError(f"{file}: not a results file of `codec eval` ({error})") from None
+    problem = _problem(result)
+    if problem:
+        raise CodecError(f"{file}: not a results file of `codec eval` ({problem})")
+    folder = file.parent
+    absent = [] if "codebooks" not in result or (folder / "codebook_counts.npz").is_file() else \
+        ["codebook_counts.npz (no code-usage plots)"]
+    examples = [e for e in result.get("examples", []) if isinstance(e, dict) and "file" in e
+                and all(isinstance(e.get(k), str) and (folder / e[k]).is_file() for k in ("original", "decoded"))]
+    if len(examples) < len(result.get("examples", [])):
+        absent.append("example audio in examples/ (no players)")
+    return {**result, "examples": examples, "folder": str(folder), "absent": absent}
+
+
+def _problem(result) -> str | None:
+    """What keeps `result` from being what `codec eval` writes, if anything."""
+    if not isinstance(result, dict):
+        return "not a JSON object"
+    missing = [k for k in REQUIRED if k not in result]
+    if missing:
+        return f"no {missing[0]}"
+    if not isinstance(result["system"], dict) or not {"kind", "name"} <= result["system"].keys():
+        return "no system kind and name"
+    if not isinstance(result["metrics"], dict) or not all(isinstance(v, dict) and {"mean", "ci95"} <= v.keys()
+                                                          for v in result["metrics"].values()):
+        return "a metric without mean and ci95"
+    if not isinstance(result["timing"], dict) or "wall_seconds" not in result["timing"]:
+        return "no timing.wall_seconds"
+    return None
+
+
 def _tell_apart(results: list[dict]) -> None:
-    """Two models of the same name (two runs of one recipe) get their results' parent folder, or their weights'
-    hash, after the name, so that rows, plots and figure files stay separate."""
-    weights: dict[str, set] = {}
+    """Systems of one name from different sources get their source after the name, so that rows, plot lines,
+    colours and figure files stay separate: models of one name with other weights (two runs of one recipe), and
+    any system, model or baseline, evaluated into two results sets (their rows would clash). The tag is the
+    results' parent folder, else the weights' hash, else the parent's whole path: the first that tells them apart."""
+    groups: dict[tuple[str, str], list[dict]] = defaultdict(list)
     for r in results:
-        if r["system"]["kind"] == "model":
-            weights.setdefault(r["system"]["name"], set()).add(r["system"].get("weights_sha256"))
-    for r in results:
-        system = r["system"]
-        if system["kind"] == "model" and len(weights[system["name"]]) > 1:
-            same_name = [o for o in results if o["system"]["name"] == system["name"]]
-            parents = {o["system"].get("weights_sha256"): Path(o["folder"]).parent.name for o in same_name}
-            distinct = len(set(parents.values())) == len(parents)
-            tag = parents[system.get("weights_sha256")] if distinct else (system.get("weights_sha256") or "")[:8]
-            r["system"] = {**system, "name": f"{system['name']} ({tag})"}
+        groups[r["system"]["kind"], r["system"]["name"]].append(r)
+    tags = (lambda r: Path(r["folder"]).parent.name, lambda r: (r["system"].get("weights_sha256") or "")[:8],
+            lambda r: str(Path(r["folder"]).parent))
+    for group in groups.values():
+        clashes = [(a, b) for i, a in enumerate(group) for b in group[i + 1:] if a["label"] == b["label"]
+                   or a["system"].get("weights_sha256") != b["system"].get("weights_sha256")]
+        if not clashes:
+            continue
+        tag = next((t for t in tags if all(t(a) != t(b) for a, b in clashes)), tags[-1])
+        for r in group:
+            r["system"] = {**r["system"], "name": f"{r['system']['name']} ({tag(r)})"}
 
 
 def title(result: dict) -> str:
@@ -114,8 +161,8 @@ def bitrate_table(results: list[dict]) -> list[list[str]]:
     for result in results:
         if "codebooks" in result:
             c = result["codebooks"]
-            rows.append([title(result), f"{c['nominal_kbps']:.3g}", f"{c['effective_kbps']:.3g}",
-                         f"{100 * c['effective_kbps'] / c['nominal_kbps']:.0f} %"])
+            share = f"{100 * c['effective_kbps'] / c['nominal_kbps']:.0f} %" if c["nominal_kbps"] else "–"
+            rows.append([title(result), f"{c['nominal_kbps']:.3g}", f"{c['effective_kbps']:.3g}", share])
     return rows
 
 
@@ -144,14 +191,18 @@ def _html_table(rows: list[list[str]]) -> str:
 
 
 def figures(results: list[dict]) -> dict[str, bytes]:
-    """File name -> PNG: one plot per metric, and for each model its utilization and code usage."""
+    """File name -> PNG: one plot per metric that has something to draw, and for each model its utilization,
+    the histogram of its code-usage counts and its codes' rank-frequency curve."""
     out = {f"{m}.png": plots.metric_against_bitrate(results, m) for m in metric_names(results)
-           if any(m in r["metrics"] for r in results)}
+           if plots.has_points(results, m)}
     for name, r in widest_runs(results).items():
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")  # a file name a Markdown link can hold
         out[f"{stem}-utilization.png"] = plots.codebook_utilization(name, r["codebooks"]["per_codebook"])
-        with np.load(Path(r["folder"]) / "codebook_counts.npz") as counts:
-            out[f"{stem}-code-usage.png"] = plots.code_usage(name, [counts[k] for k in counts.files])
+        if (Path(r["folder"]) / "codebook_counts.npz").is_file():
+            with np.load(Path(r["folder"]) / "codebook_counts.npz") as counts:
+                arrays = [counts[k] for k in counts.files]
+            out[f"{stem}-code-histogram.png"] = plots.code_histogram(name, arrays)
+            out[f"{stem}-code-rank.png"] = plots.code_rank_frequency(name, arrays)
     return out
 
 
@@ -198,6 +249,11 @@ def _notes(results: list[dict]) -> list[str]:
         for name, message in result.get("unavailable", {}).items():
             if f"{name}: {message}" not in notes:
                 notes.append(f"{name}: {message}")
+        if result["absent"]:
+            notes.append(f"{result['folder']} lacks {' and '.join(result['absent'])}.")
+        if result.get("skipped"):
+            notes.append(f"{title(result)}: {len(result['skipped'])} files skipped (listed in "
+                         f"{Path(result['folder']) / 'results.json'}).")
     return notes
 
 

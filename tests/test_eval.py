@@ -38,7 +38,7 @@ def evaluated(tmp_path, tiny_weights, corpus):
     """The tiny model at 1 and 3 codebooks and the original, evaluated without MOS predictors."""
     out = tmp_path / "results"
     assert run("eval", "--model", tiny_weights, "--data", corpus, "--num-codebooks", "1", "3", "--baseline",
-               "original", "--no-mos", "--save-audio", "--examples", "1", "--out", out) == 0
+               "original", "--no-mos", "--save-audio", "--examples", "1", "--device", "cpu", "--out", out) == 0
     return out
 
 
@@ -55,22 +55,76 @@ def test_eval_writes_one_folder_per_system(evaluated):
     assert [counts[k].sum() for k in counts.files] == [2000] * 3  # 2 s at 1000 frames/s, each codebook
     with open(evaluated / "tiny-12kbps" / "per_file.csv") as handle:
         rows = list(csv.DictReader(handle))
-    assert [Path(r["file"]).name for r in rows] == ["a.wav", "b.flac"]
-    summary = (evaluated / "tiny-12kbps" / "summary.csv").read_text().splitlines()
-    assert summary[0] == "metric,mean,ci95,count" and len(summary) == 5
+    assert [Path(r["file"]).name for r in rows] == ["a.wav", "b.flac"] and full["skipped"] == []
+    as_json = json.loads((evaluated / "tiny-12kbps" / "per_file.json").read_text())
+    assert [r["file"] for r in as_json] == [r["file"] for r in rows]
+    assert as_json[1]["pesq"] == pytest.approx(float(rows[1]["pesq"])) and as_json[1]["seconds"] == 1.0
+    with open(evaluated / "tiny-12kbps" / "summary.csv") as handle:
+        summary = list(csv.DictReader(handle))
+    assert list(summary[0]) == ["system", "kbps", "measured_kbps", "nominal_kbps", "effective_kbps", "metric",
+                                "mean", "ci95", "count"]
+    assert [r["metric"] for r in summary] == ["pesq", "stoi", "mel_distance", "si_sdr"]
+    assert {(r["system"], float(r["kbps"]), float(r["measured_kbps"]), float(r["nominal_kbps"]),
+             round(float(r["effective_kbps"]), 6)) for r in summary} == \
+        {("tiny-12kbps", 12.0, 12.0, 12.0, round(books["effective_kbps"], 6))}
     assert (evaluated / "tiny-12kbps" / "audio" / "sub" / "b.wav").is_file()
     assert len(full["examples"]) == 1 and (evaluated / "tiny-12kbps" / full["examples"][0]["decoded"]).is_file()
     original = json.loads((evaluated / "original" / "results.json").read_text())
     assert original["kbps"] is None and original["metrics"]["pesq"]["mean"] > 4.5 and "codebooks" not in original
 
 
-def test_eval_refuses_existing_results_and_bad_input(evaluated, tiny_weights, corpus, capsys):
+def test_eval_refuses_existing_results_and_bad_input(evaluated, tiny_weights, corpus, tmp_path, capsys):
     assert run("eval", "--model", tiny_weights, "--data", corpus, "--no-mos", "--out", evaluated) == 1
     assert "already exists (use --force" in capsys.readouterr().err
-    for bad in (["--bandwidth", "1"], ["--baseline", "opus:2"], ["--baseline", "mp3:128"], ["--num-codebooks", "9"]):
-        assert run("eval", "--model", tiny_weights, "--data", corpus, "--no-mos", "--out", evaluated / "x", *bad) == 1
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for bad in (["--bandwidth", "1"], ["--baseline", "opus:2"], ["--baseline", "mp3:128"], ["--num-codebooks", "9"],
+                ["--reference-rate", "0"], ["--reference-rate", "-8000"], ["--subset", "-1"], ["--subset", "0"],
+                ["--device", "nonsense"], ["--mos", "utmos", "--utmos-checkpoint", tmp_path / "nowhere.pt"],
+                ["--out", a_file]):
+        out = [] if "--out" in bad else ["--out", evaluated / "x"]
+        assert run("eval", "--model", tiny_weights, "--data", corpus, *(["--no-mos"] if "--mos" not in bad else []),
+                   *out, *bad) == 1, bad
         error = capsys.readouterr().err
-        assert error.startswith("error: ") and error.count("\n") == 1
+        assert error.startswith("error: ") and error.count("\n") == 1, (bad, error)
+    assert not (evaluated / "x").exists()
+
+
+def test_existing_results_are_refused_before_any_system_runs(evaluated, tiny_weights, corpus, capsys):
+    """tiny-8kbps would be new and runs first; tiny-12kbps exists: nothing may run (or be written) at all."""
+    assert run("eval", "--model", tiny_weights, "--data", corpus, "--num-codebooks", "2", "3", "--no-mos",
+               "--out", evaluated) == 1
+    captured = capsys.readouterr()
+    assert "tiny-12kbps/results.json: already exists" in captured.err and "over 2 files" not in captured.out
+    assert not (evaluated / "tiny-8kbps").exists()
+
+
+def test_several_baselines_after_one_flag_or_the_flag_repeated():
+    from codec.cli import build_parser
+    args = build_parser().parse_args(["eval", "--data", "d", "--out", "o", "--baseline", "opus:6", "opus:12",
+                                      "codec2:3200", "--no-mos", "--baseline", "original"])
+    assert args.baseline == ["opus:6", "opus:12", "codec2:3200", "original"] and args.no_mos
+
+
+def test_skipped_files_are_listed_and_fail_the_command(tiny_weights, corpus, tmp_path, capsys):
+    (corpus / "broken.wav").write_bytes(b"RIFF not really a wave file")
+    out = tmp_path / "results"
+    assert run("eval", "--model", tiny_weights, "--data", corpus, "--num-codebooks", "3", "--no-mos",
+               "--out", out) == 1  # as `codec encode` with several inputs: the others are done, the exit code says
+    captured = capsys.readouterr()
+    results = json.loads((out / "tiny-12kbps" / "results.json").read_text())
+    assert results["files"] == 2 and [Path(s["file"]).name for s in results["skipped"]] == ["broken.wav"]
+    assert results["skipped"][0]["reason"].startswith("not a readable audio file")
+    assert "skipped 1 of 3 files" in captured.out and captured.err.endswith("error: 1 files skipped over 1 systems "
+                                                                           "(see 'skipped' in each results.json)\n")
+    (tmp_path / "only-broken").mkdir()
+    shutil.copy(corpus / "broken.wav", tmp_path / "only-broken")
+    assert run("eval", "--model", tiny_weights, "--data", tmp_path / "only-broken", "--no-mos", "--out",
+               tmp_path / "none") == 1
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("error: tiny-12kbps: none of the 1 files could be scored (first: ") and \
+        error.endswith("); no results written")
+    assert not list((tmp_path / "none").rglob("*.json"))
 
 
 def test_missing_baseline_tool_names_the_package(tmp_path, corpus, monkeypatch, capsys):
@@ -84,7 +138,7 @@ def test_missing_baseline_tool_names_the_package(tmp_path, corpus, monkeypatch, 
 @needs_codec2
 def test_classic_baselines_run_through_the_same_pipeline(tmp_path, corpus):
     out = tmp_path / "results"
-    assert run("eval", "--baseline", "opus:12", "--baseline", "codec2:3200", "--data", corpus, "--no-mos",
+    assert run("eval", "--baseline", "opus:12", "codec2:3200", "--data", corpus, "--no-mos",
                "--out", out) == 0  # no --model: only the baselines run
     assert sorted(p.name for p in out.iterdir()) == ["codec2-3.2kbps", "opus-12kbps"]
     opus = json.loads((out / "opus-12kbps" / "results.json").read_text())
@@ -101,7 +155,8 @@ def test_report_tables_plots_and_audio(evaluated, tmp_path):
     markdown = (out / "report.md").read_text()
     for name in ("tiny @ 4 kbps", "tiny @ 12 kbps", "original"):
         assert f"<td>{name}</td>" in page and f"| {name} |" in markdown
-    assert page.count("data:image/png;base64,") == 6  # 4 metrics, utilization, code usage
+    assert page.count("data:image/png;base64,") == 7  # 4 metrics, utilization, code-usage histogram and ranks
+    assert (out / "tiny-code-histogram.png").is_file() and (out / "tiny-code-rank.png").is_file()
     assert page.count("<audio") == 3 and page.count("data:audio/flac;base64,") == 3  # original + 2 decodings
     assert "![pesq.png](pesq.png)" in markdown and (out / "pesq.png").is_file()
     assert run("report", evaluated, "--out", out) == 1  # exists without --force
@@ -127,6 +182,78 @@ def test_two_runs_of_one_recipe_stay_apart(evaluated, tmp_path, corpus):
     markdown = (out / "report.md").read_text()
     assert "| tiny (results) @ 12 kbps |" in markdown and "| tiny (second) @ 12 kbps |" in markdown
     assert (out / "tiny_results-utilization.png").is_file() and (out / "tiny_second-utilization.png").is_file()
+
+
+def test_same_named_baselines_from_two_results_sets_stay_apart(evaluated, tmp_path):
+    """Opus at 12 kbps evaluated into two results sets (made here from the original's folder, so that no
+    opusenc is needed): two rows, two plot lines, two colours; the original of each set too."""
+    from codec import plots
+    from codec.report import collect
+    for parent, measured in (("first", 11.5), ("second", 11.9)):
+        shutil.copytree(evaluated / "original", tmp_path / parent / "original")
+        opus = tmp_path / parent / "opus-12kbps"
+        shutil.copytree(evaluated / "original", opus)
+        results = json.loads((opus / "results.json").read_text())
+        results.update(label="opus-12kbps", kbps=12.0, measured_kbps=measured,
+                       system={**results["system"], "name": "opus"})
+        (opus / "results.json").write_text(json.dumps(results))
+    out = tmp_path / "report"
+    assert run("report", tmp_path / "first", tmp_path / "second", "--out", out) == 0
+    markdown = (out / "report.md").read_text()
+    for row in ("opus (first) @ 12 kbps", "opus (second) @ 12 kbps", "original (first)", "original (second)"):
+        assert f"| {row} |" in markdown
+    results = collect([tmp_path / "first", tmp_path / "second"])
+    lines, _ = plots.series(results, "pesq")
+    assert sorted(lines) == ["opus (first)", "opus (second)"] and [p[0][0] for _, p in sorted(lines.items())] == \
+        [11.5, 11.9]
+    colours = plots.colours(results)
+    assert colours["opus (first)"] != colours["opus (second)"]
+
+
+def test_report_refuses_bad_results_in_one_line(evaluated, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    for content, reason in (("{not json", "not a results file of `codec eval` (Expecting property name"),
+                            ('{"label": "x"}', "not a results file of `codec eval` (no system)"),
+                            ("[1, 2]", "(not a JSON object)")):
+        (bad / "results.json").write_text(content)
+        assert run("report", bad, "--out", tmp_path / "r") == 1
+        error = capsys.readouterr().err
+        assert error.startswith(f"error: {(bad / 'results.json').resolve()}: ") and reason in error \
+            and error.count("\n") == 1, error
+    assert run("report", evaluated, "--out", a_file) == 1
+    assert capsys.readouterr().err == f"error: {a_file}: --out must be a folder, and this is a file\n"
+
+
+def test_report_shows_what_a_damaged_or_empty_folder_has(evaluated, tmp_path):
+    """A folder that lost codebook_counts.npz and its examples, and a results.json of zero files (as an older
+    `codec eval` wrote), are reported with what they have, and the page says what is missing."""
+    damaged = tmp_path / "damaged"
+    shutil.copytree(evaluated, damaged)
+    (damaged / "tiny-12kbps" / "codebook_counts.npz").unlink()
+    shutil.rmtree(damaged / "tiny-12kbps" / "examples")
+    empty = json.loads((damaged / "tiny-4kbps" / "results.json").read_text())
+    empty.update(files=0, audio_seconds=0.0, metrics={}, examples=[], measured_kbps=None,
+                 codebooks={**empty["codebooks"], "nominal_kbps": 0.0, "effective_kbps": 0.0, "per_codebook": []})
+    (damaged / "tiny-4kbps" / "results.json").write_text(json.dumps(empty))
+    out = tmp_path / "report"
+    assert run("report", damaged, "--out", out, "--examples", "1", "--clip-seconds", "0.5") == 0
+    page = (out / "index.html").read_text()
+    assert "tiny-12kbps lacks codebook_counts.npz (no code-usage plots) and example audio" in page
+    assert not list(out.glob("*code-rank.png")) and (out / "tiny-utilization.png").is_file()
+    assert "<td>tiny @ 4 kbps</td><td>4</td><td>–</td><td>0</td>" in page
+    assert page.count("<audio") == 1  # the original's clip: the other two folders have no examples left
+
+
+def test_report_of_the_original_alone_draws_no_empty_plots_and_warns_nothing(evaluated, tmp_path):
+    import warnings
+    from codec.report import write_report
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        write_report([evaluated / "original"], tmp_path / "report")
+    assert not list((tmp_path / "report").glob("*.png"))  # every metric is full-reference: nothing to plot
 
 
 def test_confidence_interval_is_students_t():
