@@ -186,6 +186,9 @@ def cmd_bench(args) -> int:
 def cmd_export(args) -> int:
     from .corpus import data_root, read_utterances
     from .export import ExportConfig, choose_device, export
+    from .processes import single_process_launch
+    if warning := single_process_launch():
+        print(f"warning: {warning}", file=sys.stderr)
     utterances = read_utterances(args.data, args.split)
     codec = _model(args).to(choose_device(args.device))
     config = ExportConfig(Path(args.out), _num_codebooks(args, codec), args.shard_size, args.batch_size,

@@ -2,8 +2,10 @@
 
 The utterance list is cut, in order, into shards of `shard_size`; shard i belongs to process i % world_size
 (RANK and WORLD_SIZE, as `accelerate launch` and `torchrun` set them), so any number of processes writes the
-files one process would. A shard is done when its record in `progress/` exists: the record is written after all
-of the shard's files are renamed into place, so a killed export redoes exactly the shards without a record.
+files one process would. The processes work in step, one shard each at a time, and share after every shard
+whether one has failed, so that a bad file under --strict stops them all. A shard is done when its record in
+`progress/` exists: the record is written after all of the shard's files are renamed into place, so a killed
+export redoes exactly the shards without a record.
 When every shard is done, process 0 writes `manifest.json` and `errors.tsv` from the records. A shard whose every
 file was bad has a record (with its errors) but no files, and is left out of the manifest's shard list.
 """
@@ -14,7 +16,6 @@ import json
 import math
 import os
 from dataclasses import asdict, dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -25,9 +26,10 @@ from tqdm import tqdm
 from . import audio as audio_io
 from .audio import AtomicOutput
 from .corpus import Utterance
-from .errors import AudioError, ConfigError, OutputError
+from .errors import AudioError, CodecError, ConfigError, OutputError
 from .files import BLOCK_SECONDS
 from .model import Codec
+from .processes import ProcessGroup
 from .shards import Row, code_dtype, field_names, schema, write_parquet, write_token_stream, write_webdataset
 from .tokendata import FORMAT, FORMAT_VERSION, MANIFEST, stream_dtype
 
@@ -46,34 +48,6 @@ class ExportConfig:
     strict: bool = False               # a bad file ends the export instead of going to errors.tsv
     force: bool = False                # start over in a folder that holds another export
     data_root: Path | None = None      # the `path` column is relative to it; None: the folder holding every file
-
-
-class ProcessGroup:
-    """This process's place among the processes a launcher started, or a group of one."""
-
-    def __init__(self) -> None:
-        self.rank, self.size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-        self.owned = self.size > 1 and not torch.distributed.is_initialized()
-        if self.owned:
-            # gloo coordinates CPU and GPU machines alike; the long timeout is for the last barrier, which waits
-            # for the slowest process to finish its shards.
-            torch.distributed.init_process_group("gloo", timeout=timedelta(days=1))
-
-    def barrier(self) -> None:
-        if self.size > 1:
-            torch.distributed.barrier()
-
-    def from_first(self, value):
-        """Process 0's `value`, on every process."""
-        if self.size == 1:
-            return value
-        holder = [value]
-        torch.distributed.broadcast_object_list(holder, src=0)
-        return holder[0]
-
-    def close(self) -> None:
-        if self.owned:
-            torch.distributed.destroy_process_group()
 
 
 def choose_device(requested: str | None = None) -> torch.device:
@@ -308,16 +282,43 @@ def export(codec: Codec, utterances: list[Utterance], config: ExportConfig, prog
                 failure = error
             except OSError as error:
                 failure = OutputError(f"{config.out}: cannot write ({error.strerror})")
-        failure = group.from_first(failure)
+        failure = group.gather(failure)[0]
         if failure is not None:
             raise failure
-        mine = [i for i in range(group.rank, len(shards), group.size)]
-        done = [i for i in mine if (config.out / PROGRESS / f"shard-{i:05d}.json").is_file()]
-        with tqdm(total=sum(len(shards[i]) for i in mine), initial=sum(len(shards[i]) for i in done),
-                  desc="exporting", unit="utt", disable=not progress or group.rank != 0) as bar:
-            for index in sorted(set(mine) - set(done)):
-                job.run_shard(index, shards[index], bar)
-        group.barrier()
+        _run_shards(job, group, shards, progress)
         return _finish(config.out, codec, plan, len(shards), dtype) if group.rank == 0 else None
     finally:
         group.close()
+
+
+def _run_shards(job: _Job, group: ProcessGroup, shards: list[list[Utterance]], progress: bool) -> None:
+    """This process's unfinished shards, in step with the other processes: after each shard all of them learn
+    whether one has failed, so that all stop together with one line each (a process left waiting at a
+    collective for one that has exited dies of gloo's error instead), and process 0 counts everyone's progress."""
+    mine = range(group.rank, len(shards), group.size)
+    todo = [i for i in mine if not (job.config.out / PROGRESS / f"shard-{i:05d}.json").is_file()]
+    counts = group.gather((len(todo), sum(len(shards[i]) for i in mine if i not in todo)))
+    description = "exporting" if group.size == 1 else f"exporting ({group.size} processes)"
+    with tqdm(total=sum(len(shard) for shard in shards), initial=sum(done for _, done in counts), desc=description,
+              unit="utt", disable=not progress or group.rank != 0) as bar:
+        for step in range(max(steps for steps, _ in counts)):
+            failure, size = None, 0
+            if step < len(todo):
+                size = len(shards[todo[step]])
+                try:
+                    job.run_shard(todo[step], shards[todo[step]], bar)
+                except Exception as error:  # raised below, once the other processes know of it
+                    failure = error
+            outcomes = group.gather((failure and _one_line(failure), size))
+            if failure is not None:
+                raise failure
+            for rank, (message, exported) in enumerate(outcomes):
+                if message:
+                    raise CodecError(f"process {rank} of {group.size} failed: {message}")
+                if rank != group.rank:
+                    bar.update(exported)
+
+
+def _one_line(error: Exception) -> str:
+    text = " ".join(str(error).split())
+    return text if isinstance(error, CodecError) else f"{type(error).__name__}: {text}"

@@ -3,6 +3,7 @@ resuming after a kill, and two processes writing what one writes."""
 import io
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -332,16 +333,38 @@ def free_port():
         return handle.getsockname()[1]
 
 
+def accelerate_launch(*arguments, processes=2):
+    """`codec export` as the README launches several CPU processes: without --multi_gpu, accelerate launch
+    starts one process on a machine without GPUs, whatever --num_processes says."""
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(processes),
+              "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+              "--main_process_port", str(free_port())]
+    return subprocess.run([*launch, "-m", "codec", "export", *map(str, arguments)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
+
+
 def test_two_processes_write_what_one_writes(tmp_path, tiny_weights, corpus):
-    options = ["--model", tiny_weights, "--data", corpus, "--shard-size", 2, "--token-stream"]
+    options = ["--model", tiny_weights, "--data", corpus, "--shard-size", 2, "--token-stream", "--webdataset"]
     assert run("export", *options, "--out", tmp_path / "one") == 0
-    port = free_port()
-    environment = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "WORLD_SIZE": "2",
-                   "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "codec", "export", *map(str, options), "--out", str(tmp_path / "two")]
-    processes = [subprocess.Popen(command, env={**environment, "RANK": str(r), "LOCAL_RANK": str(r)},
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for r in range(2)]
-    results = [p.communicate(timeout=120) for p in processes]
-    assert [p.returncode for p in processes] == [0, 0], results
-    assert "exported 7 utterances" in results[0][0] and results[1][0] == ""
+    result = accelerate_launch(*options, "--out", tmp_path / "two")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("exported 7 utterances") == 1  # from process 0 alone
+    assert "exporting (2 processes): 100%|██████████| 7/7" in result.stderr  # everyone's progress, not its own
     assert files_of(tmp_path / "two") == files_of(tmp_path / "one")
+
+
+def test_strict_stops_every_process_with_one_line(tmp_path, tiny_weights, corpus):
+    (corpus / "clip2b.wav").write_text("not audio")  # in shard 1 (clip2, clip2b): process 1's first
+    result = accelerate_launch("--model", tiny_weights, "--data", corpus, "--shard-size", 2, "--strict",
+                               "--out", tmp_path / "out")
+    reason = f"{corpus / 'clip2b.wav'}: not a readable audio file"
+    errors = sorted(re.findall(r"error: [^\r\n]*", result.stderr))  # a line may follow process 0's progress bar
+    assert result.returncode != 0 and len(errors) == 2, result.stderr[-3000:]
+    assert errors[0].startswith(f"error: {reason}") and errors[1].startswith(f"error: process 1 of 2 failed: {reason}")
+    assert "RuntimeError" not in result.stderr and "gloo" not in result.stderr  # process 0 used to die at a barrier
+
+
+def test_a_launch_of_one_process_is_warned_about(tmp_path, tiny_weights, corpus, monkeypatch, capsys):
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "False")  # what accelerate's single-process launcher sets
+    assert run("export", "--model", tiny_weights, "--data", corpus, "--out", tmp_path / "out") == 0
+    assert "warning: accelerate launch started this export as a single process" in capsys.readouterr().err

@@ -1,0 +1,49 @@
+"""The processes `accelerate launch` or `torchrun` started for one command, as far as the export needs them: its
+rank and count (RANK, WORLD_SIZE), and a way to share a value with the others."""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+
+from .errors import CodecError
+
+
+class ProcessGroup:
+    """This process's place among the processes a launcher started, or a group of one."""
+
+    def __init__(self) -> None:
+        self.rank, self.size = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+        self.owned = self.size > 1 and not torch.distributed.is_initialized()
+        if self.owned:
+            # gloo coordinates CPU and GPU machines alike; the long timeout is for a process that waits at
+            # `gather` while the slowest one finishes a shard.
+            torch.distributed.init_process_group("gloo", timeout=timedelta(days=1))
+
+    def gather(self, value) -> list:
+        """Every process's `value`, in rank order, on every process."""
+        if self.size == 1:
+            return [value]
+        values = [None] * self.size
+        try:
+            torch.distributed.all_gather_object(values, value)
+        except RuntimeError as error:  # gloo's report of a process that has died (killed, or out of memory)
+            raise CodecError(f"another process of the export has stopped ({str(error).splitlines()[0]})") from None
+        return values
+
+    def close(self) -> None:
+        if self.owned:
+            torch.distributed.destroy_process_group()
+
+
+def single_process_launch() -> str | None:
+    """A warning when `accelerate launch` ran the export as one process although it looks like several were
+    wanted: without --multi_gpu it starts one process on a machine with fewer than two GPUs, whatever
+    --num_processes says (and it tells the process nothing of the count; its single-process launcher is the one
+    that sets ACCELERATE_USE_CPU)."""
+    if "ACCELERATE_USE_CPU" not in os.environ or "WORLD_SIZE" in os.environ:
+        return None
+    return ("accelerate launch started this export as a single process; for N processes on CPUs (or on one GPU) "
+            "use `accelerate launch --multi_gpu --num_processes N -m codec export ...` or `torchrun "
+            "--nproc_per_node N -m codec export ...`")
