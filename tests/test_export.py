@@ -1,13 +1,15 @@
 """Token export: batched codes equal one-by-one codes, every manifest kind, all three formats, bad files,
-resuming after a kill, and two processes writing what one writes."""
+resuming after an interrupt and after SIGKILL, and two processes writing what one writes."""
 import io
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
 import tarfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -303,7 +305,7 @@ def test_datasets_loads_the_shards(tmp_path, tiny_weights, corpus):
     assert torch.equal(torch.tensor(rows[1]["codes"]), reference)  # the README's way to decode a row
 
 
-def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, tiny_weights, corpus, monkeypatch):
+def test_resume_after_an_interrupt_equals_an_uninterrupted_run(tmp_path, tiny_weights, corpus, monkeypatch):
     options = ["--model", tiny_weights, "--data", corpus, "--shard-size", 2, "--webdataset", "--token-stream"]
     assert run("export", *options, "--out", tmp_path / "whole") == 0
     write_webdataset = codec.export.write_webdataset
@@ -325,6 +327,31 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, tiny_weights,
     assert files_of(tmp_path / "resumed") == files_of(tmp_path / "whole")
     assert run("export", *options, "--num-codebooks", 1, "--out", tmp_path / "resumed") == 1  # other settings
     assert run("export", *options, "--num-codebooks", 1, "--out", tmp_path / "resumed", "--force") == 0
+
+
+def test_resume_after_sigkill_equals_an_uninterrupted_run(tmp_path, tiny_weights, corpus):
+    options = ["--model", tiny_weights, "--data", corpus, "--shard-size", 1, "--webdataset", "--token-stream"]
+    assert run("export", *options, "--out", tmp_path / "whole") == 0
+    out = tmp_path / "killed"
+    # The export as `codec export` runs it, slowed after each Parquet file so that the kill lands mid-run, most
+    # likely between a shard's files and its record.
+    slowed = ("import sys, time, codec.export as export; write = export.write_parquet; "
+              "export.write_parquet = lambda *args: (write(*args), time.sleep(0.3)); "
+              "from codec.cli import main; sys.exit(main(sys.argv[1:]))")
+    process = subprocess.Popen([sys.executable, "-c", slowed, "export", *map(str, options), "--out", str(out)],
+                               env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "progress" / "shard-00001.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert process.poll() is None, "the export ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    assert not (out / "manifest.json").exists() and not (out / "progress" / "shard-00006.json").exists()
+    assert run("export", *options, "--out", out) == 0
+    assert files_of(out) == files_of(tmp_path / "whole")  # no temporaries, no duplicate or missing utterance
+    assert [TokenDataset(out)[i]["id"] for i in range(7)] == [u.id for u in read_utterances(corpus)]
 
 
 def free_port():
