@@ -263,8 +263,24 @@ def test_confidence_interval_is_students_t():
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="apt-get install chromium")
-def test_report_renders_in_chromium(evaluated, tmp_path):
-    from screenshot_report import drawn_fraction, screenshot
-    assert run("report", evaluated, "--out", tmp_path / "report", "--examples", "0") == 0
-    screenshot(tmp_path / "report" / "index.html", tmp_path / "page.png", height=1200)
+def test_report_renders_in_chromium_and_a_corrupt_image_or_clip_is_caught(evaluated, tmp_path):
+    import base64
+    import re
+    from screenshot_report import broken, drawn_fraction, media_status, screenshot
+    assert run("report", evaluated, "--out", tmp_path / "report", "--examples", "1", "--clip-seconds", "0.5") == 0
+    page = tmp_path / "report" / "index.html"
+    status = media_status(page)
+    assert (len(status["images"]), len(status["audio"]), broken(status)) == (7, 3, [])
+    screenshot(page, tmp_path / "page.png", height=1200)
     assert drawn_fraction(tmp_path / "page.png") > 0.02
+    # The first plot keeps its PNG signature and loses the rest; the first clip is noise: both still "draw".
+    text = page.read_text()
+    image = re.search("data:image/png;base64,([^']+)", text).group(1)
+    garbage = base64.b64decode(image)[:64] + np.random.default_rng(0).bytes(2000)
+    text = text.replace(image, base64.b64encode(garbage).decode(), 1)
+    clip = re.search("data:audio/flac;base64,([^']+)", text).group(1)
+    text = text.replace(clip, base64.b64encode(np.random.default_rng(1).bytes(3000)).decode(), 1)
+    corrupt = tmp_path / "corrupt.html"
+    corrupt.write_text(text)
+    first_plot = re.search("<img alt='([^']+)'", text).group(1)
+    assert broken(media_status(corrupt)) == [first_plot, "audio player 1"]
