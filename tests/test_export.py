@@ -385,7 +385,8 @@ def test_strict_stops_every_process_with_one_line(tmp_path, tiny_weights, corpus
     result = accelerate_launch("--model", tiny_weights, "--data", corpus, "--shard-size", 2, "--strict",
                                "--out", tmp_path / "out")
     reason = f"{corpus / 'clip2b.wav'}: not a readable audio file"
-    errors = sorted(re.findall(r"error: [^\r\n]*", result.stderr))  # a line may follow process 0's progress bar
+    # The processes share stderr: a line may follow the progress bar's text, or the other's line before its "\n".
+    errors = sorted(re.findall(r"error: (?:(?!error: )[^\r\n])*", result.stderr))
     assert result.returncode != 0 and len(errors) == 2, result.stderr[-3000:]
     assert errors[0].startswith(f"error: {reason}") and errors[1].startswith(f"error: process 1 of 2 failed: {reason}")
     assert "RuntimeError" not in result.stderr and "gloo" not in result.stderr  # process 0 used to die at a barrier
