@@ -2,18 +2,24 @@
 
 Token stream layout (one utterance): frame-major, codebook q of frame f at position f * Q + q, shifted by q * K
 so that every codebook has its own range of ids: token = codes[q, f] + q * K. A separator token, Q * K, follows
-every utterance. The vocabulary is therefore Q * K + 1 ids.
+every utterance. The vocabulary is therefore Q * K + 1 ids. Each shard has its own `.bin` and index;
+`join_token_stream` makes the one array (and index) over every shard that a GPT-style trainer reads.
 """
 from __future__ import annotations
 
 import json
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .audio import AtomicOutput
 from .errors import TokenFileError
+from .files import check_model
+from .model import Codec
+from .tokens import TokenFile
 
 MANIFEST = "manifest.json"
 FORMAT = "codec-token-shards"
@@ -53,6 +59,29 @@ def read_manifest(folder: str | Path) -> dict:
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
         raise TokenFileError(f"{path}: not a '{FORMAT}' version {FORMAT_VERSION} manifest")
     return manifest
+
+
+def join_token_stream(folder: str | Path, target: str | Path, force: bool = False) -> list[dict]:
+    """Concatenate an export's token streams, in shard order, into `target`: raw tokens of the manifest's
+    `token_stream.dtype`, for `np.memmap`. Beside it, `<target stem>.idx.json` (as a shard's index) gives every
+    utterance's id, offset and length (the separator after it not counted) in tokens from the start of
+    `target`; the entries are also returned."""
+    folder, target = Path(folder), Path(target)
+    manifest = read_manifest(folder)
+    if "token_stream" not in manifest:
+        raise TokenFileError(f"{folder}: exported without --token-stream")
+    itemsize = np.dtype(manifest["token_stream"]["dtype"]).itemsize
+    entries, start = [], 0
+    with AtomicOutput(target, force) as temporary, open(temporary, "wb") as joined:
+        for shard in manifest["shards"]:
+            index = json.loads((folder / shard["tokens_index"]).read_text())
+            entries += [{**entry, "offset": entry["offset"] + start} for entry in index["utterances"]]
+            with open(folder / shard["tokens"], "rb") as piece:
+                shutil.copyfileobj(piece, joined)
+            start += (folder / shard["tokens"]).stat().st_size // itemsize
+    with AtomicOutput(target.with_suffix(".idx.json"), force) as temporary:
+        temporary.write_text(json.dumps({"dtype": manifest["token_stream"]["dtype"], "utterances": entries}))
+    return entries
 
 
 class TokenDataset(torch.utils.data.Dataset):
@@ -116,6 +145,15 @@ class TokenDataset(torch.utils.data.Dataset):
         table, row = self._row(index)
         fields = table.slice(row, 1).drop_columns(["codes"]).to_pylist()[0]
         return {**fields, "codes": self.codes(index)}
+
+    def check_model(self, codec: Codec) -> None:
+        """Refuse a model that neither made these tokens nor shares their tokenizer (its encoder and quantizer),
+        with the TokenFileError that decoding a .codes file from another model raises."""
+        made_by = self.manifest
+        check_model(codec, TokenFile(  # the export described as a token file, without its frames
+            torch.zeros(made_by["num_codebooks"], 0, dtype=torch.long), made_by["model_name"],
+            made_by["weights_sha256"], made_by["sample_rate"], made_by["frame_rate"], 0, 1,
+            made_by["codebook_sizes"], made_by["tokenizer_sha256"]), self.folder / MANIFEST)
 
     def audio_path(self, index: int) -> Path:
         """The source audio of utterance `index`: its `path` is relative to the manifest's `data_root`."""

@@ -23,11 +23,12 @@ import codec.shards
 from codec import TokenDataset
 from codec.cli import main
 from codec.corpus import read_utterances
+from codec.errors import OutputError, TokenFileError
 from codec.export import encode_batch
 from codec.files import encode_file
 from codec.shards import webdataset_key
-from codec.tokendata import from_token_stream, to_token_stream
-from codec.weights import load
+from codec.tokendata import from_token_stream, join_token_stream, to_token_stream
+from codec.weights import load, load_weights, save_weights
 
 from conftest import write
 
@@ -246,6 +247,39 @@ def test_webdataset_keys_keep_ids_apart(tmp_path, tiny_weights, corpus):
     assert len(samples) == 4 and [json.loads(s["json"])["id"] for s in samples.values()] == ids
     assert list(samples) == [webdataset_key(i) for i in ids] and all(set(s) == {"json", "codes.npy"}
                                                                      for s in samples.values())
+
+
+def test_join_token_stream_gives_one_array_over_every_shard(tmp_path, tiny_weights, corpus):
+    out = tmp_path / "out"
+    assert run("export", "--model", tiny_weights, "--data", corpus, "--out", out, "--shard-size", 3,
+               "--token-stream") == 0
+    entries = join_token_stream(out, tmp_path / "all.bin")
+    stream = np.memmap(tmp_path / "all.bin", dtype=json.loads((out / "manifest.json").read_text())["token_stream"]
+                       ["dtype"], mode="r")
+    assert json.loads((tmp_path / "all.idx.json").read_text())["utterances"] == entries
+    dataset = TokenDataset(out)
+    assert [e["id"] for e in entries] == [dataset[i]["id"] for i in range(7)]
+    for i, entry in enumerate(entries):
+        assert np.array_equal(stream[entry["offset"]:entry["offset"] + entry["length"] + 1], dataset.tokens(i))
+    assert entries[-1]["offset"] + entries[-1]["length"] + 1 == len(stream)
+    with pytest.raises(OutputError):
+        join_token_stream(out, tmp_path / "all.bin")  # no overwriting without force
+
+
+def test_token_dataset_checks_the_model_as_token_files_do(tmp_path, tiny_weights, corpus):
+    out = tmp_path / "out"
+    assert run("export", "--model", tiny_weights, "--data", corpus, "--out", out, "--num-codebooks", 2) == 0
+    dataset = TokenDataset(out)
+    dataset.check_model(load(tiny_weights))
+    for part in ("decoder", "quantizer"):
+        model = load_weights(tiny_weights, for_training=True)
+        with torch.no_grad():
+            for parameter in getattr(model, part).parameters():
+                parameter.add_(0.01)
+        save_weights(model, tmp_path / f"new-{part}.safetensors")
+    dataset.check_model(load(tmp_path / "new-decoder.safetensors"))  # the same tokenizer: its tokens decode
+    with pytest.raises(TokenFileError, match="manifest.json: made by model 'tiny'"):
+        dataset.check_model(load(tmp_path / "new-quantizer.safetensors"))
 
 
 def test_token_stream_layout_is_frame_major_with_offsets():
