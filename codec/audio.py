@@ -125,22 +125,39 @@ def _scan(folder: Path, above: frozenset[Path]):
             yield path
 
 
+def _check_place(path: Path, force: bool) -> None:
+    if path.is_dir():
+        raise OutputError(f"{path}: is a directory")
+    if path.exists() and not force:
+        raise OutputError(f"{path}: already exists (use --force to overwrite)")
+    if path.parent.exists() and not path.parent.is_dir():
+        raise OutputError(f"{path}: {path.parent} is not a folder")
+    if not path.parent.is_dir():
+        raise OutputError(f"{path}: folder {path.parent} does not exist")
+
+
+def check_output(path: str | Path, force: bool = False) -> None:
+    """Raise the OutputError that AtomicOutput(path, force) would, without leaving anything behind: for a
+    command to refuse its output before the work (minutes of encoding), not after it."""
+    path = Path(path)
+    _check_place(path, force)
+    try:  # only a write tells: root passes every permission test, and /proc or a read-only mount still refuse
+        tempfile.TemporaryFile(dir=path.parent).close()
+    except OSError as error:
+        raise OutputError(f"{path}: cannot write ({error.strerror})") from None
+
+
 class AtomicOutput:
     """A temporary file beside `path`, renamed onto it on success and removed on failure.
 
-    Refuses an existing `path` unless `force`; a missing or unwritable folder is an OutputError.
+    Refuses an existing `path` unless `force`; a missing or unwritable folder is an OutputError (`check_output`
+    asks the same in advance). The temporary file is removed on any exception: the command line turns SIGTERM
+    and SIGHUP into one, so that a killed command leaves nothing either.
     """
 
     def __init__(self, path: str | Path, force: bool = False) -> None:
         self.path = Path(path)
-        if self.path.is_dir():
-            raise OutputError(f"{self.path}: is a directory")
-        if self.path.exists() and not force:
-            raise OutputError(f"{self.path}: already exists (use --force to overwrite)")
-        if self.path.parent.exists() and not self.path.parent.is_dir():
-            raise OutputError(f"{self.path}: {self.path.parent} is not a folder")
-        if not self.path.parent.is_dir():
-            raise OutputError(f"{self.path}: folder {self.path.parent} does not exist")
+        _check_place(self.path, force)
         try:
             handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp" + self.path.suffix,
                                             dir=self.path.parent)

@@ -2,12 +2,35 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import signal
 import sys
 from pathlib import Path
 
 from .errors import CodecError, OutputError
 
 EXIT_FAILURE = 1
+
+
+class Stopped(KeyboardInterrupt):
+    """SIGTERM or SIGHUP raised as Ctrl-C is: by default Python dies of them without unwinding, which would leave
+    an AtomicOutput's temporary file behind (a killed `codec decode` left a hidden .wav)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _signals_raise():
+    def stop(signum, frame):
+        raise Stopped(signum)
+    previous = {number: signal.signal(number, stop) for number in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:  # main() also runs inside other programs (the tests): give them their handlers back
+        for number, handler in previous.items():
+            signal.signal(number, handler)
 
 
 def _model(args):
@@ -19,13 +42,15 @@ def _pairs(inputs: list[str], output: str, suffix: str,
            input_suffixes: set[str] | None) -> tuple[list[tuple[Path, Path]], bool]:
     """Map inputs to outputs. One file in: `output` is the file. Several inputs or a folder: `output` is a folder
     and each output keeps the input's path relative to the folder it came from, with a new suffix."""
-    from .audio import list_audio
+    from .audio import AUDIO_EXTENSIONS, list_audio
     sources = [Path(p) for p in inputs]
     if len(sources) == 1 and not sources[0].is_dir():
         return [(sources[0], Path(output))], False
     out = Path(output)
     if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: several inputs need an output folder, and this is a file")
+        raise OutputError(f"{out}: several inputs or a folder need an output folder, and this is a file")
+    if not out.exists() and out.suffix.lower() in AUDIO_EXTENSIONS | {".codes"}:  # a folder named x.codes: a slip
+        raise OutputError(f"{out}: several inputs or a folder need an output folder, and this names a file")
     pairs = []
     for source in sources:
         if source.is_dir():
@@ -50,11 +75,14 @@ def _run_many(mapping, action, description: str) -> int:
     each and go on (exit code 1 at the end), for a single file let the error end the command."""
     from tqdm import tqdm
     pairs, folder_mode = mapping
+    for folder in sorted({target.parent for _, target in pairs} if folder_mode else ()):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"{folder}: cannot create the output folder ({error.strerror})") from None
     failures = 0
     for source, target in tqdm(pairs, desc=description, unit="file", disable=not folder_mode):
         try:
-            if folder_mode:
-                target.parent.mkdir(parents=True, exist_ok=True)
             action(source, target)
         except CodecError as error:
             if not folder_mode:
@@ -80,20 +108,22 @@ def _num_codebooks(args, codec) -> int | None:
 
 
 def cmd_encode(args) -> int:
-    from .audio import info
-    from .files import encode_file
+    from .files import check_encode, encode_file
     mapping = _pairs(args.paths[:-1], args.paths[-1], ".codes", None)
     if not mapping[1]:
-        info(mapping[0][0][0])  # a single bad input is reported before the model loads
+        check_encode(*mapping[0][0], args.force)  # a single bad input or output is reported before the model loads
     codec = _model(args)
     n = _num_codebooks(args, codec)
     return _run_many(mapping, lambda s, t: encode_file(codec, s, t, n, args.force), "encoding")
 
 
 def cmd_decode(args) -> int:
-    from .files import decode_file
+    from .files import check_decode, decode_file
+    mapping = _pairs(args.paths[:-1], args.paths[-1], ".wav", {".codes"})
+    if not mapping[1]:
+        check_decode(*mapping[0][0], args.force)
     codec = _model(args)
-    return _run_many(_pairs(args.paths[:-1], args.paths[-1], ".wav", {".codes"}), lambda s, t: decode_file(codec, s, t, args.force), "decoding")
+    return _run_many(mapping, lambda s, t: decode_file(codec, s, t, args.force), "decoding")
 
 
 def cmd_info(args) -> int:
@@ -371,13 +401,14 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "paths", None) is not None and len(args.paths) < 2:
         parser.error(f"{args.command} needs at least one input and an output")
     try:
-        return args.run(args)
+        with _signals_raise():
+            return args.run(args)
     except CodecError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURE
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as stop:
+        print(f"error: interrupted{f' ({stop})' if isinstance(stop, Stopped) else ''}", file=sys.stderr)
+        return 128 + getattr(stop, "signum", signal.SIGINT)  # the shell's convention: 130 for Ctrl-C, 143 for TERM
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """File to file: audio -> .codes and .codes -> audio, through the streaming path so memory stays bounded."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -8,11 +9,39 @@ import soundfile
 import torch
 
 from . import audio as audio_io
-from .errors import AudioError, TokenFileError
+from .errors import AudioError, OutputError, TokenFileError
 from .model import Codec
 from .tokens import TokenFile, load_tokens, save_tokens
 
 BLOCK_SECONDS = 10.0
+TOKEN_SUFFIX = ".codes"
+
+
+def _not_the_input(source: str | Path, target: str | Path) -> None:
+    if Path(source).exists() and Path(target).exists() and os.path.samefile(source, target):  # links too
+        raise OutputError(f"{target}: is the input file; write the output somewhere else")
+
+
+def check_encode(source: str | Path, target: str | Path, force: bool = False) -> soundfile._SoundFileInfo:
+    """Refuse a bad encode before any work: the input (missing, not audio) and the output (not a .codes name, the
+    input itself even with --force, existing without it, unwritable). Returns the input's info.
+
+    Only .codes names are written: `codec encode a.wav b.wav --force` would otherwise replace audio with tokens.
+    """
+    meta = audio_io.info(source)
+    _not_the_input(source, target)
+    if Path(target).suffix.lower() != TOKEN_SUFFIX:
+        raise OutputError(f"{target}: a token file's name must end in {TOKEN_SUFFIX}")
+    audio_io.check_output(target, force)
+    return meta
+
+
+def check_decode(source: str | Path, target: str | Path, force: bool = False) -> tuple[str, str]:
+    """Refuse a bad decode output before any work, as `check_encode` does; returns its (format, subtype)."""
+    _not_the_input(source, target)
+    kind = audio_io.output_format(target)
+    audio_io.check_output(target, force)
+    return kind
 
 
 def encode_file(codec: Codec, source: str | Path, target: str | Path, num_codebooks: int | None = None,
@@ -21,7 +50,7 @@ def encode_file(codec: Codec, source: str | Path, target: str | Path, num_codebo
 
     Audio shorter than one frame is zero-padded to a frame; the sample count in the file trims it on decode.
     """
-    channels = audio_io.info(source).channels
+    channels = check_encode(source, target, force).channels
     encoder = codec.stream_encoder(num_codebooks)
     parts, samples = [], 0
     device = next(codec.parameters()).device
@@ -57,7 +86,7 @@ def check_model(codec: Codec, tokens: TokenFile, source: str | Path) -> None:
 
 def decode_file(codec: Codec, source: str | Path, target: str | Path, force: bool = False) -> TokenFile:
     """Decode a .codes file to audio at the model's rate (WAV, FLAC or OGG Vorbis by extension), block by block."""
-    kind, subtype = audio_io.output_format(target)
+    kind, subtype = check_decode(source, target, force)
     tokens = load_tokens(source)
     check_model(codec, tokens, source)
     frames_per_block = max(1, int(BLOCK_SECONDS * codec.frame_rate))

@@ -1,6 +1,7 @@
 """The command line: round trips, several inputs, and every bad input giving one line and exit code 1."""
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -214,3 +215,98 @@ def test_token_file_that_does_not_fit_the_model(tmp_path, tiny_weights, speech, 
     assert "do not fit the model" in capsys.readouterr().err
     assert run("info", speech) == 1
     assert "not a .codes token file" in capsys.readouterr().err
+
+
+def _never(*args, **kwargs):
+    raise AssertionError("the work started before the output was checked")
+
+
+@pytest.mark.parametrize("case", ["exists", "missing_folder", "proc"])
+@pytest.mark.parametrize("direction", ["encode", "decode"])
+def test_outputs_are_checked_before_any_work(tmp_path, tiny_weights, speech, monkeypatch, capsys, case, direction):
+    """Encoding an hour and then finding the output unwritable wastes the hour: one file or a folder of them."""
+    import codec.files
+    codes = tmp_path / "a.codes"
+    assert run("encode", "--model", tiny_weights, speech, codes) == 0
+    monkeypatch.setattr(codec.files.audio_io, "blocks", _never)
+    monkeypatch.setattr(codec.model.StreamingDecoder, "push", _never)
+    source, suffix = (speech, ".codes") if direction == "encode" else (codes, ".wav")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / source.name).write_bytes(source.read_bytes())
+    target = {"exists": tmp_path / f"b{suffix}", "missing_folder": tmp_path / "no" / f"b{suffix}",
+              "proc": Path(f"/proc/b{suffix}")}[case]
+    if case == "exists":
+        target.write_text("precious")
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / source.with_suffix(suffix).name).write_text("precious")
+    assert run(direction, "--model", tiny_weights, source, target) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    if case == "exists":  # the folder path checks each file's output before its work, and goes on
+        assert run(direction, "--model", tiny_weights, folder, tmp_path / "out") == 1
+        assert "already exists" in capsys.readouterr().err
+        assert target.read_text() == "precious"
+
+
+def test_output_that_is_the_input_or_not_a_token_file_is_refused(tmp_path, tiny_weights, speech, capsys):
+    original = speech.read_bytes()
+    assert run("encode", "--model", tiny_weights, "--force", speech, speech) == 1
+    assert "is the input file" in capsys.readouterr().err
+    assert run("encode", "--model", tiny_weights, speech, tmp_path / "speech.flac") == 1
+    assert "must end in .codes" in capsys.readouterr().err
+    disguised = tmp_path / "audio.codes"  # audio by content: libsndfile does not go by the name
+    disguised.write_bytes(original)
+    (tmp_path / "link.codes").symlink_to(disguised)
+    assert run("encode", "--model", tiny_weights, "--force", disguised, tmp_path / "link.codes") == 1
+    assert "is the input file" in capsys.readouterr().err
+    assert speech.read_bytes() == original and disguised.read_bytes() == original
+    assert run("encode", "--model", tiny_weights, speech, tmp_path / "a.codes") == 0
+    (tmp_path / "a.codes").rename(tmp_path / "tokens.wav")
+    assert run("decode", "--model", tiny_weights, "--force", tmp_path / "tokens.wav", tmp_path / "tokens.wav") == 1
+    assert "is the input file" in capsys.readouterr().err
+
+
+def test_a_folder_input_needs_a_folder_output(tmp_path, tiny_weights, speech, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a.wav").write_bytes(speech.read_bytes())
+    (tmp_path / "file").write_text("not a folder")
+    for output in (tmp_path / "out" / "x.codes", tmp_path / "x.wav", tmp_path / "file"):
+        assert run("encode", "--model", tiny_weights, folder, output) == 1
+        assert "need an output folder" in capsys.readouterr().err
+    assert listing(tmp_path) == ["file", "in", "speech.wav", "tiny.safetensors"]
+    for output in (tmp_path / "file" / "sub", Path("/proc/out")):  # a folder that cannot be made
+        assert run("encode", "--model", tiny_weights, folder, output) == 1
+        err = capsys.readouterr().err.strip()
+        assert "cannot create the output folder" in err and len(err.splitlines()) == 1
+    (tmp_path / "x.codes").mkdir()  # an existing folder may have any name
+    assert run("encode", "--model", tiny_weights, folder, tmp_path / "x.codes") == 0
+    assert listing(tmp_path / "x.codes") == ["a.codes"]
+
+
+def test_sigterm_leaves_no_temporary_file(tmp_path, tiny_weights):
+    """A killed decode removes its temporary file and says so in one line (Python's default dies silently)."""
+    import signal
+    import time
+
+    from codec.tokens import TokenFile, save_tokens
+    model = load(tiny_weights)
+    seconds = 60  # about 2 s of decoding for the tiny model, far longer than it takes to notice the file
+    codes = torch.randint(0, 16, (3, int(seconds * model.frame_rate)))
+    save_tokens(tmp_path / "long.codes", TokenFile(codes, model.name, model.weights_sha256, model.sample_rate,
+                                                   model.frame_rate, seconds * model.sample_rate, 1, [16] * 3))
+    out = tmp_path / "out"
+    out.mkdir()
+    process = subprocess.Popen([sys.executable, "-m", "codec.cli", "decode", "--model", str(tiny_weights),
+                                str(tmp_path / "long.codes"), str(out / "long.wav")], stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 60
+    while not list(out.iterdir()) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert [p.name.startswith(".long.wav.") for p in out.iterdir()] == [True]  # the temporary file, mid-decode
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 128 + signal.SIGTERM
+    assert err.strip() == "error: interrupted (SIGTERM)"
+    assert listing(out) == []
+
