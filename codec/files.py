@@ -1,4 +1,9 @@
-"""File to file: audio -> .codes and .codes -> audio, through the streaming path so memory stays bounded."""
+"""File to file: audio -> .codes and .codes -> audio, through the streaming path so memory stays bounded.
+
+Blocks are one second: the encoder's first layers run at the audio rate with 32-64 channels, so a 10 s block
+made encoding peak at 0.8 GB of RSS (decoding, at the frame rate, 0.39 GB); 1 s blocks keep both at 0.39 GB and
+encode as fast.
+"""
 from __future__ import annotations
 
 import os
@@ -13,7 +18,7 @@ from .errors import AudioError, OutputError, TokenFileError
 from .model import Codec
 from .tokens import TokenFile, load_tokens, save_tokens
 
-BLOCK_SECONDS = 10.0
+BLOCK_SECONDS = 1.0
 TOKEN_SUFFIX = ".codes"
 
 

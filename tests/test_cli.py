@@ -310,3 +310,23 @@ def test_sigterm_leaves_no_temporary_file(tmp_path, tiny_weights):
     assert err.strip() == "error: interrupted (SIGTERM)"
     assert listing(out) == []
 
+
+def test_long_input_crosses_blocks_and_equals_the_offline_api(tmp_path, tiny_weights):
+    """Blocks of BLOCK_SECONDS read, resampled (a stream of soxr) and encoded: a stereo 44.1 kHz input several
+    blocks long gives the offline API's codes on its downmix, and decodes to its audio."""
+    from codec.files import BLOCK_SECONDS
+    from codec.tokens import load_tokens
+    model = load(tiny_weights)
+    rate, seconds = 44100, 3.5 * BLOCK_SECONDS
+    stereo = np.random.default_rng(0).standard_normal((int(seconds * rate), 2)).astype(np.float32) * 0.1
+    write(tmp_path / "long.wav", stereo, rate, subtype="FLOAT")
+    assert run("encode", "--model", tiny_weights, tmp_path / "long.wav", tmp_path / "a.codes") == 0
+    assert run("decode", "--model", tiny_weights, tmp_path / "a.codes", tmp_path / "a.wav") == 0
+    offline = model.encode(torch.from_numpy(stereo.mean(1)), rate)
+    tokens = load_tokens(tmp_path / "a.codes")
+    assert tokens.channels == 2 and tokens.num_samples == int(seconds * model.sample_rate)
+    assert torch.equal(tokens.codes, offline[0])
+    decoded, _ = soundfile.read(tmp_path / "a.wav", dtype="float32")
+    reference = model.decode(offline, length=tokens.num_samples)[0].clamp(-1, 1).numpy()
+    assert np.abs(decoded - reference).max() < 2e-4  # 16-bit output
+
