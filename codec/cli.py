@@ -339,8 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = commands.add_parser("export", help="encode a corpus into token shards for speech language models",
                                  description="Parquet shards (+ WebDataset tars, + a flat token stream) and a "
-                                             "manifest.json; resumable; run it under `accelerate launch` to split "
-                                             "the work over processes.")
+                                             "manifest.json; resumable; to split the work over N processes, run "
+                                             "`accelerate launch --multi_gpu --num_processes N -m codec export ...` "
+                                             "or `torchrun --nproc_per_node N -m codec export ...` (--multi_gpu "
+                                             "on CPUs too: without it accelerate starts one process).")
     export.add_argument("--model", default="bundled", help="weights file (.safetensors), default: the bundled model")
     export.add_argument("--data", required=True, help="folder (recursive, LibriTTS-aware) or JSONL/CSV/TSV manifest")
     export.add_argument("--split", help="keep manifest rows whose 'split' column has this value")
