@@ -13,6 +13,10 @@ class TokenFileError(CodecError):
     """A .codes file that is corrupt, truncated, foreign, or made by another model."""
 
 
+class CodesError(CodecError, ValueError):
+    """Codes a model cannot decode: an id outside its codebook (-1, a dropped stage, aside)."""
+
+
 class ModelError(CodecError):
     """A weights file or model name that cannot be loaded."""
 

@@ -87,11 +87,20 @@ class Codec(nn.Module):
         return self.frame_rate * sum(math.log2(k) for k in self.codebook_sizes[:num_codebooks])
 
     def codebooks_for_bandwidth(self, kbps: float) -> int:
-        """The most codebooks whose nominal bitrate fits in `kbps`."""
+        """The most codebooks whose nominal bitrate fits in `kbps`.
+
+        A target above the model's highest bitrate is refused rather than met with every codebook: 6000 for 6
+        (bits for kilobits) is the likely slip, and it would pass silently."""
+        choices = ", ".join(f"{self.bitrate_for(n) / 1000:g}" for n in range(1, self.num_codebooks + 1))
+        if not (math.isfinite(kbps) and kbps > 0):
+            raise ValueError(f"bandwidth must be a positive number of kbps, got {kbps}")
+        if kbps * 1000 > self.bitrate + 1e-6:
+            raise ValueError(f"bandwidth {kbps:g} kbps is above this model's highest, {self.bitrate / 1000:g} kbps "
+                             f"(choices: {choices})")
         fitting = [n for n in range(1, self.num_codebooks + 1) if self.bitrate_for(n) <= kbps * 1000 + 1e-6]
         if not fitting:
-            raise ValueError(f"bandwidth {kbps} kbps is below this model's lowest, "
-                             f"{self.bitrate_for(1) / 1000:.3g} kbps")
+            raise ValueError(f"bandwidth {kbps:g} kbps is below this model's lowest, "
+                             f"{self.bitrate_for(1) / 1000:g} kbps (choices: {choices})")
         return fitting[-1]
 
     # --- the forward pass used by training ---------------------------------------------------------------
@@ -186,17 +195,24 @@ def _set_streaming(module: nn.Module, on: bool) -> None:
             m.start_stream() if on else m.stop_stream()
 
 
+def _check_open(stream: "StreamingEncoder | StreamingDecoder", name: str) -> None:
+    if stream.closed:
+        raise RuntimeError(f"this stream {name} has ended (flush or close ends it): open a new one")
+
+
 class StreamingEncoder:
     """Feed audio (n,), (B, n) or (B, 1, n) of any size with `push`; get the codes of every frame completed so far.
 
     `flush` zero-pads the last partial frame, exactly as the offline `encode` does, and ends the stream.
     Concatenating everything returned equals `Codec.encode` on the whole signal. `close` (or leaving a `with`
-    block) ends the stream without the last partial frame.
+    block) ends the stream without the last partial frame. An ended stream refuses `push` and `flush`: its
+    layers have dropped their state, so it would encode as if from silence.
     """
 
     def __init__(self, codec: Codec, num_codebooks: int | None) -> None:
         self.codec, self.num_codebooks, self.samples = codec, num_codebooks, 0
         self.last: torch.Tensor | None = None
+        self.closed = False
         _set_streaming(codec.encoder, True)
 
     def __enter__(self) -> "StreamingEncoder":
@@ -207,6 +223,7 @@ class StreamingEncoder:
 
     @torch.no_grad()
     def push(self, audio: torch.Tensor) -> torch.Tensor:
+        _check_open(self, "encoder")
         audio = self.codec._as_batch(audio)
         self.samples += audio.shape[-1]
         self.last = audio
@@ -215,6 +232,7 @@ class StreamingEncoder:
     @torch.no_grad()
     def flush(self) -> torch.Tensor | None:
         """Codes of the zero-padded last partial frame (None if the input ended on a frame boundary)."""
+        _check_open(self, "encoder")
         missing = (-self.samples) % self.codec.hop_length
         codes = None
         if missing and self.last is not None:
@@ -223,15 +241,18 @@ class StreamingEncoder:
         return codes
 
     def close(self) -> None:
-        _set_streaming(self.codec.encoder, False)
+        if not self.closed:  # twice (flush, then the `with` block's end) must not end a newer stream's state
+            _set_streaming(self.codec.encoder, False)
+            self.closed = True
 
 
 class StreamingDecoder:
     """Feed codes (B, Q, f) with `push`; get f * hop_length samples back for each call. `close` (or leaving a
-    `with` block) ends the stream."""
+    `with` block) ends the stream; an ended stream refuses `push`."""
 
     def __init__(self, codec: Codec) -> None:
         self.codec = codec
+        self.closed = False
         _set_streaming(codec.decoder, True)
 
     def __enter__(self) -> "StreamingDecoder":
@@ -242,7 +263,10 @@ class StreamingDecoder:
 
     @torch.no_grad()
     def push(self, codes: torch.Tensor) -> torch.Tensor:
+        _check_open(self, "decoder")
         return self.codec.decoder(self.codec.quantizer.decode(codes))[:, 0]
 
     def close(self) -> None:
-        _set_streaming(self.codec.decoder, False)
+        if not self.closed:
+            _set_streaming(self.codec.decoder, False)
+            self.closed = True

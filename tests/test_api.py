@@ -133,3 +133,51 @@ def test_encode_refuses_what_it_cannot_encode(tiny_weights):
         with pytest.raises(ValueError, match=message):
             model.encode(audio)
     assert model.decode(torch.zeros(1, 3, 0, dtype=torch.long)).shape == (1, 0)
+
+
+def test_bandwidth_choices_and_refusals():
+    model = codec.load("bundled")
+    assert [model.codebooks_for_bandwidth(0.75 * n) for n in range(1, 9)] == list(range(1, 9))  # 0.75 kbps steps
+    assert model.codebooks_for_bandwidth(5) == 6  # the most that fit
+    for kbps, message in ((float("nan"), "positive"), (float("inf"), "positive"), (0, "positive"),
+                          (-3, "positive"), (0.5, "below this model's lowest, 0.75"),
+                          (6.5, "above this model's highest, 6 kbps"), (6000, "above")):
+        with pytest.raises(ValueError, match=message):
+            model.codebooks_for_bandwidth(kbps)
+
+
+def test_an_ended_stream_refuses_more(tiny_weights):
+    """After flush or close the layers have dropped their state: a push would encode as if from silence."""
+    model = codec.load(tiny_weights)
+    audio = torch.randn(1, 100) * 0.1
+    offline, codes = model.encode(audio[:, :96]), model.encode(audio)
+    encoder = model.stream_encoder()
+    encoder.push(audio)
+    encoder.flush()
+    for call in (lambda: encoder.push(audio), encoder.flush):
+        with pytest.raises(RuntimeError, match="has ended"):
+            call()
+    with model.stream_encoder() as second:
+        first_half = second.push(audio[:, :50])
+        encoder.close()  # again: it must not end the newer stream's state
+        assert torch.equal(torch.cat([first_half, second.push(audio[:, 50:])], -1), offline)
+    with model.stream_decoder() as decoder:
+        decoder.push(codes[..., :2])
+    with pytest.raises(RuntimeError, match="stream decoder has ended"):
+        decoder.push(codes[..., 2:])
+
+
+def test_codes_out_of_range_are_a_clear_error(tiny_weights):
+    from codec.errors import CodesError
+    model = codec.load(tiny_weights)
+    codes = model.encode(torch.randn(1, 800) * 0.1)
+    dropped = codes.clone()
+    dropped[:, 2] = -1  # a dropped stage decodes as if absent
+    assert torch.allclose(model.decode(dropped), model.decode(codes[:, :2]), atol=1e-6)
+    for bad in (16, -2):
+        wrong = codes.clone()
+        wrong[0, 1, 7] = bad
+        with pytest.raises(CodesError, match=f"code {bad} at codebook 1, frame 7 is out of range: ids .* 0 to 15"):
+            model.decode(wrong)
+        with model.stream_decoder() as decoder, pytest.raises(CodesError):
+            decoder.push(wrong)

@@ -53,6 +53,12 @@ def test_num_codebooks_and_bandwidth_choose_the_bitrate(tmp_path, tiny_weights, 
     assert run("decode", "--model", tiny_weights, tmp_path / "a.codes", tmp_path / "a.wav") == 0
     assert run("encode", "--model", tiny_weights, "--num-codebooks", "4", speech, tmp_path / "c.codes") == 1
     assert run("encode", "--model", tiny_weights, "--bandwidth", "1", speech, tmp_path / "c.codes") == 1
+    capsys.readouterr()
+    for value, message in (("nan", "positive"), ("inf", "positive"), ("0", "positive"), ("100", "above")):
+        assert run("encode", "--model", tiny_weights, "--bandwidth", value, speech, tmp_path / "c.codes") == 1
+        err = capsys.readouterr().err.strip()
+        assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "c.codes").exists()
 
 
 def test_folder_of_inputs(tmp_path, tiny_weights, speech):

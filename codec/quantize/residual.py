@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..errors import CodesError
 from .base import QuantizerOutput, SingleQuantizer, to_latents, to_vectors
 
 
@@ -61,7 +62,14 @@ class ResidualQuantizer(nn.Module):
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (B, n, F), n <= Q; an id of -1 stands for a dropped stage and contributes nothing."""
+        """codes (B, n, F), n <= Q; an id of -1 stands for a dropped stage and contributes nothing. Any other id
+        outside 0..K-1 is a CodesError (too large would be a bare IndexError, -2 would pass for a dropped stage)."""
         self._check(codes.shape[1])
+        sizes = torch.tensor(self.codebook_sizes[:codes.shape[1]], device=codes.device)[None, :, None]
+        bad = (codes < -1) | (codes >= sizes)
+        if bad.any():
+            batch, stage, frame = (int(i) for i in bad.nonzero()[0])
+            raise CodesError(f"code {int(codes[batch, stage, frame])} at codebook {stage}, frame {frame} is out of "
+                             f"range: ids run from 0 to {self.codebook_sizes[stage] - 1} (-1: a dropped stage)")
         total = sum(stage.vectors(codes[:, i]) for i, stage in enumerate(self.stages[:codes.shape[1]]))
         return total.transpose(1, 2)
