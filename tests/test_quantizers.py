@@ -187,3 +187,54 @@ def test_low_rank_simvq_stages_each_reduce_the_residual():
         decoded = quantizer.decode(quantizer.encode(latents, n))
         errors.append(((latents - decoded).square().sum() / latents.square().sum()).item())
     assert errors[0] < 1 and all(later < earlier for earlier, later in zip(errors, errors[1:])), errors
+
+
+def test_simvq_loss_trains_the_map_by_the_codebook_term_and_the_latents_by_beta_commitment():
+    """loss = mean ||q - sg(z)||^2 + beta mean ||sg(q) - z||^2 with q = scale (C[ids] W^T + b): W and b get the
+    first term's gradient at weight 1, the latents z only beta times the second's. Swapping the terms (or their
+    weights) changes both gradients, checked here against their values by hand."""
+    torch.manual_seed(0)
+    quantizer = SimVQ(8, 32, basis_dim=4, beta=0.25).eval()  # eval: no fit to the batch, W stays as drawn
+    quantizer.scale.fill_(0.7)  # not 1, so that the scale's place in the gradient is checked too
+    latents = torch.randn(2, 8, 5, requires_grad=True)
+    out = quantizer(latents)
+    out.loss.backward()
+    z = latents.detach().transpose(1, 2).reshape(-1, 8)  # (N, D), in the order of the codes
+    ids = out.codes.reshape(-1)
+    q = (quantizer.basis[ids] @ quantizer.projection.weight.T + quantizer.projection.bias).detach() * 0.7
+    dq = 2 * (q - z) / z.numel()  # d/dq of the codebook term
+    assert torch.allclose(quantizer.projection.weight.grad, 0.7 * dq.T @ quantizer.basis[ids], atol=1e-7)
+    assert torch.allclose(quantizer.projection.bias.grad, 0.7 * dq.sum(0), atol=1e-7)
+    expected_z = (0.25 * 2 * (z - q) / z.numel()).reshape(2, 5, 8).transpose(1, 2)
+    assert torch.allclose(latents.grad, expected_z, atol=1e-7)
+
+
+def test_simvq_gathers_the_chosen_basis_rows_before_projecting_them():
+    """Projecting the whole codebook and then gathering would keep a K-row tensor for backward (at K = 262,144
+    and D = 512, 512 MiB per stage); gathering first keeps only N rows. Nothing saved for backward has K rows."""
+    torch.manual_seed(0)
+    size, tokens = 4096, 30
+    quantizer = ResidualQuantizer([SimVQ(8, size, basis_dim=8, seed=i) for i in range(2)]).train()
+    latents = torch.randn(1, 8, tokens, requires_grad=True)
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        out = quantizer(latents)
+    (out.quantized.square().mean() + out.loss).backward()
+    assert quantizer.stages[1].projection.weight.grad.abs().sum() > 0
+    assert saved and max(saved) < size, max(saved)  # gathered rows: tokens x 8 = 240 elements
+
+
+def test_quantizer_dropout_uses_fewer_codebooks_on_its_share_of_steps():
+    """The trainer's choice per step (codec/train/trainer.py): with probability quantizer_dropout a number of
+    codebooks drawn from 1..n (n included), else n; the same for a step whatever process or resumed run asks."""
+    from codec.train.config import TrainConfig
+    from codec.train.trainer import codebooks_for_step
+    steps, n = range(4000), 8
+    config = TrainConfig(quantizer_dropout=0.5, seed=3)
+    chosen = [codebooks_for_step(step, config, n) for step in steps]
+    assert chosen == [codebooks_for_step(step, TrainConfig(quantizer_dropout=0.5, seed=3), n) for step in steps]
+    assert set(chosen) == set(range(1, n + 1))
+    fewer = sum(c < n for c in chosen) / len(chosen)
+    assert abs(fewer - 0.5 * (n - 1) / n) < 0.03, fewer  # 4 standard deviations of the share
+    assert chosen != [codebooks_for_step(step, TrainConfig(quantizer_dropout=0.5, seed=4), n) for step in steps]
+    assert {codebooks_for_step(step, TrainConfig(quantizer_dropout=0.0), n) for step in steps} == {n}
