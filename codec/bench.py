@@ -5,7 +5,8 @@
    in a fresh process, so its peak-memory growth (ru_maxrss after the step minus before it; the frozen basis,
    built before the step, is not counted) is its own.
 2. Real-time factor of encode and decode: a codec model against EnCodec 24 kHz (the `encodec` package with
-   random weights) at the same bitrate.
+   random weights) at the same bitrate. Without `encodec` the model's own row stays and a note says how to get it
+   (`pip install --no-deps encodec`: its declared torchaudio would pull another torch).
 """
 from __future__ import annotations
 
@@ -92,31 +93,41 @@ def _best_of(fn, repeats: int) -> float:
     return min(times)
 
 
+def _speed(name: str, kbps: float, encode, decode, seconds: float, repeats: int) -> dict:
+    """A row of times real time for `encode()` and `decode()` of `seconds` of audio."""
+    encode_x, decode_x = seconds / _best_of(encode, repeats), seconds / _best_of(decode, repeats)
+    return {"model": name, "kbps": kbps, "encode_x": encode_x, "decode_x": decode_x,
+            "both_x": 1 / (1 / encode_x + 1 / decode_x)}
+
+
 @torch.no_grad()
-def real_time_factors(model: str = "bundled", seconds: float = 10.0, threads: int = 2, repeats: int = 3,
-                      with_encodec: bool = True) -> list[dict]:
-    from .weights import load
+def real_time_factors(codec, seconds: float = 10.0, threads: int = 2, repeats: int = 3,
+                      with_encodec: bool = True) -> tuple[list[dict], str | None]:
+    """Rows for `codec` and, if asked and installed, EnCodec at its bitrate; and a note when EnCodec is missing."""
     torch.set_num_threads(threads)
-    codec = load(model)
     audio = torch.randn(1, 1, int(seconds * codec.sample_rate)) * 0.1
     codes = codec.encode(audio)
-    rows = [{"model": codec.name, "kbps": codec.bitrate / 1000,
-             "encode_x": seconds / _best_of(lambda: codec.encode(audio), repeats),
-             "decode_x": seconds / _best_of(lambda: codec.decode(codes), repeats)}]
-    if with_encodec:
-        encodec = load_encodec(codec.bitrate / 1000)
-        frames = encodec.encode(audio)
-        rows.append({"model": "encodec_24khz (random weights)", "kbps": codec.bitrate / 1000,
-                     "encode_x": seconds / _best_of(lambda: encodec.encode(audio), repeats),
-                     "decode_x": seconds / _best_of(lambda: encodec.decode(frames), repeats)})
-    for row in rows:
-        row["both_x"] = 1 / (1 / row["encode_x"] + 1 / row["decode_x"])
-    return rows
+    kbps = codec.bitrate / 1000
+    rows = [_speed(codec.name, kbps, lambda: codec.encode(audio), lambda: codec.decode(codes), seconds, repeats)]
+    if not with_encodec:
+        return rows, None
+    try:
+        encodec = load_encodec(kbps)
+    except ImportError as error:
+        return rows, (f"EnCodec comparison skipped ({error}): pip install --no-deps encodec (with einops, which "
+                      f"vector-quantize-pytorch brings; --no-deps: its declared torchaudio would pull another torch)")
+    frames = encodec.encode(audio)
+    rows.append(_speed("encodec_24khz (random weights)", kbps, lambda: encodec.encode(audio),
+                       lambda: encodec.decode(frames), seconds, repeats))
+    return rows, None
 
 
 def run(model: str = "bundled", sizes=(4096, 65536, 262144), threads: int = 2, skip_peers: bool = False) -> str:
     """Run every benchmark and return a Markdown report."""
     from tqdm import tqdm
+
+    from .weights import load
+    codec = load(model)  # first: a bad --model is an error before minutes of SimVQ steps, not after
     lines = ["### SimVQ training step (D = 512, N = 1,500 tokens, fp32, "
              f"{threads} threads)", "",
              "| K | codec step (s) | codec memory growth (MiB) | vector-quantize-pytorch step (s) | "
@@ -135,12 +146,8 @@ def run(model: str = "bundled", sizes=(4096, 65536, 262144), threads: int = 2, s
                      f"{cell(floor, 'seconds', '.3f')} |")
     lines += ["", f"### Encode / decode speed (10 s of audio, {threads} threads, times real time)", "",
               "| model | kbps | encode | decode | encode + decode |", "|---|---|---|---|---|"]
-    try:
-        rows = real_time_factors(model, threads=threads, with_encodec=not skip_peers)
-    except ImportError as error:
-        rows = []
-        lines.append(f"(EnCodec comparison skipped: {error}; pip install --no-deps encodec einops)")
+    rows, note = real_time_factors(codec, threads=threads, with_encodec=not skip_peers)
     for row in rows:
         lines.append(f"| {row['model']} | {row['kbps']:.1f} | {row['encode_x']:.1f}x | {row['decode_x']:.1f}x | "
                      f"{row['both_x']:.1f}x |")
-    return "\n".join(lines)
+    return "\n".join(lines + (["", f"({note})"] if note else []))

@@ -206,6 +206,10 @@ def cmd_report(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import run
+    if args.threads < 1:
+        raise CodecError(f"--threads must be at least 1, got {args.threads}")
+    if min(args.sizes) < 1:
+        raise CodecError(f"--sizes must be codebook sizes of at least 1, got {min(args.sizes)}")
     report = run(args.model, tuple(args.sizes), args.threads, args.skip_peers)
     print(report)
     if args.out:

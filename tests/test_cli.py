@@ -336,3 +336,20 @@ def test_long_input_crosses_blocks_and_equals_the_offline_api(tmp_path, tiny_wei
     reference = model.decode(offline, length=tokens.num_samples)[0].clamp(-1, 1).numpy()
     assert np.abs(decoded - reference).max() < 2e-4  # 16-bit output
 
+
+def test_bench_refuses_bad_options_before_measuring_and_keeps_its_row_without_encodec(tmp_path, tiny_weights,
+                                                                                       monkeypatch, capsys):
+    import codec.bench
+    monkeypatch.setattr(codec.bench, "simvq_step", _never)
+    for options in (["--threads", "0"], ["--sizes", "0"], ["--model", tmp_path / "none.safetensors"]):
+        assert run("bench", *options) == 1
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: ") and len(err.splitlines()) == 1
+    monkeypatch.setattr(codec.bench, "simvq_step", lambda *args, **kwargs: {"seconds": 1.0, "memory_growth_mib": 1})
+
+    def missing(bandwidth):
+        raise ImportError("No module named 'encodec'")
+    monkeypatch.setattr(codec.bench, "load_encodec", missing)
+    assert run("bench", "--model", tiny_weights, "--sizes", "16", "--threads", "1", "--out", tmp_path / "b.md") == 0
+    report = (tmp_path / "b.md").read_text()
+    assert "| tiny | 12.0 |" in report and "pip install --no-deps encodec" in report
