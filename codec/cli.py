@@ -186,7 +186,7 @@ def cmd_eval(args) -> int:
             skipped += len(results["skipped"])
             print(f"  skipped {len(results['skipped'])} of {len(files)} files (listed in results.json)")
     if skipped:
-        print(f"error: {skipped} files skipped over {len(systems)} systems (see 'skipped' in each results.json)",
+        print(f"error: files were skipped ({skipped} in all; listed under 'skipped' in each system's results.json)",
               file=sys.stderr)
     return EXIT_FAILURE if skipped else 0
 
@@ -294,7 +294,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation = commands.add_parser(
         "eval", help="encode + decode a set of files with a model and/or baselines, and score them",
         description="Writes one folder per system (model at each bitrate, each baseline) under --out: "
-                    "results.json, per_file.csv, summary.csv, examples/; `codec report` turns them into a page.")
+                    "results.json, per_file.csv, per_file.json, summary.csv, examples/; `codec report` turns them "
+                    "into a page. Exit code 1 if any file was skipped (listed in results.json).")
     evaluation.add_argument("--model", help="weights file or 'bundled' (the default, unless only --baseline is given)")
     evaluation.add_argument("--name", help="the model's name in results folders and reports (default: its own "
                                            "name; give one to compare two runs of the same recipe)")

@@ -158,10 +158,10 @@ def evaluate(system: System, files: list[Path], folder: str | Path, options: Opt
             target.parent.mkdir(parents=True, exist_ok=True)
             audio_io.save(target, pair.decoded, pair.rate, force=True)
     if not rows:
-        raise AudioError(f"{system.label}: none of the {len(files)} files could be scored (first: "
-                         f"{skipped[0]['file']}: {skipped[0]['reason']}); no results written")
+        first = f" (first: {skipped[0]['file']}: {skipped[0]['reason']})" if skipped else ""
+        raise AudioError(f"{system.label}: none of the {len(files)} files could be scored{first}; no results written")
     seconds = sum(r["seconds"] for r in rows)
-    metrics = [k for k in rows[0] if k not in ("file", "seconds")] if rows else []
+    metrics = [k for k in rows[0] if k not in ("file", "seconds")]
     results = {
         "label": system.label, "system": _describe(system), "kbps": system.kbps,
         "measured_kbps": bits / seconds / 1000 if seconds and bits else None,

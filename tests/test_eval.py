@@ -115,8 +115,8 @@ def test_skipped_files_are_listed_and_fail_the_command(tiny_weights, corpus, tmp
     results = json.loads((out / "tiny-12kbps" / "results.json").read_text())
     assert results["files"] == 2 and [Path(s["file"]).name for s in results["skipped"]] == ["broken.wav"]
     assert results["skipped"][0]["reason"].startswith("not a readable audio file")
-    assert "skipped 1 of 3 files" in captured.out and captured.err.endswith("error: 1 files skipped over 1 systems "
-                                                                           "(see 'skipped' in each results.json)\n")
+    assert "skipped 1 of 3 files" in captured.out and captured.err.endswith(
+        "error: files were skipped (1 in all; listed under 'skipped' in each system's results.json)\n")
     (tmp_path / "only-broken").mkdir()
     shutil.copy(corpus / "broken.wav", tmp_path / "only-broken")
     assert run("eval", "--model", tiny_weights, "--data", tmp_path / "only-broken", "--no-mos", "--out",
