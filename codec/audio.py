@@ -5,7 +5,9 @@ becomes one stream of codes); the token file records how many channels the sourc
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -77,9 +79,12 @@ def blocks(path: str | Path, sample_rate: int, block_seconds: float = 10.0):
         if meta.samplerate != sample_rate else None
     total = 0
     try:
-        with soundfile.SoundFile(str(path)) as handle:
-            for block in handle.blocks(blocksize=int(block_seconds * meta.samplerate), dtype="float32",
-                                       always_2d=True):
+        with soundfile.SoundFile(str(path)) as handle, tempfile.TemporaryFile() as messages:
+            while True:
+                with _c_stderr_to(messages):
+                    block = handle.read(int(block_seconds * meta.samplerate), dtype="float32", always_2d=True)
+                if not len(block):
+                    break
                 mono = np.ascontiguousarray(block.mean(axis=1))
                 if not np.isfinite(mono).all():
                     raise AudioError(f"{path}: the audio contains NaN or infinite samples")
@@ -91,10 +96,35 @@ def blocks(path: str | Path, sample_rate: int, block_seconds: float = 10.0):
                 tail = resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True)
                 if len(tail):
                     yield torch.from_numpy(tail.copy())
+            _note_messages(path, messages)
     except (RuntimeError, soundfile.LibsndfileError) as error:
         raise AudioError(f"{path}: cannot decode audio ({str(error).splitlines()[0]})") from None
     if total == 0:
         raise AudioError(f"{path}: the audio is empty")
+
+
+@contextlib.contextmanager
+def _c_stderr_to(sink):
+    """Point file descriptor 2 at `sink` while reading: libsndfile's mp3 decoder (libmpg123) writes a line to the
+    C stderr for every damaged frame it conceals (19 lines for one damaged 2 s clip), out of Python's reach."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(sink.fileno(), 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _note_messages(path: str | Path, messages) -> None:
+    """The decoder concealed damage and decoding went on: say so in one line (tqdm.write: above any bar)."""
+    if messages.tell():
+        from tqdm import tqdm
+        messages.seek(0)
+        lines = messages.read().decode(errors="replace").splitlines()
+        tqdm.write(f"note: {path}: the decoder concealed damaged data (messages: {len(lines)}; the first: "
+                   f"{lines[0].strip()})", file=sys.stderr)
 
 
 def list_audio(paths: list[str | Path]) -> list[Path]:

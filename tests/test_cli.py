@@ -353,3 +353,30 @@ def test_bench_refuses_bad_options_before_measuring_and_keeps_its_row_without_en
     assert run("bench", "--model", tiny_weights, "--sizes", "16", "--threads", "1", "--out", tmp_path / "b.md") == 0
     report = (tmp_path / "b.md").read_text()
     assert "| tiny | 12.0 |" in report and "pip install --no-deps encodec" in report
+
+
+
+@pytest.mark.parametrize("damage", ["concealed", "fatal"])
+def test_damaged_mp3_is_one_line_not_the_decoders_noise(tmp_path, tiny_weights, speech, damage):
+    """libmpg123 writes a line per damaged frame to the C stderr; the command captures them and says so once:
+    a note when the decoder concealed the damage, an error when it gave up."""
+    if "MP3" not in soundfile.available_formats():
+        pytest.skip("this libsndfile has no mp3 support")
+    audio, rate = soundfile.read(speech)
+    soundfile.write(tmp_path / "clip.mp3", audio, rate, format="MP3")
+    data = bytearray((tmp_path / "clip.mp3").read_bytes())
+    if damage == "concealed":
+        for i in range(len(data) // 8, len(data), 97):
+            data[i] ^= 0x55
+    else:
+        data[len(data) // 3:len(data) // 3 + 2000] = np.random.default_rng(0).bytes(2000)
+    (tmp_path / "clip.mp3").write_bytes(bytes(data))
+    result = subprocess.run([sys.executable, "-m", "codec.cli", "encode", "--model", str(tiny_weights),
+                             str(tmp_path / "clip.mp3"), str(tmp_path / "a.codes")], capture_output=True, text=True)
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    if damage == "concealed":
+        assert result.returncode == 0 and (tmp_path / "a.codes").is_file()
+        assert result.stderr.startswith(f"note: {tmp_path / 'clip.mp3'}: the decoder concealed damaged data (")
+    else:
+        assert result.returncode == 1 and not (tmp_path / "a.codes").exists()
+        assert result.stderr.startswith(f"error: {tmp_path / 'clip.mp3'}: cannot decode audio")
