@@ -356,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     rate.add_argument("--bandwidth", type=float, help="target kbps: the most codebooks that fit")
     rate.add_argument("--num-codebooks", type=int, help="number of codebooks to keep")
     export.add_argument("--shard-size", type=int, default=1000, help="utterances per shard (default 1000)")
-    export.add_argument("--batch-size", type=int, help="utterances encoded at once (default: 1 on a CPU, 8 on a GPU)")
+    export.add_argument("--batch-size", type=int, default=8, help="utterances encoded at once (default 8)")
     export.add_argument("--webdataset", action="store_true", help="also write WebDataset .tar shards")
     export.add_argument("--token-stream", action="store_true", help="also write a flat token stream (.bin + index)")
     export.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
