@@ -221,7 +221,7 @@ def cmd_export(args) -> int:
     from .corpus import data_root, read_utterances
     from .export import ExportConfig, choose_device, export
     from .processes import single_process_launch
-    if warning := single_process_launch():
+    if warning := single_process_launch("export"):
         print(f"warning: {warning}", file=sys.stderr)
     utterances = read_utterances(args.data, args.split)
     codec = _model(args).to(choose_device(args.device))
@@ -238,22 +238,17 @@ def cmd_export(args) -> int:
 
 
 def cmd_train(args) -> int:
-    import os
-
-    import torch
-
     from .config import load_yaml
+    from .processes import single_process_launch
     from .train.config import TrainConfig
     from .train.runs import prepare
     from .train.trainer import train
     from .weights import weights_path
+    if warning := single_process_launch("train"):
+        print(f"warning: {warning}", file=sys.stderr)
     config = load_yaml(TrainConfig, args.config, args.overrides)
     init_weights = args.init_weights and str(weights_path(args.init_weights))
     prepare(config, args.resume, args.force, init_weights)
-    if "LOCAL_RANK" in os.environ and not torch.cuda.is_available():
-        # accelerate forms a CPU process group only when asked to: without this, each process of a CPU launch
-        # (torchrun, or accelerate launch without --cpu) would train alone, all of them into the same out_dir.
-        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     print(f"weights: {train(config, init_weights)}")
     return 0
 

@@ -37,13 +37,13 @@ class ProcessGroup:
             torch.distributed.destroy_process_group()
 
 
-def single_process_launch() -> str | None:
-    """A warning when `accelerate launch` ran the export as one process although it looks like several were
+def single_process_launch(command: str) -> str | None:
+    """A warning when `accelerate launch` ran `command` as one process although it looks like several were
     wanted: without --multi_gpu it starts one process on a machine with fewer than two GPUs, whatever
     --num_processes says (and it tells the process nothing of the count; its single-process launcher is the one
     that sets ACCELERATE_USE_CPU)."""
     if "ACCELERATE_USE_CPU" not in os.environ or "WORLD_SIZE" in os.environ:
         return None
-    return ("accelerate launch started this export as a single process; for N processes on CPUs (or on one GPU) "
-            "use `accelerate launch --multi_gpu --num_processes N -m codec export ...` or `torchrun "
-            "--nproc_per_node N -m codec export ...`")
+    return (f"accelerate launch started this {command} as a single process; for N processes on CPUs (or on one "
+            f"GPU) use `accelerate launch --multi_gpu --num_processes N -m codec {command} ...` or `torchrun "
+            f"--nproc_per_node N -m codec {command} ...`")

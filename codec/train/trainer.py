@@ -56,8 +56,9 @@ class Trainer:
         self.config, self.out = config, Path(config.out_dir)
         # Later residual stages sit idle on steps that drop them; the frozen SimVQ bases never need a broadcast.
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True, broadcast_buffers=False)
-        # Started as several processes without GPUs, accelerate runs each alone unless told it is on CPUs
-        # (then it joins them with gloo): without this, N processes would each train their own copy.
+        # Started as several processes without GPUs (torchrun, accelerate launch --multi_gpu), accelerate runs
+        # each alone unless told it is on CPUs, then joins them with gloo: else each would train its own copy,
+        # all into one out_dir. Here rather than in the command line, so that `train()` under torchrun joins too.
         several_cpus = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp],
                                        cpu=several_cpus)
