@@ -127,8 +127,9 @@ def _note_messages(path: str | Path, messages) -> None:
                    f"{lines[0].strip()})", file=sys.stderr)
 
 
-def list_audio(paths: list[str | Path]) -> list[Path]:
-    """Expand files and folders (recursively) into a sorted list of audio files.
+def list_audio(paths: list[str | Path], suffixes: set[str] = AUDIO_EXTENSIONS) -> list[Path]:
+    """Expand files and folders (recursively) into a sorted list of the files with one of `suffixes` (audio,
+    unless asked for others: `codec decode` lists .codes files so).
 
     Symbolic links to folders are followed, except one back to a folder above it (a cycle). Everything with an
     audio suffix is listed, broken links and FIFOs included, so that reading it reports the problem (`info`)
@@ -136,11 +137,11 @@ def list_audio(paths: list[str | Path]) -> list[Path]:
     """
     found: list[Path] = []
     for entry in map(Path, paths):
-        found += sorted(_scan(entry, frozenset({entry.resolve()}))) if entry.is_dir() else [entry]
+        found += sorted(_scan(entry, frozenset({entry.resolve()}), suffixes)) if entry.is_dir() else [entry]
     return found
 
 
-def _scan(folder: Path, above: frozenset[Path]):
+def _scan(folder: Path, above: frozenset[Path], suffixes: set[str]):
     try:
         entries = list(os.scandir(folder))
     except OSError as error:
@@ -150,8 +151,8 @@ def _scan(folder: Path, above: frozenset[Path]):
         if entry.is_dir():  # a link to a folder too
             real = path.resolve()
             if real not in above:  # a link to a folder above: its files are being listed already
-                yield from _scan(path, above | {real})
-        elif path.suffix.lower() in AUDIO_EXTENSIONS:
+                yield from _scan(path, above | {real}, suffixes)
+        elif path.suffix.lower() in suffixes:
             yield path
 
 

@@ -38,62 +38,6 @@ def _model(args):
     return load(args.model)
 
 
-def _pairs(inputs: list[str], output: str, suffix: str,
-           input_suffixes: set[str] | None) -> tuple[list[tuple[Path, Path]], bool]:
-    """Map inputs to outputs. One file in: `output` is the file. Several inputs or a folder: `output` is a folder
-    and each output keeps the input's path relative to the folder it came from, with a new suffix."""
-    from .audio import AUDIO_EXTENSIONS, list_audio
-    sources = [Path(p) for p in inputs]
-    if len(sources) == 1 and not sources[0].is_dir():
-        return [(sources[0], Path(output))], False
-    out = Path(output)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: several inputs or a folder need an output folder, and this is a file")
-    if not out.exists() and out.suffix.lower() in AUDIO_EXTENSIONS | {".codes"}:  # a folder named x.codes: a slip
-        raise OutputError(f"{out}: several inputs or a folder need an output folder, and this names a file")
-    pairs = []
-    for source in sources:
-        if source.is_dir():
-            files = sorted(p for p in source.rglob("*") if p.is_file() and p.suffix.lower() in input_suffixes) \
-                if input_suffixes else list_audio([source])
-            pairs += [(f, out / f.relative_to(source).with_suffix(suffix)) for f in files]
-        else:
-            pairs.append((source, out / source.with_suffix(suffix).name))
-    if not pairs:
-        raise CodecError(f"no input files found in {', '.join(inputs)}")
-    sources_of: dict[Path, Path] = {}
-    for source, target in pairs:
-        if target in sources_of:
-            raise CodecError(f"{sources_of[target]} and {source} would both write {target}; "
-                             f"give them separate folders or runs")
-        sources_of[target] = source
-    return pairs, True
-
-
-def _run_many(mapping, action, description: str) -> int:
-    """Run `action(source, target)` over pairs with a progress bar; in folder mode report failures one line
-    each and go on (exit code 1 at the end), for a single file let the error end the command."""
-    from tqdm import tqdm
-    pairs, folder_mode = mapping
-    for folder in sorted({target.parent for _, target in pairs} if folder_mode else ()):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(f"{folder}: cannot create the output folder ({error.strerror})") from None
-    failures = 0
-    for source, target in tqdm(pairs, desc=description, unit="file", disable=not folder_mode):
-        try:
-            action(source, target)
-        except CodecError as error:
-            if not folder_mode:
-                raise
-            failures += 1
-            tqdm.write(f"error: {error}", file=sys.stderr)
-    if failures:
-        print(f"error: {failures} of {len(pairs)} files failed", file=sys.stderr)
-    return EXIT_FAILURE if failures else 0
-
-
 def _num_codebooks(args, codec) -> int | None:
     if args.num_codebooks is not None:
         if not 1 <= args.num_codebooks <= codec.num_codebooks:
@@ -108,22 +52,23 @@ def _num_codebooks(args, codec) -> int | None:
 
 
 def cmd_encode(args) -> int:
-    from .files import check_encode, encode_file
-    mapping = _pairs(args.paths[:-1], args.paths[-1], ".codes", None)
-    if not mapping[1]:
-        check_encode(*mapping[0][0], args.force)  # a single bad input or output is reported before the model loads
+    from .audio import AUDIO_EXTENSIONS
+    from .files import check_encode, encode_file, pair_outputs, run_pairs
+    pairs, folder_mode = pair_outputs(args.paths[:-1], args.paths[-1], ".codes", AUDIO_EXTENSIONS)
+    if not folder_mode:
+        check_encode(*pairs[0], args.force)  # a single bad input or output is reported before the model loads
     codec = _model(args)
     n = _num_codebooks(args, codec)
-    return _run_many(mapping, lambda s, t: encode_file(codec, s, t, n, args.force), "encoding")
+    return run_pairs(pairs, folder_mode, lambda s, t: encode_file(codec, s, t, n, args.force), "encoding")
 
 
 def cmd_decode(args) -> int:
-    from .files import check_decode, decode_file
-    mapping = _pairs(args.paths[:-1], args.paths[-1], ".wav", {".codes"})
-    if not mapping[1]:
-        check_decode(*mapping[0][0], args.force)
+    from .files import TOKEN_SUFFIX, check_decode, decode_file, pair_outputs, run_pairs
+    pairs, folder_mode = pair_outputs(args.paths[:-1], args.paths[-1], ".wav", {TOKEN_SUFFIX})
+    if not folder_mode:
+        check_decode(*pairs[0], args.force)
     codec = _model(args)
-    return _run_many(mapping, lambda s, t: decode_file(codec, s, t, args.force), "decoding")
+    return run_pairs(pairs, folder_mode, lambda s, t: decode_file(codec, s, t, args.force), "decoding")
 
 
 def cmd_info(args) -> int:

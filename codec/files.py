@@ -7,6 +7,7 @@ encode as fast.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import soundfile
 import torch
 
 from . import audio as audio_io
-from .errors import AudioError, OutputError, TokenFileError
+from .errors import AudioError, CodecError, OutputError, TokenFileError
 from .model import Codec
 from .tokens import TokenFile, load_tokens, save_tokens
 
@@ -109,3 +110,58 @@ def decode_file(codec: Codec, source: str | Path, target: str | Path, force: boo
     finally:
         decoder.close()
     return tokens
+
+
+def pair_outputs(inputs: list[str], output: str, suffix: str,
+                 input_suffixes: set[str]) -> tuple[list[tuple[Path, Path]], bool]:
+    """Map inputs to outputs; returns (pairs, folder_mode). One file in: `output` is the file. Several inputs or
+    a folder: `output` is a folder and each output keeps the input's path relative to the folder it came from,
+    with a new suffix; folders are searched for files with `input_suffixes`."""
+    sources = [Path(p) for p in inputs]
+    if len(sources) == 1 and not sources[0].is_dir():
+        return [(sources[0], Path(output))], False
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: several inputs or a folder need an output folder, and this is a file")
+    if not out.exists() and out.suffix.lower() in audio_io.AUDIO_EXTENSIONS | {TOKEN_SUFFIX}:  # x.codes/: a slip
+        raise OutputError(f"{out}: several inputs or a folder need an output folder, and this names a file")
+    pairs = []
+    for source in sources:
+        if source.is_dir():
+            files = audio_io.list_audio([source], input_suffixes)
+            pairs += [(f, out / f.relative_to(source).with_suffix(suffix)) for f in files]
+        else:
+            pairs.append((source, out / source.with_suffix(suffix).name))
+    if not pairs:
+        raise CodecError(f"no input files found in {', '.join(inputs)}")
+    sources_of: dict[Path, Path] = {}
+    for source, target in pairs:
+        if target in sources_of:
+            raise CodecError(f"{sources_of[target]} and {source} would both write {target}; "
+                             f"give them separate folders or runs")
+        sources_of[target] = source
+    return pairs, True
+
+
+def run_pairs(pairs: list[tuple[Path, Path]], folder_mode: bool, action, description: str) -> int:
+    """Run `action(source, target)` over pairs with a progress bar; returns the exit code. In folder mode a
+    failure is reported in one line and the others go on (exit code 1 at the end); for a single file the error
+    ends the command."""
+    from tqdm import tqdm
+    for folder in sorted({target.parent for _, target in pairs} if folder_mode else ()):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"{folder}: cannot create the output folder ({error.strerror})") from None
+    failures = 0
+    for source, target in tqdm(pairs, desc=description, unit="file", disable=not folder_mode):
+        try:
+            action(source, target)
+        except CodecError as error:
+            if not folder_mode:
+                raise
+            failures += 1
+            tqdm.write(f"error: {error}", file=sys.stderr)
+    if failures:
+        print(f"error: {failures} of {len(pairs)} files failed", file=sys.stderr)
+    return 1 if failures else 0

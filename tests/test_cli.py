@@ -297,7 +297,8 @@ def test_sigterm_leaves_no_temporary_file(tmp_path, tiny_weights):
 
     from codec.tokens import TokenFile, save_tokens
     model = load(tiny_weights)
-    seconds = 60  # about 2 s of decoding for the tiny model, far longer than it takes to notice the file
+    seconds = 600  # ~20 s of decoding for the tiny model, far longer than it takes to notice the file: killed
+    # after a fraction of a second, the test stays short, and a loaded machine cannot finish before the signal
     codes = torch.randint(0, 16, (3, int(seconds * model.frame_rate)))
     save_tokens(tmp_path / "long.codes", TokenFile(codes, model.name, model.weights_sha256, model.sample_rate,
                                                    model.frame_rate, seconds * model.sample_rate, 1, [16] * 3))
