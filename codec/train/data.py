@@ -34,6 +34,7 @@ class AudioCrops:
         self.rate, self.crop, self.seed = sample_rate, crop_samples, seed
         self.files: list[Path] = []
         self.clips: list[torch.Tensor] = []  # in memory only
+        self.source_rates: list[int] = []  # read from files only
         lengths = []
         for file in tqdm(files, desc="loading audio" if in_memory else "reading audio lengths", leave=False):
             try:
@@ -43,6 +44,7 @@ class AudioCrops:
                 else:
                     meta = info(file)
                     lengths.append(meta.frames * sample_rate // meta.samplerate)
+                    self.source_rates.append(meta.samplerate)
             except AudioError as error:
                 print(f"warning: skipping {error}")
                 continue
@@ -65,26 +67,26 @@ class AudioCrops:
                 clip = clip.repeat(self.crop // len(clip) + 1)
             crop = clip[start:start + self.crop]
         else:
-            crop = read_span(self.files[index], self.rate, start, self.crop)
+            crop = read_span(self.files[index], self.source_rates[index], self.rate, start, self.crop)
         gain = 10 ** (torch.empty(1).uniform_(-6, 3, generator=generator) / 20)
         peak = crop.abs().max().clamp(min=1e-5)
         return (crop * torch.minimum(gain, 0.99 / peak))[None]
 
 
-def read_span(path: Path, rate: int, start: int, length: int) -> torch.Tensor:
-    """Samples [start, start + length) of a file at `rate` (mono), reading only that span and a margin around
-    it for the resampler's filter, so that it equals that cut of the whole file resampled (to ~1e-4)."""
-    meta = info(path)
-    unit = rate // math.gcd(rate, meta.samplerate)  # target samples that span a whole number of source ones
-    margin = rate // 100 if meta.samplerate != rate else 0
+def read_span(path: Path, source_rate: int, rate: int, start: int, length: int) -> torch.Tensor:
+    """Samples [start, start + length) at `rate` (mono) of a file at `source_rate`, reading only that span and a
+    margin around it for the resampler's filter, so that it equals that cut of the whole file resampled (to
+    ~1e-4)."""
+    unit = rate // math.gcd(rate, source_rate)  # target samples that span a whole number of source ones
+    margin = rate // 100 if source_rate != rate else 0
     begin = max(0, (start - margin) // unit * unit)
     end = start + length + margin
     try:
-        data, _ = soundfile.read(str(path), start=begin * meta.samplerate // rate,
-                                 frames=-(-(end - begin) * meta.samplerate // rate), dtype="float32", always_2d=True)
+        data, _ = soundfile.read(str(path), start=begin * source_rate // rate,
+                                 frames=-(-(end - begin) * source_rate // rate), dtype="float32", always_2d=True)
     except (RuntimeError, soundfile.LibsndfileError) as error:
         raise AudioError(f"{path}: cannot decode audio ({str(error).splitlines()[0]})") from None
-    span = resample(data.mean(axis=1), meta.samplerate, rate)[start - begin:start - begin + length]
+    span = resample(data.mean(axis=1), source_rate, rate)[start - begin:start - begin + length]
     return torch.nn.functional.pad(span, (0, length - len(span)))
 
 
