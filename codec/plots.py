@@ -18,6 +18,7 @@ import matplotlib.ticker  # noqa: E402
 TICKS_KBPS = [0.5, 0.75, 1, 1.5, 2, 3, 4.5, 6, 8, 12, 16, 24, 32, 64]
 METRIC_TITLES = {"pesq": "PESQ (wide-band)", "stoi": "STOI", "mel_distance": "mel distance (lower is better)",
                  "si_sdr": "SI-SDR (dB)", "utmos": "UTMOS22 strong", "distillmos": "DistillMOS"}
+MODEL_TITLE_SIZE = "medium"  # per-model plots are titled with the model's name, which runs long
 
 
 def _png(figure) -> bytes:
@@ -109,7 +110,7 @@ def codebook_utilization(label: str, per_codebook: list[dict]) -> bytes:
     axes.set_xticks(index)
     axes.set_xlabel("codebook")
     axes.set_ylabel("codes used (%)")
-    axes.set_title(f"{label}: utilization")
+    axes.set_title(f"{label}: utilization", fontsize=MODEL_TITLE_SIZE)
     return _png(figure)
 
 
@@ -126,7 +127,7 @@ def code_histogram(label: str, counts: list[np.ndarray]) -> bytes:
     axes.set_xscale("log")
     axes.set_xlabel("times a code was used")
     axes.set_ylabel("number of codes")
-    axes.set_title(f"{label}: code usage histogram")
+    axes.set_title(f"{label}: code usage histogram", fontsize=MODEL_TITLE_SIZE)
     _legend(axes, fontsize=7)
     return _png(figure)
 
@@ -147,6 +148,6 @@ def code_rank_frequency(label: str, counts: list[np.ndarray]) -> bytes:
     axes.set_ylim(bottom=max(1e-7, 0.1 / max(sum(c.sum() for c in counts), 1)))
     axes.set_xlabel("code rank (most used first)")
     axes.set_ylabel("frequency")
-    axes.set_title(f"{label}: code frequency by rank")
+    axes.set_title(f"{label}: code frequency by rank", fontsize=MODEL_TITLE_SIZE)
     _legend(axes, fontsize=7, ncol=2, loc="upper right")
     return _png(figure)
