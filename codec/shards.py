@@ -115,8 +115,9 @@ def webdataset_key(identifier: str) -> str:
 
 
 def write_webdataset(path: Path, rows: list[Row], names: list[str]) -> None:
-    """A tar with `<key>.codes.npy` and `<key>.json` per utterance (see `webdataset_key`; the JSON holds the id)."""
-    with AtomicOutput(path, force=True) as temporary, tarfile.open(temporary, "w", format=tarfile.USTAR_FORMAT) as tar:
+    """A tar with `<key>.codes.npy` and `<key>.json` per utterance (see `webdataset_key`; the JSON holds the id).
+    POSIX (pax) format: USTAR's names end at 255 bytes, and an id may be longer."""
+    with AtomicOutput(path, force=True) as temporary, tarfile.open(temporary, "w", format=tarfile.PAX_FORMAT) as tar:
         for row in rows:
             key = webdataset_key(row.utterance.id)
             buffer = io.BytesIO()

@@ -238,13 +238,14 @@ def webdataset_samples(tar_path):
 
 
 def test_webdataset_keys_keep_ids_apart(tmp_path, tiny_weights, corpus):
-    ids = ["a.b", "a_b", "a%2Eb", "x/../y.z"]  # the first two were one key when dots became underscores
+    # The first two were one key when dots became underscores; the last is longer than a USTAR name allows.
+    ids = ["a.b", "a_b", "a%2Eb", "x/../y.z", "speaker/" + "long_" * 60]
     (corpus / "ids.jsonl").write_text("".join(json.dumps({"id": i, "path": f"clip{n}.wav"}) + "\n"
-                                              for n, i in zip([0, 1, 2, 4], ids)))
+                                              for n, i in zip([0, 1, 2, 4, 0], ids)))
     out = tmp_path / "out"
     assert run("export", "--model", tiny_weights, "--data", corpus / "ids.jsonl", "--out", out, "--webdataset") == 0
     samples = webdataset_samples(out / "shard-00000.tar")
-    assert len(samples) == 4 and [json.loads(s["json"])["id"] for s in samples.values()] == ids
+    assert len(samples) == 5 and [json.loads(s["json"])["id"] for s in samples.values()] == ids
     assert list(samples) == [webdataset_key(i) for i in ids] and all(set(s) == {"json", "codes.npy"}
                                                                      for s in samples.values())
 
