@@ -63,8 +63,8 @@ def cmd_encode(args) -> int:
 
 
 def cmd_decode(args) -> int:
-    from .files import TOKEN_SUFFIX, check_decode, decode_file, pair_outputs, run_pairs
-    pairs, folder_mode = pair_outputs(args.paths[:-1], args.paths[-1], ".wav", {TOKEN_SUFFIX})
+    from .files import CODES_SUFFIX, check_decode, decode_file, pair_outputs, run_pairs
+    pairs, folder_mode = pair_outputs(args.paths[:-1], args.paths[-1], ".wav", {CODES_SUFFIX})
     if not folder_mode:
         check_decode(*pairs[0], args.force)
     codec = _model(args)
@@ -74,13 +74,13 @@ def cmd_decode(args) -> int:
 def cmd_info(args) -> int:
     from .tokens import load_tokens
     for path in args.files:
-        tokens = load_tokens(path)
-        tokenizer = f", tokenizer {tokens.tokenizer_sha256[:16]}" if tokens.tokenizer_sha256 else ""
-        print(f"{path}\n  model: {tokens.model_name} (weights sha256 {tokens.weights_sha256[:16]}{tokenizer})\n"
-              f"  sample rate: {tokens.sample_rate} Hz, frame rate: {tokens.frame_rate:g} Hz\n"
-              f"  frames: {tokens.num_frames}, codebooks: {tokens.num_codebooks} x {tokens.codebook_sizes[0]}"
-              f" codes\n  duration: {tokens.duration:.3f} s ({tokens.num_samples} samples, source channels:"
-              f" {tokens.channels})\n  nominal bitrate: {tokens.bitrate / 1000:.3g} kbps")
+        file = load_tokens(path)  # a .codes file
+        tokenizer = f", tokenizer {file.tokenizer_sha256[:16]}" if file.tokenizer_sha256 else ""
+        print(f"{path}\n  model: {file.model_name} (weights sha256 {file.weights_sha256[:16]}{tokenizer})\n"
+              f"  sample rate: {file.sample_rate} Hz, frame rate: {file.frame_rate:g} Hz\n"
+              f"  frames: {file.num_frames}, codebooks: {file.num_codebooks} x {file.codebook_sizes[0]}"
+              f" codes\n  duration: {file.duration:.3f} s ({file.num_samples} samples, source channels:"
+              f" {file.channels})\n  nominal bitrate: {file.bitrate / 1000:.3g} kbps")
     return 0
 
 

@@ -128,9 +128,9 @@ def evaluate(system: System, files: list[Path], folder: str | Path, options: Opt
     for file in tqdm(files, desc=system.label, unit="file"):
         clock = cpu_seconds()
         try:
-            reference = audio_io.load(file, options.reference_rate)[0]
+            reference = audio_io.load_audio(file, options.reference_rate)[0]
             source = reference if system.sample_rate == options.reference_rate else \
-                audio_io.load(file, system.sample_rate)[0]
+                audio_io.load_audio(file, system.sample_rate)[0]
             timing["load"] += cpu_seconds() - clock
             clock = cpu_seconds()
             result = system.round_trip(source)

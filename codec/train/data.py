@@ -8,7 +8,7 @@ import soundfile
 import torch
 from tqdm import tqdm
 
-from ..audio import info, load, resample
+from ..audio import info, load_audio, resample
 from ..corpus import read_utterances
 from ..errors import AudioError, ConfigError
 
@@ -39,7 +39,7 @@ class AudioCrops:
         for file in tqdm(files, desc="loading audio" if in_memory else "reading audio lengths", leave=False):
             try:
                 if in_memory:
-                    self.clips.append(load(file, sample_rate)[0])
+                    self.clips.append(load_audio(file, sample_rate)[0])
                     lengths.append(len(self.clips[-1]))
                 else:
                     meta = info(file)
@@ -62,7 +62,7 @@ class AudioCrops:
         start = torch.randint(0, (length * (self.crop // length + 1) if repeated else length) - self.crop + 1,
                               (1,), generator=generator).item()
         if repeated or self.clips:
-            clip = self.clips[index] if self.clips else load(self.files[index], self.rate)[0]
+            clip = self.clips[index] if self.clips else load_audio(self.files[index], self.rate)[0]
             if repeated:
                 clip = clip.repeat(self.crop // len(clip) + 1)
             crop = clip[start:start + self.crop]

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 import codec
-from codec.audio import load
+from codec.audio import load_audio
 from codec.config import load_yaml
 from codec.corpus import read_utterances
 from codec.metrics.codebook import CodeCounter
@@ -44,7 +44,7 @@ def usage(weights: Path, files: list[Path]) -> dict:
     model = codec.load(weights)
     counter = CodeCounter(model.codebook_sizes)
     for file in files:
-        counter.add(model.encode(load(file, model.sample_rate)[0])[0])
+        counter.add(model.encode(load_audio(file, model.sample_rate)[0])[0])
     (stats,) = counter.stats()
     return {"frames": int(counter.counts[0].sum()), "used": stats.used, "utilization": stats.utilization,
             "perplexity": stats.perplexity, "entropy_bits": stats.entropy_bits}
