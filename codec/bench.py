@@ -126,7 +126,12 @@ def run(model: str = "bundled", sizes=(4096, 65536, 262144), threads: int = 2, s
     """Run every benchmark and return a Markdown report."""
     from tqdm import tqdm
 
+    from .errors import CodecError
     from .weights import load
+    if threads < 1:
+        raise CodecError(f"--threads must be at least 1, got {threads}")
+    if min(sizes) < 1:
+        raise CodecError(f"--sizes must be codebook sizes of at least 1, got {min(sizes)}")
     codec = load(model)  # first: a bad --model is an error before minutes of SimVQ steps, not after
     lines = ["### SimVQ training step (D = 512, N = 1,500 latent vectors, fp32, "
              f"{threads} threads)", "",

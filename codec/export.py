@@ -50,18 +50,6 @@ class ExportConfig:
     data_root: Path | None = None      # the `path` column is relative to it; None: the folder holding every file
 
 
-def choose_device(requested: str | None = None) -> torch.device:
-    """`requested`, checked; by default cuda:LOCAL_RANK where a GPU is present, else the CPU."""
-    if requested is None:
-        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as error:
-        raise ConfigError(f"--device {requested}: not usable here ({str(error).splitlines()[0]})") from None
-    return device
-
-
 @torch.no_grad()
 def encode_batch(codec: Codec, audios: list[torch.Tensor], num_codebooks: int | None = None) -> list[torch.Tensor]:
     """Mono audio at the model's rate, of any lengths -> codes (Q, ceil(length / hop)) each, equal to encoding

@@ -70,9 +70,11 @@ def encode_file(codec: Codec, source: str | Path, target: str | Path, num_codebo
         parts.append(tail)
     if samples == 0:
         raise AudioError(f"{source}: the audio is empty")
-    codes_file = TokenFile(torch.cat(parts, dim=-1)[0].cpu(), codec.name, codec.weights_sha256 or "",
-                       codec.sample_rate, codec.frame_rate, samples, channels,
-                       codec.codebook_sizes[:num_codebooks or codec.num_codebooks], codec.tokenizer_sha256 or "")
+    codes_file = TokenFile(codes=torch.cat(parts, dim=-1)[0].cpu(), model_name=codec.name,
+                           weights_sha256=codec.weights_sha256 or "", sample_rate=codec.sample_rate,
+                           frame_rate=codec.frame_rate, num_samples=samples, channels=channels,
+                           codebook_sizes=codec.codebook_sizes[:num_codebooks or codec.num_codebooks],
+                           tokenizer_sha256=codec.tokenizer_sha256 or "")
     save_tokens(target, codes_file, force)
     return codes_file
 

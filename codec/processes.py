@@ -1,5 +1,6 @@
 """The processes `accelerate launch` or `torchrun` started for one command, as far as the export needs them: its
-rank and count (RANK, WORLD_SIZE), and a way to share a value with the others."""
+rank and count (RANK, WORLD_SIZE), and a way to share a value with the others; the device a process runs on; and
+how to launch a verb as several processes (one spelling for every such verb: `-m codec VERB`)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +8,7 @@ from datetime import timedelta
 
 import torch
 
-from .errors import CodecError
+from .errors import CodecError, ConfigError
 
 
 class ProcessGroup:
@@ -37,6 +38,12 @@ class ProcessGroup:
             torch.distributed.destroy_process_group()
 
 
+def launch_commands(command: str) -> str:
+    """How to run `codec command` as N processes."""
+    return (f"`accelerate launch --multi_gpu --num_processes N -m codec {command} ...` or `torchrun "
+            f"--nproc_per_node N -m codec {command} ...`")
+
+
 def single_process_launch(command: str) -> str | None:
     """A warning when `accelerate launch` ran `command` as one process although it looks like several were
     wanted: without --multi_gpu it starts one process on a machine with fewer than two GPUs, whatever
@@ -45,5 +52,16 @@ def single_process_launch(command: str) -> str | None:
     if "ACCELERATE_USE_CPU" not in os.environ or "WORLD_SIZE" in os.environ:
         return None
     return (f"accelerate launch started this {command} as a single process; for N processes on CPUs (or on one "
-            f"GPU) use `accelerate launch --multi_gpu --num_processes N -m codec {command} ...` or `torchrun "
-            f"--nproc_per_node N -m codec {command} ...`")
+            f"GPU) use {launch_commands(command)}")
+
+
+def choose_device(requested: str | None = None) -> torch.device:
+    """`requested`, checked; by default cuda:LOCAL_RANK where a GPU is present, else the CPU."""
+    if requested is None:
+        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        raise ConfigError(f"--device {requested}: not usable here ({str(error).splitlines()[0]})") from None
+    return device

@@ -65,7 +65,8 @@ class Trainer:
         self.log(f"{self.accelerator.num_processes} process(es) on {self.accelerator.device.type}")
         codec = Codec(config.model)
         d = config.discriminator
-        discriminators = Discriminators(d.periods, d.scales, d.stft_windows, d.width, d.stft_spectrum) if d else None
+        discriminators = Discriminators(periods=d.periods, scales=d.scales, stft_windows=d.stft_windows,
+                                        width=d.width, stft_spectrum=d.stft_spectrum) if d else None
         if init_weights:
             self.warm_start(codec, discriminators, init_weights)
         for part in config.freeze:  # no gradient, so the optimizer leaves them as they are
