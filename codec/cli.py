@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -149,9 +150,8 @@ def cmd_bench(args) -> int:
 def cmd_export(args) -> int:
     from .corpus import data_root, read_utterances
     from .export import ExportConfig, export
-    from .processes import choose_device, single_process_launch
-    if warning := single_process_launch("export"):
-        print(f"warning: {warning}", file=sys.stderr)
+    from .processes import choose_device
+    _warn_if_single_process("export")
     utterances = read_utterances(args.data, args.split)
     codec = _load_model(args.model).to(choose_device(args.device))
     num_codebooks = _num_codebooks(codec, args.num_codebooks, args.bandwidth)
@@ -170,13 +170,11 @@ def cmd_export(args) -> int:
 
 def cmd_train(args) -> int:
     from .config import load_yaml
-    from .processes import single_process_launch
     from .train.config import TrainConfig
     from .train.runs import prepare
     from .train.trainer import train
     from .weights import weights_path
-    if warning := single_process_launch("train"):
-        print(f"warning: {warning}", file=sys.stderr)
+    _warn_if_single_process("train")
     config = load_yaml(TrainConfig, args.config, args.overrides)
     init_weights = args.init_weights and str(weights_path(args.init_weights))
     prepare(config, args.resume, args.force, init_weights)
@@ -221,10 +219,25 @@ def _data_options(parser, help: str) -> None:
 
 def _device_option(parser, help: str) -> None:
     parser.add_argument("--device", help=help)
+def _launch_commands(command: str) -> str:
+    """How to run `codec command` as N processes: one spelling, `-m codec VERB`, for every such verb."""
+    return (f"`accelerate launch --multi_gpu --num_processes N -m codec {command} ...` or `torchrun "
+            f"--nproc_per_node N -m codec {command} ...`")
+
+
+def _warn_if_single_process(command: str) -> None:
+    """Warn when `accelerate launch` ran `command` as one process although it looks like several were wanted:
+    without --multi_gpu it starts one process on a machine with fewer than two GPUs, whatever --num_processes says
+    (and it tells the process nothing of the count; its single-process launcher is the one that sets
+    ACCELERATE_USE_CPU)."""
+    if "ACCELERATE_USE_CPU" in os.environ and "WORLD_SIZE" not in os.environ:
+        print(f"warning: accelerate launch started this {command} as a single process; for N processes on CPUs (or "
+              f"on one GPU) use {_launch_commands(command)}", file=sys.stderr)
+
+
 def _launch_note(command: str) -> str:
-    from .processes import launch_commands
-    return (f"To split the work over N processes, run {launch_commands(command)} (--multi_gpu on CPUs too: without "
-            f"it accelerate starts one process).")
+    return (f"To split the work over N processes, run {_launch_commands(command)} (--multi_gpu on CPUs too: "
+            f"without it accelerate starts one process).")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,6 +1,5 @@
 """The processes `accelerate launch` or `torchrun` started for one command, as far as the export needs them: its
-rank and count (RANK, WORLD_SIZE), and a way to share a value with the others; the device a process runs on; and
-how to launch a verb as several processes (one spelling for every such verb: `-m codec VERB`)."""
+rank and count (RANK, WORLD_SIZE), and a way to share a value with the others; and the device a process runs on."""
 from __future__ import annotations
 
 import os
@@ -36,23 +35,6 @@ class ProcessGroup:
     def close(self) -> None:
         if self.owned:
             torch.distributed.destroy_process_group()
-
-
-def launch_commands(command: str) -> str:
-    """How to run `codec command` as N processes."""
-    return (f"`accelerate launch --multi_gpu --num_processes N -m codec {command} ...` or `torchrun "
-            f"--nproc_per_node N -m codec {command} ...`")
-
-
-def single_process_launch(command: str) -> str | None:
-    """A warning when `accelerate launch` ran `command` as one process although it looks like several were
-    wanted: without --multi_gpu it starts one process on a machine with fewer than two GPUs, whatever
-    --num_processes says (and it tells the process nothing of the count; its single-process launcher is the one
-    that sets ACCELERATE_USE_CPU)."""
-    if "ACCELERATE_USE_CPU" not in os.environ or "WORLD_SIZE" in os.environ:
-        return None
-    return (f"accelerate launch started this {command} as a single process; for N processes on CPUs (or on one "
-            f"GPU) use {launch_commands(command)}")
 
 
 def choose_device(requested: str | None = None) -> torch.device:
