@@ -42,7 +42,7 @@ class ExportConfig:
     out: Path
     num_codebooks: int | None = None   # None: all of the model's
     shard_size: int = 1000             # utterances per shard
-    batch_size: int = 8                # utterances encoded at once, on a CPU too (README: Token export)
+    batch_size: int = 8                # utterances encoded at once, on a CPU too (docs/export.md)
     webdataset: bool = False           # also write shard-NNNNN.tar
     token_stream: bool = False         # also write shard-NNNNN.bin + shard-NNNNN.idx.json
     strict: bool = False               # a bad file ends the export instead of going to errors.tsv
