@@ -193,13 +193,13 @@ def cmd_export_weights(args) -> int:
 
 
 # Options that several commands share, each declared once.
-def _model_option(parser, default: str | None = "bundled", help: str = "weights file (.safetensors), default: "
-                  "the bundled model") -> None:
-    parser.add_argument("--model", default=default, help=help)
+def _model_option(parser, default: str | None = "bundled",
+                  text: str = "weights file (.safetensors), default: the bundled model") -> None:
+    parser.add_argument("--model", default=default, help=text)
 
 
-def _force_option(parser, help: str = "overwrite existing outputs") -> None:
-    parser.add_argument("--force", action="store_true", help=help)
+def _force_option(parser, text: str = "overwrite existing outputs") -> None:
+    parser.add_argument("--force", action="store_true", help=text)
 
 
 def _rate_options(parser, several: bool = False) -> None:
@@ -212,13 +212,13 @@ def _rate_options(parser, several: bool = False) -> None:
         rate.add_argument("--num-codebooks", type=int, help="number of codebooks to keep")
 
 
-def _data_options(parser, help: str) -> None:
-    parser.add_argument("--data", required=True, help=help)
+def _data_options(parser, text: str) -> None:
+    parser.add_argument("--data", required=True, help=text)
     parser.add_argument("--split", help="keep manifest rows whose 'split' column has this value")
 
 
-def _device_option(parser, help: str) -> None:
-    parser.add_argument("--device", help=help)
+def _device_option(parser, text: str) -> None:
+    parser.add_argument("--device", help=text)
 def _launch_commands(command: str) -> str:
     """How to run `codec command` as N processes: one spelling, `-m codec VERB`, for every such verb."""
     return (f"`accelerate launch --multi_gpu --num_processes N -m codec {command} ...` or `torchrun "
