@@ -1,7 +1,7 @@
 """Reading, checking, resampling and writing audio. The one place where audio enters or leaves the toolkit.
 
 Channel policy: the codec is mono. Multi-channel input is downmixed by averaging the channels (a stereo file
-becomes one stream of codes); the token file records how many channels the source had.
+becomes one stream of codes); the .codes file records how many channels the source had.
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def info(path: str | Path) -> soundfile._SoundFileInfo:
         raise AudioError(f"{path}: not a readable audio file ({str(error).splitlines()[0]})") from None
 
 
-def load(path: str | Path, sample_rate: int | None = None) -> tuple[torch.Tensor, int, int]:
+def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[torch.Tensor, int, int]:
     """Read a whole file as mono float32 (T,), resampled to `sample_rate` if given.
 
     Returns (audio, rate, source channel count). Long files should go through `blocks` instead.
@@ -167,7 +167,7 @@ def _check_place(path: Path, force: bool) -> None:
         raise OutputError(f"{path}: folder {path.parent} does not exist")
 
 
-def check_output(path: str | Path, force: bool = False) -> None:
+def check_output_file(path: str | Path, force: bool = False) -> None:
     """Raise the OutputError that AtomicOutput(path, force) would, without leaving anything behind: for a
     command to refuse its output before the work (minutes of encoding), not after it."""
     path = Path(path)
@@ -181,7 +181,7 @@ def check_output(path: str | Path, force: bool = False) -> None:
 class AtomicOutput:
     """A temporary file beside `path`, renamed onto it on success and removed on failure.
 
-    Refuses an existing `path` unless `force`; a missing or unwritable folder is an OutputError (`check_output`
+    Refuses an existing `path` unless `force`; a missing or unwritable folder is an OutputError (`check_output_file`
     asks the same in advance). The temporary file is removed on any exception: the command line turns SIGTERM
     and SIGHUP into one, so that a killed command leaves nothing either.
     """

@@ -19,11 +19,11 @@ import torch
 
 STEP_PROBE = r"""
 import json, resource, sys, time, torch
-impl, size, dim, tokens, threads, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \
+impl, size, dim, vectors, threads, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \
     int(sys.argv[5]), int(sys.argv[6])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-latents = torch.randn(1, dim, tokens) * 0.5
+latents = torch.randn(1, dim, vectors) * 0.5
 def update():  # a plain SGD step, so that every step searches a codebook that has just changed, as in training
     with torch.no_grad():
         for parameter in quantizer.parameters():
@@ -41,14 +41,14 @@ if impl == "codec":
 elif impl == "vector-quantize-pytorch":
     from vector_quantize_pytorch import SimVQ
     quantizer = SimVQ(dim=dim, codebook_size=size, rotation_trick=False)
-    flat = latents.transpose(1, 2).contiguous()  # (1, N, D): tokens flattened, as its fastest input layout
+    flat = latents.transpose(1, 2).contiguous()  # (1, N, D): latent vectors in a row, as its fastest input layout
     def step():
         x = flat.clone().requires_grad_()
         quantized, _, loss = quantizer(x)
         (quantized.square().mean() + loss).backward()
         update()
 if impl not in ("codec", "vector-quantize-pytorch"):  # the floor: one fp32 matmul of the search's size
-    a, b = torch.randn(tokens, dim), torch.randn(size, dim)
+    a, b = torch.randn(vectors, dim), torch.randn(size, dim)
     def step():
         a @ b.T
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -62,9 +62,9 @@ print(json.dumps({"seconds": sorted(times[1:])[len(times[1:]) // 2], "memory_gro
 """
 
 
-def simvq_step(impl: str, size: int, dim: int = 512, tokens: int = 1500, threads: int = 2,
+def simvq_step(impl: str, size: int, dim: int = 512, vectors: int = 1500, threads: int = 2,
                repeats: int = 3) -> dict:
-    result = subprocess.run([sys.executable, "-c", STEP_PROBE, impl, str(size), str(dim), str(tokens),
+    result = subprocess.run([sys.executable, "-c", STEP_PROBE, impl, str(size), str(dim), str(vectors),
                              str(threads), str(repeats)], capture_output=True, text=True)
     if result.returncode:
         return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
@@ -126,9 +126,14 @@ def run(model: str = "bundled", sizes=(4096, 65536, 262144), threads: int = 2, s
     """Run every benchmark and return a Markdown report."""
     from tqdm import tqdm
 
+    from .errors import CodecError
     from .weights import load
+    if threads < 1:
+        raise CodecError(f"--threads must be at least 1, got {threads}")
+    if min(sizes) < 1:
+        raise CodecError(f"--sizes must be codebook sizes of at least 1, got {min(sizes)}")
     codec = load(model)  # first: a bad --model is an error before minutes of SimVQ steps, not after
-    lines = ["### SimVQ training step (D = 512, N = 1,500 tokens, fp32, "
+    lines = ["### SimVQ training step (D = 512, N = 1,500 latent vectors, fp32, "
              f"{threads} threads)", "",
              "| K | codec step (s) | codec memory growth (MiB) | vector-quantize-pytorch step (s) | "
              "its memory growth (MiB) | speed-up | fp32 matmul floor (s) |", "|---|---|---|---|---|---|---|"]

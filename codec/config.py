@@ -147,13 +147,51 @@ def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
-def load_yaml(cls, path: str | Path, overrides: list[str] | None = None):
-    """Load `cls` from a YAML file, then apply `key.sub=value` overrides (values parsed as YAML)."""
-    path = Path(path)
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()):
+    """A YAML file's data with every `include: FILE` (at the top or in any section) replaced by that file's data,
+    the section's other keys laid over it: `model: {include: ../../configs/bundled.yaml, name: mine}`. FILE is
+    relative to the file that names it."""
+    if path.resolve() in chain:
+        raise ConfigError(f"config include loop: {' -> '.join(str(p) for p in (*chain, path.resolve()))}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read config {path}: {error}") from None
+        if not chain:
+            raise ConfigError(f"cannot read config {path}: {error}") from None
+        reason = "no such file" if isinstance(error, FileNotFoundError) else error
+        raise ConfigError(f"{chain[-1]}: include {path}: {reason}") from None
+    return _resolve_includes(data, path, (*chain, path.resolve()))
+
+
+def _resolve_includes(data, path: Path, chain: tuple[Path, ...]):
+    if not isinstance(data, dict):
+        return data
+    data = {key: _resolve_includes(value, path, chain) for key, value in data.items()}
+    if "include" not in data:
+        return data
+    target = data.pop("include")
+    if not isinstance(target, str):
+        raise ConfigError(f"{path}: include: expected a file name, got {target!r}")
+    included = _read_yaml(path.parent / target, chain)
+    if not isinstance(included, dict):
+        raise ConfigError(f"{path}: include {target}: expected a mapping, got {included!r}")
+    return _merge(included, data)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """`over` laid on `base`: sections merge key by key, any other value replaces the base's."""
+    merged = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both else value
+    return merged
+
+
+def load_yaml(cls, path: str | Path, overrides: list[str] | None = None):
+    """Load `cls` from a YAML file (its `include:`s resolved), then apply `key.sub=value` overrides (values parsed
+    as YAML)."""
+    path = Path(path)
+    data = _read_yaml(path) or {}
     config = from_dict(cls, data, str(path))
     if not overrides:
         return config

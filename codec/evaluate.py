@@ -25,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from . import audio as audio_io
-from .errors import AudioError, OutputError
+from .errors import AudioError, CodecError, OutputError
 from .metrics import codebook, quality
 from .metrics.mos import MOS_RATE, Predictor
 from .model import Codec
@@ -128,9 +128,9 @@ def evaluate(system: System, files: list[Path], folder: str | Path, options: Opt
     for file in tqdm(files, desc=system.label, unit="file"):
         clock = cpu_seconds()
         try:
-            reference = audio_io.load(file, options.reference_rate)[0]
+            reference = audio_io.load_audio(file, options.reference_rate)[0]
             source = reference if system.sample_rate == options.reference_rate else \
-                audio_io.load(file, system.sample_rate)[0]
+                audio_io.load_audio(file, system.sample_rate)[0]
             timing["load"] += cpu_seconds() - clock
             clock = cpu_seconds()
             result = system.round_trip(source)
@@ -226,3 +226,31 @@ def _write(folder: Path, results: dict, rows: list[dict], counter: codebook.Code
         with audio_io.AtomicOutput(folder / "codebook_counts.npz", force=True) as temporary:
             with open(temporary, "wb") as handle:
                 np.savez_compressed(handle, *[c for c in counter.counts if c.sum()])
+
+
+def evaluation_files(data: str, split: str | None, subset: int | None, reference_rate: int) -> list[Path]:
+    """The files of an evaluation, its options checked first: those of `data` (rows of `split`), or `subset` of
+    them spread evenly over the list."""
+    from .corpus import read_utterances
+    if subset is not None and subset < 1:
+        raise CodecError(f"--subset {subset}: give a number of files, 1 or more")
+    if reference_rate < quality.PESQ_RATE:
+        raise CodecError(f"--reference-rate {reference_rate}: must be at least {quality.PESQ_RATE} Hz (PESQ "
+                         f"wide-band and the MOS predictors score at 16 kHz)")
+    files = [utterance.path for utterance in read_utterances(data, split)]
+    if subset:
+        files = [files[i * len(files) // subset] for i in range(min(subset, len(files)))]
+    if not files:
+        raise CodecError(f"no audio files in {data}" + (f" (split {split})" if split else ""))
+    return files
+
+
+def check_systems(systems: list[System], out: Path, force: bool) -> None:
+    """Refuse two systems that would write one folder, or any folder holding results, before any work: a clash
+    must not surface after an hour of earlier systems."""
+    labels = [system.label for system in systems]
+    if len(set(labels)) < len(labels):
+        twice = next(label for label in labels if labels.count(label) > 1)
+        raise CodecError(f"two of the systems asked for would both write {out / twice}: give each once")
+    for system in systems:
+        check_output(out / system.label, force)

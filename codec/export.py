@@ -42,24 +42,12 @@ class ExportConfig:
     out: Path
     num_codebooks: int | None = None   # None: all of the model's
     shard_size: int = 1000             # utterances per shard
-    batch_size: int = 8                # utterances encoded at once, on a CPU too (README: Token export)
+    batch_size: int = 8                # utterances encoded at once, on a CPU too (docs/export.md)
     webdataset: bool = False           # also write shard-NNNNN.tar
     token_stream: bool = False         # also write shard-NNNNN.bin + shard-NNNNN.idx.json
     strict: bool = False               # a bad file ends the export instead of going to errors.tsv
     force: bool = False                # start over in a folder that holds another export
     data_root: Path | None = None      # the `path` column is relative to it; None: the folder holding every file
-
-
-def choose_device(requested: str | None = None) -> torch.device:
-    """`requested`, checked; by default cuda:LOCAL_RANK where a GPU is present, else the CPU."""
-    if requested is None:
-        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as error:
-        raise ConfigError(f"--device {requested}: not usable here ({str(error).splitlines()[0]})") from None
-    return device
 
 
 @torch.no_grad()

@@ -20,7 +20,7 @@ from .model import Codec
 from .tokens import TokenFile, load_tokens, save_tokens
 
 BLOCK_SECONDS = 1.0
-TOKEN_SUFFIX = ".codes"
+CODES_SUFFIX = ".codes"
 
 
 def _not_the_input(source: str | Path, target: str | Path) -> None:
@@ -32,13 +32,13 @@ def check_encode(source: str | Path, target: str | Path, force: bool = False) ->
     """Refuse a bad encode before any work: the input (missing, not audio) and the output (not a .codes name, the
     input itself even with --force, existing without it, unwritable). Returns the input's info.
 
-    Only .codes names are written: `codec encode a.wav b.wav --force` would otherwise replace audio with tokens.
+    Only .codes names are written: `codec encode a.wav b.wav --force` would otherwise replace audio with codes.
     """
     meta = audio_io.info(source)
     _not_the_input(source, target)
-    if Path(target).suffix.lower() != TOKEN_SUFFIX:
-        raise OutputError(f"{target}: a token file's name must end in {TOKEN_SUFFIX}")
-    audio_io.check_output(target, force)
+    if Path(target).suffix.lower() != CODES_SUFFIX:
+        raise OutputError(f"{target}: a codes file's name must end in {CODES_SUFFIX}")
+    audio_io.check_output_file(target, force)
     return meta
 
 
@@ -46,7 +46,7 @@ def check_decode(source: str | Path, target: str | Path, force: bool = False) ->
     """Refuse a bad decode output before any work, as `check_encode` does; returns its (format, subtype)."""
     _not_the_input(source, target)
     kind = audio_io.output_format(target)
-    audio_io.check_output(target, force)
+    audio_io.check_output_file(target, force)
     return kind
 
 
@@ -70,15 +70,17 @@ def encode_file(codec: Codec, source: str | Path, target: str | Path, num_codebo
         parts.append(tail)
     if samples == 0:
         raise AudioError(f"{source}: the audio is empty")
-    tokens = TokenFile(torch.cat(parts, dim=-1)[0].cpu(), codec.name, codec.weights_sha256 or "",
-                       codec.sample_rate, codec.frame_rate, samples, channels,
-                       codec.codebook_sizes[:num_codebooks or codec.num_codebooks], codec.tokenizer_sha256 or "")
-    save_tokens(target, tokens, force)
-    return tokens
+    codes_file = TokenFile(codes=torch.cat(parts, dim=-1)[0].cpu(), model_name=codec.name,
+                           weights_sha256=codec.weights_sha256 or "", sample_rate=codec.sample_rate,
+                           frame_rate=codec.frame_rate, num_samples=samples, channels=channels,
+                           codebook_sizes=codec.codebook_sizes[:num_codebooks or codec.num_codebooks],
+                           tokenizer_sha256=codec.tokenizer_sha256 or "")
+    save_tokens(target, codes_file, force)
+    return codes_file
 
 
 def check_model(codec: Codec, tokens: TokenFile, source: str | Path) -> None:
-    """The model that made the tokens, or one with the same encoder and quantizer (another decoder)."""
+    """The model that made the codes, or one with the same encoder and quantizer (another decoder)."""
     same_model = tokens.weights_sha256 == (codec.weights_sha256 or "") and tokens.model_name == codec.name
     if not same_model and not (tokens.tokenizer_sha256 and tokens.tokenizer_sha256 == codec.tokenizer_sha256):
         raise TokenFileError(f"{source}: made by model '{tokens.model_name}' (weights {tokens.weights_sha256[:12]}), "
@@ -93,23 +95,23 @@ def check_model(codec: Codec, tokens: TokenFile, source: str | Path) -> None:
 def decode_file(codec: Codec, source: str | Path, target: str | Path, force: bool = False) -> TokenFile:
     """Decode a .codes file to audio at the model's rate (WAV, FLAC or OGG Vorbis by extension), block by block."""
     kind, subtype = check_decode(source, target, force)
-    tokens = load_tokens(source)
-    check_model(codec, tokens, source)
+    codes_file = load_tokens(source)
+    check_model(codec, codes_file, source)
     frames_per_block = max(1, int(BLOCK_SECONDS * codec.frame_rate))
     decoder = codec.stream_decoder()
     device = next(codec.parameters()).device
-    remaining = tokens.num_samples
+    remaining = codes_file.num_samples
     try:
         with audio_io.AtomicOutput(target, force) as temporary, \
                 soundfile.SoundFile(str(temporary), "w", codec.sample_rate, 1, subtype=subtype, format=kind) as handle:
-            for start in range(0, tokens.num_frames, frames_per_block):
-                block = decoder.push(tokens.codes[None, :, start:start + frames_per_block].to(device))[0]
+            for start in range(0, codes_file.num_frames, frames_per_block):
+                block = decoder.push(codes_file.codes[None, :, start:start + frames_per_block].to(device))[0]
                 block = block[:remaining].cpu().numpy()
                 remaining -= len(block)
                 handle.write(np.clip(block, -1.0, 1.0))
     finally:
         decoder.close()
-    return tokens
+    return codes_file
 
 
 def pair_outputs(inputs: list[str], output: str, suffix: str,
@@ -123,7 +125,7 @@ def pair_outputs(inputs: list[str], output: str, suffix: str,
     out = Path(output)
     if out.exists() and not out.is_dir():
         raise OutputError(f"{out}: several inputs or a folder need an output folder, and this is a file")
-    if not out.exists() and out.suffix.lower() in audio_io.AUDIO_EXTENSIONS | {TOKEN_SUFFIX}:  # x.codes/: a slip
+    if not out.exists() and out.suffix.lower() in audio_io.AUDIO_EXTENSIONS | {CODES_SUFFIX}:  # x.codes/: a slip
         raise OutputError(f"{out}: several inputs or a folder need an output folder, and this names a file")
     pairs = []
     for source in sources:

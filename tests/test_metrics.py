@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from codec.audio import load
+from codec.audio import load_audio
 from codec.errors import MetricUnavailable, ModelError
 from codec.metrics import codebook, quality, utmos
 from codec.metrics.mos import load_predictors
@@ -40,7 +40,7 @@ def test_align_resamples_removes_delay_and_pads():
 
 
 def test_quality_metrics_of_a_perfect_and_a_noisy_copy(speech):
-    audio = load(speech, 16000)[0].numpy()
+    audio = load_audio(speech, 16000)[0].numpy()
     perfect = quality.score(quality.align(audio, 16000, audio, 16000))
     noisy = quality.score(quality.align(audio, 16000, audio + 0.05 * np.random.default_rng(0).standard_normal(
         len(audio)).astype(np.float32), 16000))
@@ -252,7 +252,7 @@ def test_utmos_golden_value_with_the_real_checkpoint():
         path = utmos.find_checkpoint()
     except MetricUnavailable:
         pytest.skip("no UTMOS checkpoint on this machine")
-    score = utmos.UTMOS(path)(load(EXAMPLE, 16000)[0].numpy())
+    score = utmos.UTMOS(path)(load_audio(EXAMPLE, 16000)[0].numpy())
     assert 3.0 < score < 5.0  # LJSpeech studio speech; record the exact value once a checkpoint is available
 
 
@@ -267,7 +267,7 @@ def test_distillmos_reproduces_the_reference_implementation():
     once with a stub for its torchaudio import); the 15 s clip takes the several-window path."""
     (predictor,), unavailable = load_predictors(["distillmos"])
     assert predictor.name == "distillmos" and unavailable == {}
-    audio = load(EXAMPLE, 16000)[0].numpy()
+    audio = load_audio(EXAMPLE, 16000)[0].numpy()
     assert predictor(audio) == pytest.approx(4.584698, abs=1e-4)
     assert predictor(audio[:8000]) == pytest.approx(4.371033, abs=1e-4)
     assert predictor(np.concatenate([audio] * 3)) == pytest.approx(4.579298, abs=1e-4)

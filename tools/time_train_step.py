@@ -1,6 +1,6 @@
 """Time one training step (forward, reconstruction losses, backward, optimizer) of a training config, by part.
 
-    python tools/time_train_step.py recipes/bundled/config.yaml [key=value ...] [--steps 5]
+    python tools/time_train_step.py recipes/bundled/stage3.yaml [key=value ...] [--steps 5]
 
 Random audio of the config's crop and batch size; the first step is a warm-up and not counted. Used to compare
 decoders: `model.decoder=seanet` against `model.decoder=istft` on the same config.

@@ -84,7 +84,7 @@ class TrainConfig:
     codebook_refit_until: int = 500
     ema_decay: float = 0.999        # 0 turns the EMA off; exported weights are the EMA's when on
     # Parts of the generator left as they are. Freezing the encoder and the quantizer trains the decoder alone,
-    # and every code keeps its meaning: tokens made before still decode, with the new decoder.
+    # and every code keeps its meaning: codes made before still decode, with the new decoder.
     freeze: list[typing.Literal["encoder", "quantizer"]] = field(default_factory=list)
     mixed_precision: typing.Literal["no", "bf16", "fp16"] = "no"  # the quantizer's search stays fp32
     # A wall-clock budget for this run (per start: a resumed run gets it anew). The trainer times its steps and

@@ -11,7 +11,7 @@ import soundfile
 import torch
 from tqdm import tqdm
 
-from ..audio import info, load, resample
+from ..audio import info, load_audio, resample
 from ..corpus import read_utterances
 from ..errors import AudioError, ConfigError
 
@@ -61,7 +61,7 @@ class AudioCrops:
 
     def _read(self, file: Path, in_memory: bool):
         try:
-            return load(file, self.rate)[0] if in_memory else info(file)
+            return load_audio(file, self.rate)[0] if in_memory else info(file)
         except AudioError as error:
             return error
 
@@ -73,7 +73,7 @@ class AudioCrops:
         start = torch.randint(0, (length * (self.crop // length + 1) if repeated else length) - self.crop + 1,
                               (1,), generator=generator).item()
         if repeated or self.clips:
-            clip = self.clips[index] if self.clips else load(self.files[index], self.rate)[0]
+            clip = self.clips[index] if self.clips else load_audio(self.files[index], self.rate)[0]
             if repeated:
                 clip = clip.repeat(self.crop // len(clip) + 1)
             crop = clip[start:start + self.crop]

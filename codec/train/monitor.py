@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from ..audio import load
+from ..audio import load_audio
 from ..errors import AudioError
 from .config import TrainConfig
 from .data import read_file_list
@@ -39,7 +39,7 @@ class Monitor:
             limit = int(config.data.valid_seconds * config.model.sample_rate)
             for file in read_file_list(config.data.valid, config.data.valid_split)[:config.data.valid_files]:
                 try:
-                    self.valid.append(load(file, config.model.sample_rate)[0][:limit])
+                    self.valid.append(load_audio(file, config.model.sample_rate)[0][:limit])
                 except AudioError as error:
                     print(f"warning: skipping validation file {error}")
 

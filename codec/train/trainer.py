@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from ..model import Codec
 from ..weights import load_weights, save_weights
-from .checkpoint import checkpoint_state, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_state, latest_checkpoint, restore_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import AudioCrops, StepBatches, read_file_list
 from .discriminators import Discriminators
@@ -31,7 +31,7 @@ from .ema import EMA
 from .losses import (CompressedSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, adversarial_loss,
                      discriminator_loss, feature_matching_loss)
 from .monitor import Monitor
-from .runs import checkpoint_codec, find_checkpoint
+from .runs import checkpoint_codec, find_run_checkpoint
 
 
 def learning_rate_factor(step: int, warmup: int, total: int) -> float:
@@ -66,7 +66,8 @@ class Trainer:
         self.log(f"{self.accelerator.num_processes} process(es) on {self.accelerator.device.type}")
         codec = Codec(config.model)
         d = config.discriminator
-        discriminators = Discriminators(d.periods, d.scales, d.stft_windows, d.width, d.stft_spectrum) if d else None
+        discriminators = Discriminators(periods=d.periods, scales=d.scales, stft_windows=d.stft_windows,
+                                        width=d.width, stft_spectrum=d.stft_spectrum) if d else None
         if init_weights:
             self.warm_start(codec, discriminators, init_weights)
         for part in config.freeze:  # no gradient, so the optimizer leaves them as they are
@@ -83,7 +84,7 @@ class Trainer:
         self.step, self.skipped = 0, 0  # skipped: steps not taken for a non-finite loss or gradient
         checkpoint = latest_checkpoint(self.out / "checkpoints")
         if checkpoint:
-            self.step, loaded = load_checkpoint(checkpoint, self.modules, self.optimizers)
+            self.step, loaded = restore_checkpoint(checkpoint, self.modules, self.optimizers)
             self.skipped = checkpoint_state(checkpoint).get("skipped_steps", 0)
             if self.ema and "ema" not in loaded:  # a checkpoint from a run without EMA: start it here
                 self.ema.model.load_state_dict(codec.state_dict())
@@ -106,7 +107,7 @@ class Trainer:
         run's discriminators when both runs have the same ones. Decoder tensors of another shape (a new head on a
         trained decoder) or kind (a new decoder on a trained encoder and quantizer) keep their fresh values."""
         if Path(source).is_dir():
-            checkpoint = find_checkpoint(source)
+            checkpoint = find_run_checkpoint(source)
             previous, _ = checkpoint_codec(checkpoint, raw=not (checkpoint / "ema.safetensors").is_file())
             file = checkpoint / "discriminators.safetensors"
             if discriminators is not None and file.is_file():

@@ -1,13 +1,15 @@
 """Train the variants of stage 6 side by side on one GPU, each for the same wall-clock budget, and compare their
 learning curves (PESQ, STOI and mel distance on the validation files at 1.5, 3 and 6 kbps):
 
-    python recipes/bundled/variants.py --minutes 7 --out runs/stage6 [--only base complex] [-- key=value ...]
+    python recipes/bundled/variants.py --data ../shared/data/MANIFEST.tsv --minutes 7 --out runs/stage6 \
+        [--only base complex] [-- key=value ...]
 
 Small models leave a large GPU mostly idle (each step is a few hundred short kernels), so several runs in
 parallel each go nearly as fast as one alone: the comparison costs the time of one run. Each variant is
 `codec train --config recipes/bundled/stage6.yaml` in its own folder, warm-started from the shipped model;
 `out/summary.json` holds every variant's curve and `out/curves.png` plots them. Extra `key=value` overrides
-(after `--`) apply to every variant: the data paths, say.
+(after `--`) apply to every variant. `--data` is the manifest whose `train` split trains and whose `eval` split
+scores the curves.
 """
 from __future__ import annotations
 
@@ -36,15 +38,17 @@ def read_curve(folder: Path) -> list[dict]:
     return [json.loads(line) for line in file.read_text().splitlines()] if file.is_file() else []
 
 
-def run(names: list[str], minutes: float, out: Path, init_weights: str, overrides: list[str]) -> dict[str, int]:
+def run(names: list[str], minutes: float, out: Path, init_weights: str, data: str,
+        overrides: list[str]) -> dict[str, int]:
     """Start every variant, wait for all; returns each one's exit code."""
     processes = {}
     threads = max(1, (os.cpu_count() or 2) // (2 * len(names)))
     for name in names:
         folder = out / name
         folder.mkdir(parents=True, exist_ok=True)
-        command = [sys.executable, "-m", "codec.train", "--config", str(HERE / "stage6.yaml"),
-                   f"out_dir={folder}", f"minutes={minutes}", f"threads={threads}", *VARIANTS[name], *overrides,
+        command = [sys.executable, "-m", "codec", "train", "--config", str(HERE / "stage6.yaml"),
+                   f"out_dir={folder}", f"minutes={minutes}", f"threads={threads}", f"data.train={data}",
+                   f"data.valid={data}", *VARIANTS[name], *overrides,
                    "--init-weights", init_weights, "--force"]
         log = open(folder / "train.log", "w")
         processes[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log)
@@ -98,6 +102,7 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/data/MANIFEST.tsv", help="manifest with a split column")
     parser.add_argument("--minutes", type=float, default=7.0, help="wall-clock budget of each variant")
     parser.add_argument("--out", type=Path, default=Path("runs/bundled-stage6"))
     parser.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
@@ -106,6 +111,6 @@ if __name__ == "__main__":
     args, overrides = parser.parse_known_args()
     overrides = [o for o in overrides if o != "--"]
     if not args.summary_only:
-        run(args.only, args.minutes, args.out, args.init_weights, overrides)
+        run(args.only, args.minutes, args.out, args.init_weights, args.data, overrides)
     ranked = summarize(args.only, args.out)
     print(f"best by {RANK_BY}: {ranked[0] if ranked else 'none (no curve written)'}")
