@@ -87,12 +87,13 @@ def plot(curves: dict[str, list[dict]], path: Path) -> None:
     keys = sorted({k for curve in curves.values() for point in curve for k in point if "@" in k})
     metrics = sorted({k.split("@")[0] for k in keys})
     figure, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics), 4), squeeze=False)
+    rates = sorted({k.split("@")[1] for k in keys}, key=lambda r: -float(r.removesuffix("kbps")))
     for axis, metric in zip(axes[0], metrics):
-        for name, curve in curves.items():
-            for key in (k for k in keys if k.startswith(metric + "@")):
-                axis.plot([p["minutes"] for p in curve], [p.get(key) for p in curve], marker="o", markersize=3,
-                          label=f"{name} {key.split('@')[1]}")
-        axis.set_xlabel("minutes of training")
+        for colour, (name, curve) in enumerate(curves.items()):  # a colour per variant, a line style per bitrate
+            for rate, style in zip(rates, ("-", "--", ":", "-.")):
+                axis.plot([p["audio_hours"] for p in curve], [p.get(f"{metric}@{rate}") for p in curve], style,
+                          color=f"C{colour}", marker="o", markersize=3, label=f"{name} {rate}")
+        axis.set_xlabel("hours of audio seen")  # carries over between machines, unlike minutes
         axis.set_title(metric)
         axis.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7)
