@@ -88,21 +88,16 @@ def cmd_eval(args) -> int:
     from .baselines import parse_baseline
     from .evaluate import ModelSystem, Options, check_output, evaluate
     from .export import choose_device
-    from .metrics.mos import load_predictors
+    from .metrics import table
     from .metrics.quality import PESQ_RATE
-    from .train.data import read_file_list
     _check_output_folder(args.out)
     if args.subset is not None and args.subset < 1:
         raise CodecError(f"--subset {args.subset}: give a number of files, 1 or more")
     if args.reference_rate < PESQ_RATE:
-        raise CodecError(f"--reference-rate {args.reference_rate}: must be at least {PESQ_RATE} Hz (PESQ wide-band "
-                         f"and the MOS predictors score at 16 kHz)")
+        raise CodecError(f"--reference-rate {args.reference_rate}: must be at least {PESQ_RATE} Hz (PESQ wide-band, "
+                         f"the recogniser and the MOS predictors score at 16 kHz)")
     device = choose_device(args.device)
-    files = read_file_list(args.data, args.split)
-    if args.subset:
-        files = [files[i * len(files) // args.subset] for i in range(min(args.subset, len(files)))]
-    if not files:
-        raise CodecError(f"no audio files in {args.data}" + (f" (split {args.split})" if args.split else ""))
+    files, texts, text_source = _files_and_texts(args)
     systems = [parse_baseline(spec, args.reference_rate) for spec in args.baseline]
     if args.model or not systems:  # with only --baseline, only the baselines run
         codec = _model(argparse.Namespace(model=args.model or "bundled")).to(device)
@@ -115,11 +110,17 @@ def cmd_eval(args) -> int:
         raise CodecError(f"two of the systems asked for would both write {Path(args.out) / twice}: give each once")
     for system in systems:  # before any work: a clash must not surface after an hour of earlier systems
         check_output(Path(args.out) / system.label, args.force)
-    predictors, unavailable = load_predictors([] if args.no_mos else args.mos, args.utmos_checkpoint, str(device))
+    chosen = [m for m in table.select(args.metrics or [m.name for m in table.METRICS])
+              if m.family != "mos" or (not args.no_mos and m.name in args.mos)]
+    metrics, unavailable = table.load(chosen, table.Settings(str(device), args.utmos_checkpoint))
     for name, message in unavailable.items():
-        print(f"note: {name}: {message}", file=sys.stderr)
+        print(f"note: {name} unavailable: {message}", file=sys.stderr)
+    if any(m.family == "asr" for m, _ in metrics):
+        print(f"note: WER and CER against {text_source or 'the original audio’s PocketSphinx transcript (no text)'}",
+              file=sys.stderr)
     data = args.data + (f", split {args.split}" if args.split else "") + (f", {len(files)} files" if args.subset else "")
-    options = Options(args.reference_rate, predictors, unavailable, args.examples, args.save_audio, args.force, data)
+    options = Options(args.reference_rate, metrics, unavailable, texts, text_source, args.examples, args.save_audio,
+                      args.force, data)
     skipped = 0
     for system in systems:
         results = evaluate(system, files, Path(args.out) / system.label, options)
@@ -134,6 +135,28 @@ def cmd_eval(args) -> int:
         print(f"error: files were skipped ({skipped} in all; listed under 'skipped' in each system's results.json)",
               file=sys.stderr)
     return EXIT_FAILURE if skipped else 0
+
+
+def _files_and_texts(args) -> tuple[list[Path], dict[Path, str], str]:
+    """The files to evaluate (every one, or --subset of them spread over the list), what each says where the
+    data has a text (--text-column, by default a 'text' column or LibriTTS's .normalized.txt when every file
+    has one), and where that text comes from ("" for none)."""
+    from .corpus import read_utterances
+    utterances = read_utterances(args.data, args.split)
+    if args.subset:
+        utterances = [utterances[i * len(utterances) // args.subset] for i in range(min(args.subset, len(utterances)))]
+    if not utterances:
+        raise CodecError(f"no audio files in {args.data}" + (f" (split {args.split})" if args.split else ""))
+    column = args.text_column or "text"
+    having = [u for u in utterances if str(u.fields.get(column) or "").strip()]
+    if not having and not args.text_column:
+        return [u.path for u in utterances], {}, ""
+    if len(having) < len(utterances):
+        lacking = next(u for u in utterances if u not in having)
+        raise CodecError(f"{lacking.path}: no text in column '{column}' ({len(utterances) - len(having)} of "
+                         f"{len(utterances)} files have none); WER needs one reference for every file")
+    return ([u.path for u in utterances], {u.path: str(u.fields[column]).strip() for u in utterances},
+            f"text column '{column}' of {args.data}")
 
 
 def _check_output_folder(path: str) -> None:
@@ -231,6 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_options(decode)
     decode.set_defaults(run=cmd_decode)
 
+    from .metrics.table import FAMILIES, METRICS
+    metric_names, metric_families = [m.name for m in METRICS], list(FAMILIES)
+    mos_names = [m.name for m in METRICS if m.family == "mos"]
     evaluation = commands.add_parser(
         "eval", help="encode + decode a set of files with a model and/or baselines, and score them",
         description="Writes one folder per system (model at each bitrate, each baseline) under --out: "
@@ -249,9 +275,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--baseline", action="extend", nargs="+", default=[], metavar="SPEC",
                             help="also run classic codecs: opus:KBPS, codec2:MODE (3200, 1200, ...) or original "
                                  "(the reference itself); several after one flag, or the flag repeated")
-    evaluation.add_argument("--mos", nargs="+", default=["utmos", "distillmos"], choices=["utmos", "distillmos"],
-                            help="MOS predictors (default both; an unavailable one is reported as such)")
+    evaluation.add_argument("--metrics", nargs="+", metavar="METRIC", choices=[*metric_names, *metric_families],
+                            help=f"metrics or families to compute (default: all; an unavailable one is reported "
+                                 f"as such, with what to install): {', '.join([*metric_names, *metric_families])}")
+    evaluation.add_argument("--mos", nargs="+", default=mos_names, choices=mos_names,
+                            help="MOS predictors (default all)")
     evaluation.add_argument("--no-mos", action="store_true", help="skip the MOS predictors")
+    evaluation.add_argument("--text-column", help="manifest column holding what each file says, WER's reference "
+                                                  "(default: 'text' where every file has one; without a text, "
+                                                  "the original audio's transcript)")
     evaluation.add_argument("--utmos-checkpoint", help="utmos22_strong_step7459_v1.pt (or set "
                                                        "CODEC_UTMOS_CHECKPOINT); nothing is downloaded")
     evaluation.add_argument("--reference-rate", type=int, default=24000,

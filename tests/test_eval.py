@@ -38,7 +38,7 @@ def evaluated(tmp_path, tiny_weights, corpus):
     """The tiny model at 1 and 3 codebooks and the original, evaluated without MOS predictors."""
     out = tmp_path / "results"
     assert run("eval", "--model", tiny_weights, "--data", corpus, "--num-codebooks", "1", "3", "--baseline",
-               "original", "--no-mos", "--save-audio", "--examples", "1", "--device", "cpu", "--out", out) == 0
+               "original", "--metrics", "signal", "--save-audio", "--examples", "1", "--device", "cpu", "--out", out) == 0
     return out
 
 
@@ -62,7 +62,8 @@ def test_eval_writes_one_folder_per_system(evaluated):
     with open(evaluated / "tiny-12kbps" / "summary.csv") as handle:
         summary = list(csv.DictReader(handle))
     assert list(summary[0]) == ["system", "kbps", "measured_kbps", "nominal_kbps", "effective_kbps", "metric",
-                                "mean", "ci95", "count"]
+                                "unit", "better", "mean", "ci95", "count"]
+    assert (summary[3]["unit"], summary[3]["better"], summary[2]["better"]) == ("dB", "higher", "lower")
     assert [r["metric"] for r in summary] == ["pesq", "stoi", "mel_distance", "si_sdr"]
     assert {(r["system"], float(r["kbps"]), float(r["measured_kbps"]), float(r["nominal_kbps"]),
              round(float(r["effective_kbps"]), 6)) for r in summary} == \
@@ -74,7 +75,7 @@ def test_eval_writes_one_folder_per_system(evaluated):
 
 
 def test_eval_refuses_existing_results_and_bad_input(evaluated, tiny_weights, corpus, tmp_path, capsys):
-    assert run("eval", "--model", tiny_weights, "--data", corpus, "--no-mos", "--out", evaluated) == 1
+    assert run("eval", "--model", tiny_weights, "--data", corpus, "--metrics", "signal", "--out", evaluated) == 1
     assert "already exists (use --force" in capsys.readouterr().err
     a_file = tmp_path / "a-file"
     a_file.write_text("")
@@ -83,7 +84,7 @@ def test_eval_refuses_existing_results_and_bad_input(evaluated, tiny_weights, co
                 ["--device", "nonsense"], ["--mos", "utmos", "--utmos-checkpoint", tmp_path / "nowhere.pt"],
                 ["--out", a_file]):
         out = [] if "--out" in bad else ["--out", evaluated / "x"]
-        assert run("eval", "--model", tiny_weights, "--data", corpus, *(["--no-mos"] if "--mos" not in bad else []),
+        assert run("eval", "--model", tiny_weights, "--data", corpus, *(["--metrics", "signal"] if "--mos" not in bad else []),
                    *out, *bad) == 1, bad
         error = capsys.readouterr().err
         assert error.startswith("error: ") and error.count("\n") == 1, (bad, error)
@@ -92,7 +93,7 @@ def test_eval_refuses_existing_results_and_bad_input(evaluated, tiny_weights, co
 
 def test_existing_results_are_refused_before_any_system_runs(evaluated, tiny_weights, corpus, capsys):
     """tiny-8kbps would be new and runs first; tiny-12kbps exists: nothing may run (or be written) at all."""
-    assert run("eval", "--model", tiny_weights, "--data", corpus, "--num-codebooks", "2", "3", "--no-mos",
+    assert run("eval", "--model", tiny_weights, "--data", corpus, "--num-codebooks", "2", "3", "--metrics", "signal",
                "--out", evaluated) == 1
     captured = capsys.readouterr()
     assert "tiny-12kbps/results.json: already exists" in captured.err and "over 2 files" not in captured.out
@@ -109,7 +110,7 @@ def test_several_baselines_after_one_flag_or_the_flag_repeated():
 def test_skipped_files_are_listed_and_fail_the_command(tiny_weights, corpus, tmp_path, capsys):
     (corpus / "broken.wav").write_bytes(b"RIFF not really a wave file")
     out = tmp_path / "results"
-    assert run("eval", "--model", tiny_weights, "--data", corpus, "--num-codebooks", "3", "--no-mos",
+    assert run("eval", "--model", tiny_weights, "--data", corpus, "--num-codebooks", "3", "--metrics", "signal",
                "--out", out) == 1  # as `codec encode` with several inputs: the others are done, the exit code says
     captured = capsys.readouterr()
     results = json.loads((out / "tiny-12kbps" / "results.json").read_text())
@@ -119,7 +120,7 @@ def test_skipped_files_are_listed_and_fail_the_command(tiny_weights, corpus, tmp
         "error: files were skipped (1 in all; listed under 'skipped' in each system's results.json)\n")
     (tmp_path / "only-broken").mkdir()
     shutil.copy(corpus / "broken.wav", tmp_path / "only-broken")
-    assert run("eval", "--model", tiny_weights, "--data", tmp_path / "only-broken", "--no-mos", "--out",
+    assert run("eval", "--model", tiny_weights, "--data", tmp_path / "only-broken", "--metrics", "signal", "--out",
                tmp_path / "none") == 1
     error = capsys.readouterr().err.splitlines()[-1]
     assert error.startswith("error: tiny-12kbps: none of the 1 files could be scored (first: ") and \
@@ -138,7 +139,7 @@ def test_missing_baseline_tool_names_the_package(tmp_path, corpus, monkeypatch, 
 @needs_codec2
 def test_classic_baselines_run_through_the_same_pipeline(tmp_path, corpus):
     out = tmp_path / "results"
-    assert run("eval", "--baseline", "opus:12", "codec2:3200", "--data", corpus, "--no-mos",
+    assert run("eval", "--baseline", "opus:12", "codec2:3200", "--data", corpus, "--metrics", "signal",
                "--out", out) == 0  # no --model: only the baselines run
     assert sorted(p.name for p in out.iterdir()) == ["codec2-3.2kbps", "opus-12kbps"]
     opus = json.loads((out / "opus-12kbps" / "results.json").read_text())
@@ -155,7 +156,9 @@ def test_report_tables_plots_and_audio(evaluated, tmp_path):
     markdown = (out / "report.md").read_text()
     for name in ("tiny @ 4 kbps", "tiny @ 12 kbps", "original"):
         assert f"<td>{name}</td>" in page and f"| {name} |" in markdown
-    assert page.count("data:image/png;base64,") == 7  # 4 metrics, utilization, code-usage histogram and ranks
+    # the overview, 4 metrics, utilization, code-usage histogram and ranks
+    assert page.count("data:image/png;base64,") == 8 and (out / "overview.png").is_file()
+    assert "<th>SI-SDR (dB) ↑</th>" in page and "| mel distance ↓ |" in markdown
     assert (out / "tiny-code-histogram.png").is_file() and (out / "tiny-code-rank.png").is_file()
     assert page.count("<audio") == 3 and page.count("data:audio/flac;base64,") == 3  # original + 2 decodings
     assert "![pesq.png](pesq.png)" in markdown and (out / "pesq.png").is_file()
@@ -173,10 +176,10 @@ def test_two_runs_of_one_recipe_stay_apart(evaluated, tmp_path, corpus):
             parameter.mul_(0.5)
     save_weights(other, tmp_path / "other.safetensors")
     assert run("eval", "--model", tmp_path / "other.safetensors", "--name", "tiny-b", "--data", corpus,
-               "--num-codebooks", "3", "--no-mos", "--out", tmp_path / "named") == 0
+               "--num-codebooks", "3", "--metrics", "signal", "--out", tmp_path / "named") == 0
     assert (tmp_path / "named" / "tiny-b-12kbps" / "results.json").is_file()
     assert run("eval", "--model", tmp_path / "other.safetensors", "--data", corpus, "--num-codebooks", "3",
-               "--no-mos", "--out", tmp_path / "second") == 0
+               "--metrics", "signal", "--out", tmp_path / "second") == 0
     out = tmp_path / "report"
     assert run("report", evaluated / "tiny-12kbps", tmp_path / "second", "--out", out) == 0
     markdown = (out / "report.md").read_text()
@@ -270,7 +273,7 @@ def test_report_renders_in_chromium_and_a_corrupt_image_or_clip_is_caught(evalua
     assert run("report", evaluated, "--out", tmp_path / "report", "--examples", "1", "--clip-seconds", "0.5") == 0
     page = tmp_path / "report" / "index.html"
     status = media_status(page)
-    assert (len(status["images"]), len(status["audio"]), broken(status)) == (7, 3, [])
+    assert (len(status["images"]), len(status["audio"]), broken(status)) == (8, 3, [])
     screenshot(page, tmp_path / "page.png", height=1200)
     assert drawn_fraction(tmp_path / "page.png") > 0.02
     # The first plot keeps its PNG signature and loses the rest; the first clip is noise: both still "draw".

@@ -10,9 +10,14 @@ import torch
 from codec.audio import load
 from codec.errors import MetricUnavailable, ModelError
 from codec.metrics import codebook, quality, utmos
-from codec.metrics.mos import load_predictors
+from codec.metrics import table
 
 from conftest import EXAMPLE
+
+
+def load_predictors(names, checkpoint=None):
+    """The scorers of MOS predictors as `codec eval` loads them, and the unavailable ones' messages."""
+    return table.load(table.select(names), table.Settings(utmos_checkpoint=checkpoint))
 
 
 def test_codebook_statistics_and_bitrates():
@@ -41,8 +46,12 @@ def test_align_resamples_removes_delay_and_pads():
 
 def test_quality_metrics_of_a_perfect_and_a_noisy_copy(speech):
     audio = load(speech, 16000)[0].numpy()
-    perfect = quality.score(quality.align(audio, 16000, audio, 16000))
-    noisy = quality.score(quality.align(audio, 16000, audio + 0.05 * np.random.default_rng(0).standard_normal(
+    scorers, _ = table.load(table.select(["signal"]), table.Settings())
+
+    def score(pair):
+        return {metric.name: scorer(pair) for metric, scorer in scorers}
+    perfect = score(quality.align(audio, 16000, audio, 16000))
+    noisy = score(quality.align(audio, 16000, audio + 0.05 * np.random.default_rng(0).standard_normal(
         len(audio)).astype(np.float32), 16000))
     assert perfect["pesq"] > 4.5 and perfect["stoi"] > 0.99 and perfect["mel_distance"] < 1e-6
     assert noisy["pesq"] < perfect["pesq"] and noisy["si_sdr"] < 20 < perfect["si_sdr"]
@@ -265,9 +274,12 @@ needs_distillmos = pytest.mark.skipif(importlib.util.find_spec("distillmos") is 
 def test_distillmos_reproduces_the_reference_implementation():
     """4.584698 and 4.371033 are what the package's own ConvTransformerSQAModel gives for these clips (run
     once with a stub for its torchaudio import); the 15 s clip takes the several-window path."""
-    (predictor,), unavailable = load_predictors(["distillmos"])
-    assert predictor.name == "distillmos" and unavailable == {}
+    ((metric, scorer),), unavailable = load_predictors(["distillmos"])
+    assert metric.name == "distillmos" and unavailable == {}
     audio = load(EXAMPLE, 16000)[0].numpy()
+    assert scorer(quality.align(audio, 16000, audio, 16000)) == pytest.approx(4.584698, abs=1e-4)
+    from codec.metrics.distillmos import DistillMOS
+    predictor = DistillMOS()
     assert predictor(audio) == pytest.approx(4.584698, abs=1e-4)
     assert predictor(audio[:8000]) == pytest.approx(4.371033, abs=1e-4)
     assert predictor(np.concatenate([audio] * 3)) == pytest.approx(4.579298, abs=1e-4)
