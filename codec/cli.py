@@ -99,7 +99,7 @@ def cmd_eval(args) -> int:
     device = choose_device(args.device)
     files, texts, text_source = _files_and_texts(args)
     systems = [parse_baseline(spec, args.reference_rate) for spec in args.baseline]
-    if args.model or not systems:  # with only --baseline, only the baselines run
+    if args.model or args.bandwidth or args.num_codebooks or not systems:  # with only --baseline, only those
         codec = _model(argparse.Namespace(model=args.model or "bundled")).to(device)
         choices = [(None, b) for b in args.bandwidth or []] + [(n, None) for n in args.num_codebooks or []]
         counts = [_num_codebooks(argparse.Namespace(num_codebooks=n, bandwidth=b), codec) for n, b in choices]
@@ -113,11 +113,11 @@ def cmd_eval(args) -> int:
     chosen = [m for m in table.select(args.metrics or [m.name for m in table.METRICS])
               if m.family != "mos" or (not args.no_mos and m.name in args.mos)]
     metrics, unavailable = table.load(chosen, table.Settings(str(device), args.utmos_checkpoint))
-    for name, message in unavailable.items():
-        print(f"note: {name} unavailable: {message}", file=sys.stderr)
+    for message in unavailable.values():
+        print(f"note: {message}", file=sys.stderr)
     if any(m.family == "asr" for m, _ in metrics):
-        print(f"note: WER and CER against {text_source or 'the original audio’s PocketSphinx transcript (no text)'}",
-              file=sys.stderr)
+        print(f"note: WER and CER against {text_source or 'the original audio’s PocketSphinx transcript (no text)'}"
+              " (PocketSphinx: a weak recogniser, see docs/evaluation.md)", file=sys.stderr)
     data = args.data + (f", split {args.split}" if args.split else "") + (f", {len(files)} files" if args.subset else "")
     options = Options(args.reference_rate, metrics, unavailable, texts, text_source, args.examples, args.save_audio,
                       args.force, data)

@@ -287,3 +287,82 @@ def test_report_renders_in_chromium_and_a_corrupt_image_or_clip_is_caught(evalua
     corrupt.write_text(text)
     first_plot = re.search("<img alt='([^']+)'", text).group(1)
     assert broken(media_status(corrupt)) == [first_plot, "audio player 1"]
+
+
+EXAMPLE_TEXT = "Produced the block books, which were the immediate predecessors of the true printed book,"
+
+
+def test_eval_scores_words_voice_and_pitch_against_the_text(tiny_weights, tmp_path, capsys):
+    """The manifest's text is WER's reference, so the original's row is the ceiling, not 0; an untrained model
+    loses the words, the voice and the pitch; the report shows it all, the original as WER's level line."""
+    from codec import plots
+    from codec.report import collect
+    manifest = tmp_path / "data.tsv"
+    manifest.write_text(f"file\ttext\n{EXAMPLE}\t{EXAMPLE_TEXT}\n")
+    out = tmp_path / "results"
+    assert run("eval", "--model", tiny_weights, "--data", manifest, "--num-codebooks", "3", "--baseline",
+               "original", "--metrics", "asr", "speaker", "pitch", "--out", out) == 0
+    assert f"WER and CER against text column 'text' of {manifest}" in capsys.readouterr().err
+    original = json.loads((out / "original" / "results.json").read_text())
+    model = json.loads((out / "tiny-12kbps" / "results.json").read_text())
+    assert list(original["metrics"]) == ["wer", "cer", "speaker_similarity", "f0_rmse", "voicing_error",
+                                         "octave_errors"]
+    value = {name: result["metrics"][name]["mean"] for name in original["metrics"]
+             for result in (original,)}
+    ceiling = original["asr_reference"]["ceiling"]["wer"]["mean"]
+    assert original["asr_reference"]["kind"] == "text" and value["wer"] == ceiling < 30
+    assert value["speaker_similarity"] == pytest.approx(1, abs=1e-5) and value["f0_rmse"] == 0
+    assert model["metrics"]["wer"]["mean"] > ceiling + 30 and model["metrics"]["speaker_similarity"]["mean"] < 0.9
+    assert model["metric_info"]["wer"] == {"title": "WER", "unit": "%", "better": "lower", "compared_with": "text"}
+    assert model["metric_info"]["f0_rmse"]["compared_with"] == "reference audio"
+    assert {"wer", "speaker_similarity", "f0_rmse"} <= set(model["timing"])
+    report = tmp_path / "report"
+    assert run("report", out, "--out", report) == 0
+    page = (report / "index.html").read_text()
+    assert "<th>WER (%) ↓</th>" in page and "<th>F0 RMSE (cents) ↓</th>" in page and "ceiling" in page
+    assert "PocketSphinx (a weak recogniser" in page and "WER, CER CPU s / min" in page
+    assert (report / "overview.png").is_file() and (report / "wer.png").is_file()
+    results = collect([out])
+    assert [r["label"] for r in plots.series(results, "wer")[1]] == ["original"]  # the ceiling, as a level
+    assert plots.series(results, "f0_rmse")[1] == []  # 0 by construction: no level
+
+
+def test_without_a_text_wer_is_against_the_originals_transcript(tmp_path, corpus, capsys):
+    assert run("eval", "--baseline", "original", "--data", corpus, "--metrics", "wer", "--subset", "1",
+               "--out", tmp_path / "r") == 0
+    assert "WER and CER against the original audio’s PocketSphinx transcript" in capsys.readouterr().err
+    original = json.loads((tmp_path / "r" / "original" / "results.json").read_text())
+    assert original["asr_reference"]["kind"] == "transcript" and "0 by construction" in \
+        original["asr_reference"]["description"]
+    assert original["metric_info"]["wer"]["compared_with"] == "transcript of the reference audio"
+    assert run("eval", "--baseline", "original", "--data", corpus, "--text-column", "words", "--out",
+               tmp_path / "s") == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "no text in column 'words' (2 of 2 files have none)" in error \
+        and error.count("\n") == 1
+
+
+def test_a_metric_whose_package_is_missing_is_reported_not_replaced(tmp_path, corpus, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)
+    out = tmp_path / "r"
+    assert run("eval", "--baseline", "original", "--data", corpus, "--metrics", "si_sdr", "wer",
+               "--out", out) == 0
+    assert "note: WER needs pocketsphinx: pip install pocketsphinx jiwer\n" in \
+        capsys.readouterr().err
+    results = json.loads((out / "original" / "results.json").read_text())
+    assert list(results["metrics"]) == ["si_sdr"] and "asr_reference" not in results
+    assert results["unavailable"] == {"wer": "WER needs pocketsphinx: pip install pocketsphinx jiwer"}
+    assert run("report", out, "--out", tmp_path / "report") == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| n/a |" in markdown and "- wer: WER needs pocketsphinx: pip install pocketsphinx jiwer" in markdown
+
+
+def test_report_without_matplotlib_says_what_to_install(evaluated, tmp_path, monkeypatch, capsys):
+    import codec
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.delitem(sys.modules, "codec.plots", raising=False)  # imported by an earlier test: forget it
+    monkeypatch.delattr(codec, "plots", raising=False)
+    assert run("report", evaluated, "--out", tmp_path / "report") == 1
+    assert capsys.readouterr().err == "error: codec report draws its plots with matplotlib: pip install " \
+                                      "matplotlib (or pip install 'codec[eval]')\n"
+    assert not (tmp_path / "report").exists()

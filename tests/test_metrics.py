@@ -283,3 +283,96 @@ def test_distillmos_reproduces_the_reference_implementation():
     assert predictor(audio) == pytest.approx(4.584698, abs=1e-4)
     assert predictor(audio[:8000]) == pytest.approx(4.371033, abs=1e-4)
     assert predictor(np.concatenate([audio] * 3)) == pytest.approx(4.579298, abs=1e-4)
+
+
+# --- Intelligibility, speaker and pitch, on real speech against degradations whose direction is certain --------
+DATA = __import__("pathlib").Path(__file__).parents[2] / "shared" / "data"   # the project's speech (train split)
+EXAMPLE_TEXT = "Produced the block books, which were the immediate predecessors of the true printed book,"  # LJSpeech
+needs_data = pytest.mark.skipif(not (DATA / "MANIFEST.tsv").is_file(), reason="shared/data is not beside the repo")
+
+
+@pytest.fixture(scope="module")
+def example16k():
+    return load(EXAMPLE, 16000)[0].numpy()
+
+
+def test_text_normalisation():
+    from codec.metrics import asr
+    assert asr.normalise("Produced the block-books, which WERE 'the' printer's  book;") == \
+        "produced the block books which were the printer's book"
+    assert asr.error_rate("the cat sat", "The cat, sat.", "word") == 0
+    assert asr.error_rate("the cat sat", "the hat", "word") == pytest.approx(200 / 3)
+    assert math.isnan(asr.error_rate("", "anything", "word"))
+
+
+def test_wer_rises_when_words_are_cut_out(example16k):
+    from codec.metrics import asr
+    cut = np.concatenate([example16k[:24000], example16k[53000:]])  # "the block books which were the immediate"
+    shared = {}  # the reference's transcript, kept across pairs as the evaluation keeps it across systems
+    whole = quality.align(example16k, 16000, example16k, 16000, text=EXAMPLE_TEXT, shared=shared)
+    cut_pair = quality.align(example16k, 16000, cut, 16000, text=EXAMPLE_TEXT, shared=shared)
+    ceiling = asr.wer(whole)
+    assert ceiling < 30 and asr.wer(cut_pair) > ceiling + 30 and asr.cer(cut_pair) > asr.cer(whole) + 20
+    assert asr.original_error_rates(cut_pair)["wer"] == ceiling  # the original's own, whatever is decoded
+    whole.text = cut_pair.text = None  # against the original's transcript instead of the text
+    assert asr.wer(whole) == asr.cer(whole) == 0 and asr.wer(cut_pair) > 40 and asr.cer(cut_pair) > 30
+
+
+@needs_data
+def test_speaker_similarity_falls_for_another_speaker(example16k):
+    from codec.audio import resample
+    from codec.metrics import speaker
+    encoder = speaker.load_encoder()
+
+    def similarity(decoded):
+        return speaker.similarity(quality.align(example16k, 16000, decoded, 16000), encoder)
+
+    def recording(name):  # another recording, as long as it is: not padded with silence to the example's length
+        return float(np.dot(speaker.embed(example16k, encoder), speaker.embed(load(DATA / name, 16000)[0].numpy(),
+                                                                               encoder)))
+    band_limited = resample(resample(example16k, 16000, 8000), 8000, 16000).numpy()
+    assert similarity(example16k) == pytest.approx(1, abs=1e-5) and similarity(band_limited) > 0.8
+    assert similarity(example16k * 0.01) > 0.9  # quiet: raised to -30 dBFS as Resemblyzer does
+    others = [recording("LibriSpeech/Resemblyzer/1688-142285-0008.flac"), recording("VCTK/VALL-E-X/vctk_p233_gt.wav")]
+    assert max(others) < 0.7 < recording("LJSpeech/TTS/LJ001-0002.wav")  # the same reader, another sentence
+    assert similarity(np.zeros_like(example16k)) < min(others)  # silence: less of this voice than another voice
+
+
+def test_f0_rmse_is_near_zero_for_the_same_audio_and_1200_cents_an_octave_up(example16k):
+    import librosa
+    from codec.audio import resample
+    from codec.metrics import pitch
+    clip = example16k[:48000]
+
+    shared = {}
+
+    def scores(decoded):
+        pair = quality.align(clip, 16000, decoded, 16000, shared=shared)
+        return pitch.f0_rmse_cents(pair), pitch.voicing_error(pair), pitch.octave_error_share(pair)
+    assert scores(clip) == (0, 0, 0)
+    rmse, voicing, octaves = scores(resample(resample(clip, 16000, 8000), 8000, 16000).numpy())
+    assert rmse < 30 and voicing < 5 and octaves == 0
+    rmse, voicing, octaves = scores(librosa.effects.pitch_shift(clip, sr=16000, n_steps=12))
+    assert 1100 < rmse < 1400 and octaves > 80
+    silenced = clip.copy()
+    silenced[24000:] = 0
+    rmse, voicing, octaves = scores(silenced)
+    assert rmse < 1 and 30 < voicing < 60  # the second half's voiced frames, about half of all
+
+
+def test_a_metric_whose_package_is_missing_is_unavailable_with_its_install_line(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "pocketsphinx", None)
+    monkeypatch.setitem(__import__("sys").modules, "resemblyzer", None)
+    loaded, unavailable = table.load(table.select(["asr", "speaker", "si_sdr"]), table.Settings())
+    assert [m.name for m, _ in loaded] == ["si_sdr"]
+    assert unavailable == {"wer": "WER needs pocketsphinx: pip install pocketsphinx jiwer",
+                           "cer": "CER needs pocketsphinx: pip install pocketsphinx jiwer",
+                           "speaker_similarity": "speaker similarity needs resemblyzer: "
+                                                 "pip install --no-deps resemblyzer==0.1.4"}
+
+
+def test_the_docs_show_the_metric_table():
+    docs = (__import__("pathlib").Path(__file__).parents[1] / "docs" / "evaluation.md").read_text()
+    assert table.markdown_table() in docs, "docs/evaluation.md: paste `python -m codec.metrics.table`"
+    assert [m.name for m in table.METRICS] == list(table.BY_NAME) and {m.family for m in table.METRICS} == \
+        set(table.FAMILIES) and all(m.better in ("higher", "lower") for m in table.METRICS)

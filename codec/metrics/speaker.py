@@ -11,6 +11,7 @@ are scored whole. Embeddings are non-negative, so the cosine lies in [0, 1]; 1 i
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 from pathlib import Path
@@ -86,14 +87,27 @@ def embed(audio: np.ndarray, encoder: VoiceEncoder) -> np.ndarray:
     audio = np.asarray(audio, dtype=np.float32)
     rms = np.sqrt(np.mean(audio.astype(np.float64) ** 2)) if audio.size else 0.0
     if 0 < rms < 10 ** (TARGET_DBFS / 20):
-        audio = audio * (10 ** (TARGET_DBFS / 20) / rms)
+        audio = audio * np.float32(10 ** (TARGET_DBFS / 20) / rms)
     starts = partial_starts(len(audio))
     audio = np.pad(audio, (0, max(0, (starts[-1] + PARTIAL_FRAMES) * HOP - len(audio))))
     device = next(encoder.parameters()).device
     power = magnitude(torch.from_numpy(audio)[None].to(device), N_FFT, HOP) ** 2
     mels = (mel_filters(SPEAKER_RATE, N_FFT, MELS).to(device) @ power)[0].T    # (frames, 40)
-    partials = encoder(torch.stack([mels[s:s + PARTIAL_FRAMES] for s in starts])).mean(0)
+    with _one_thread():
+        partials = encoder(torch.stack([mels[s:s + PARTIAL_FRAMES] for s in starts])).mean(0)
     return (partials / partials.norm().clamp(min=1e-12)).cpu().numpy()
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """A 256-unit LSTM over a few partials is too small to share among threads; on a busy machine the threads'
+    waiting for each other cost seconds a call (2 threads on 2 loaded cores: 3 s against 0.01 s with one)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def similarity(pair: Pair, encoder: VoiceEncoder) -> float:
