@@ -38,7 +38,8 @@ def evaluated(tmp_path, tiny_weights, corpus):
     """The tiny model at 1 and 3 codebooks and the original, evaluated without MOS predictors."""
     out = tmp_path / "results"
     assert run("eval", "--model", tiny_weights, "--data", corpus, "--num-codebooks", "1", "3", "--baseline",
-               "original", "--metrics", "signal", "--save-audio", "--examples", "1", "--device", "cpu", "--out", out) == 0
+               "original", "--metrics", "signal", "--save-audio", "--examples", "1", "--device", "cpu",
+               "--out", out) == 0
     return out
 
 
@@ -84,8 +85,8 @@ def test_eval_refuses_existing_results_and_bad_input(evaluated, tiny_weights, co
                 ["--device", "nonsense"], ["--mos", "utmos", "--utmos-checkpoint", tmp_path / "nowhere.pt"],
                 ["--out", a_file]):
         out = [] if "--out" in bad else ["--out", evaluated / "x"]
-        assert run("eval", "--model", tiny_weights, "--data", corpus, *(["--metrics", "signal"] if "--mos" not in bad else []),
-                   *out, *bad) == 1, bad
+        metrics = ["--metrics", "signal"] if "--mos" not in bad else []
+        assert run("eval", "--model", tiny_weights, "--data", corpus, *metrics, *out, *bad) == 1, bad
         error = capsys.readouterr().err
         assert error.startswith("error: ") and error.count("\n") == 1, (bad, error)
     assert not (evaluated / "x").exists()

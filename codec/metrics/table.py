@@ -132,8 +132,9 @@ def markdown_table() -> str:
     rows = ["| metric | column | unit | better | compares with | rate (Hz) | needs |", "|---|---|---|---|---|---|---|"]
     compares = {"audio": "reference audio", "text": "text, else the original's transcript", "nothing": "nothing"}
     for m in METRICS:
+        needs = f"`{m.install}`" if m.install.startswith("pip") else m.install or "–"
         rows.append(f"| {m.title} | `{m.name}` | {m.unit or '–'} | {m.better} | {compares[m.compares]} | "
-                    f"{m.rate or 'reference'} | {f'`{m.install}`' if m.install.startswith('pip') else m.install or '–'} |")
+                    f"{m.rate or 'reference'} | {needs} |")
     return "\n".join(rows)
 
 
