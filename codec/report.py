@@ -251,10 +251,11 @@ def audio_section(results: list[dict], count: int, seconds: float) -> str:
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}
+table{border-collapse:collapse;margin:1em 0;font-size:13px;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left;white-space:normal}thead{background:#f3f3f3}
-.plots{display:flex;flex-wrap:wrap;gap:8px}.players{display:flex;flex-wrap:wrap;gap:12px}.player{font-size:13px}
+.plots{display:flex;flex-wrap:wrap;gap:8px}.plots img{max-width:100%}
+.players{display:flex;flex-wrap:wrap;gap:12px}.player{font-size:13px}
 .notes{color:#555;font-size:14px}"""
 
 
