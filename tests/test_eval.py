@@ -367,3 +367,11 @@ def test_report_without_matplotlib_says_what_to_install(evaluated, tmp_path, mon
     assert capsys.readouterr().err == "error: codec report draws its plots with matplotlib: pip install " \
                                       "matplotlib (or pip install 'codec[eval]')\n"
     assert not (tmp_path / "report").exists()
+
+
+def test_a_bandwidth_beside_baselines_runs_the_bundled_model_too(tmp_path, corpus):
+    out = tmp_path / "r"
+    assert run("eval", "--data", corpus, "--subset", "1", "--bandwidth", "6", "--baseline", "original",
+               "--metrics", "si_sdr", "--out", out) == 0
+    model, original = sorted(p.name for p in out.iterdir())  # the model's name is the bundled model's own
+    assert original == "original" and model.endswith("-6kbps") and (out / model / "codebook_counts.npz").is_file()
