@@ -41,12 +41,13 @@ class Metric:
                               # else with the reference audio's transcript; "nothing": the decoded audio alone
     rate: int | None          # the sample rate it scores at; None: the evaluation's reference rate
     family: str               # metrics that share work and timing
-    build: Callable[[Settings], Scorer]
+    build: Callable[[Settings], Scorer]   # loads what it needs once (a model); may raise MetricUnavailable
     packages: tuple[str, ...] = ()   # modules it needs that `pip install codec` does not bring
     install: str = ""                # the line that brings them
 
 
 def _fixed(function: Scorer) -> Callable[[Settings], Scorer]:
+    """A metric with nothing to load."""
     return lambda settings: function
 
 
