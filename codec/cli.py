@@ -91,24 +91,31 @@ def cmd_info(args) -> int:
 def cmd_eval(args) -> int:
     from .baselines import parse_baseline
     from .evaluate import ModelSystem, Options, check_systems, evaluate, evaluation_files
-    from .metrics.mos import load_predictors
+    from .metrics import table
     from .processes import choose_device
     _check_output_folder(args.out)
-    files = evaluation_files(args.data, args.split, args.subset, args.reference_rate)
+    files, texts, text_source = evaluation_files(args.data, args.split, args.subset, args.reference_rate,
+                                                 args.text_column)
     device = choose_device(args.device)
     systems = [parse_baseline(spec, args.reference_rate) for spec in args.baseline]
-    if args.model or not systems:  # with only --baseline, only the baselines run
+    if args.model or args.bandwidth or args.num_codebooks or not systems:  # with only --baseline, only those
         codec = _load_model(args.model or "bundled").to(device)
         choices = [(None, b) for b in args.bandwidth or []] + [(n, None) for n in args.num_codebooks or []]
         counts = [_num_codebooks(codec, n, b) for n, b in choices] or [codec.num_codebooks]
         systems = [ModelSystem(codec, n, args.name) for n in counts] + systems
     check_systems(systems, Path(args.out), args.force)
-    predictors, unavailable = load_predictors([] if args.no_mos else args.mos, args.utmos_checkpoint, str(device))
-    for name, message in unavailable.items():
-        print(f"note: {name}: {message}", file=sys.stderr)
+    chosen = [m for m in table.select(args.metrics or [m.name for m in table.METRICS])
+              if m.family != "mos" or (not args.no_mos and m.name in args.mos)]
+    metrics, unavailable = table.load(chosen, table.Settings(str(device), args.utmos_checkpoint))
+    for message in unavailable.values():
+        print(f"note: {message}", file=sys.stderr)
+    if any(m.family == "asr" for m, _ in metrics):
+        print(f"note: WER and CER against {text_source or 'the original audio’s PocketSphinx transcript (no text)'}"
+              " (PocketSphinx: a weak recogniser, see docs/evaluation.md)", file=sys.stderr)
     data = args.data + (f", split {args.split}" if args.split else "") + (f", {len(files)} files" if args.subset else "")
-    options = Options(reference_rate=args.reference_rate, predictors=predictors, unavailable=unavailable,
-                      examples=args.examples, save_audio=args.save_audio, force=args.force, data=data)
+    options = Options(reference_rate=args.reference_rate, metrics=metrics, unavailable=unavailable, texts=texts,
+                      text_source=text_source, examples=args.examples, save_audio=args.save_audio, force=args.force,
+                      data=data)
     skipped = 0
     for system in systems:
         results = evaluate(system, files, Path(args.out) / system.label, options)
@@ -259,6 +266,9 @@ def build_parser() -> argparse.ArgumentParser:
     _force_option(decode)
     decode.set_defaults(run=cmd_decode)
 
+    from .metrics.table import FAMILIES, METRICS
+    metric_names, metric_families = [m.name for m in METRICS], list(FAMILIES)
+    mos_names = [m.name for m in METRICS if m.family == "mos"]
     evaluation = commands.add_parser(
         "eval", help="encode + decode a set of files with a model and/or baselines, and score them",
         description="Writes one folder per system (model at each bitrate, each baseline) under --out: "
@@ -274,9 +284,15 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--baseline", action="extend", nargs="+", default=[], metavar="SPEC",
                             help="also run classic codecs: opus:KBPS, codec2:MODE (3200, 1200, ...) or original "
                                  "(the reference itself); several after one flag, or the flag repeated")
-    evaluation.add_argument("--mos", nargs="+", default=["utmos", "distillmos"], choices=["utmos", "distillmos"],
-                            help="MOS predictors (default both; an unavailable one is reported as such)")
+    evaluation.add_argument("--metrics", nargs="+", metavar="METRIC", choices=[*metric_names, *metric_families],
+                            help=f"metrics or families to compute (default: all; an unavailable one is reported "
+                                 f"as such, with what to install): {', '.join([*metric_names, *metric_families])}")
+    evaluation.add_argument("--mos", nargs="+", default=mos_names, choices=mos_names,
+                            help="MOS predictors (default all)")
     evaluation.add_argument("--no-mos", action="store_true", help="skip the MOS predictors")
+    evaluation.add_argument("--text-column", help="manifest column holding what each file says, WER's reference "
+                                                  "(default: 'text' where every file has one; without a text, "
+                                                  "the original audio's transcript)")
     evaluation.add_argument("--utmos-checkpoint", help="utmos22_strong_step7459_v1.pt (or set "
                                                        "CODEC_UTMOS_CHECKPOINT); nothing is downloaded")
     evaluation.add_argument("--reference-rate", type=int, default=24000,

@@ -2,23 +2,10 @@
 power-law compressed complex STFT (magnitude and phase)."""
 from __future__ import annotations
 
-import functools
-
-import librosa
 import torch
 from torch import nn
 
-
-@functools.lru_cache(maxsize=None)
-def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
-    return torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)).float()
-
-
-def magnitude(audio: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
-    """(B, T) -> (B, F, frames) magnitude with a Hann window."""
-    window = torch.hann_window(n_fft, device=audio.device)
-    spec = torch.stft(audio, n_fft, hop, window=window, return_complex=True, center=True)
-    return spec.abs().clamp(min=1e-7)
+from ..spectral import magnitude, mel_filters as _mel_filters
 
 
 class MultiScaleMelLoss(nn.Module):
