@@ -53,13 +53,13 @@ def _num_codebooks(args, codec) -> int | None:
 
 def cmd_encode(args) -> int:
     from .audio import AUDIO_EXTENSIONS
-    from .files import check_encode, encode_file, pair_outputs, run_pairs
+    from .files import check_encode, pair_outputs, run_encode
     pairs, folder_mode = pair_outputs(args.paths[:-1], args.paths[-1], ".codes", AUDIO_EXTENSIONS)
     if not folder_mode:
         check_encode(*pairs[0], args.force)  # a single bad input or output is reported before the model loads
     codec = _model(args)
     n = _num_codebooks(args, codec)
-    return run_pairs(pairs, folder_mode, lambda s, t: encode_file(codec, s, t, n, args.force), "encoding")
+    return run_encode(codec, pairs, folder_mode, n, args.force)
 
 
 def cmd_decode(args) -> int:
@@ -208,6 +208,20 @@ def cmd_export_weights(args) -> int:
     return 0
 
 
+def cmd_onnx(args) -> int:
+    from .onnx import GRAPHS, export_onnx
+    from .weights import load
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: the ONNX output must be a folder, and this is a file")
+    existing = [g for g in GRAPHS if (out / f"{g}.onnx").exists()]
+    if existing and not args.force:
+        raise OutputError(f"{out}: holds {existing[0]}.onnx already (use --force to overwrite)")
+    paths = export_onnx(load(args.model), out)
+    print(f"wrote {', '.join(p.name for p in paths)} to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codec", description="Neural audio codec: audio <-> discrete tokens.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -330,6 +344,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "from the run's weights.safetensors)")
     export_weights.add_argument("--force", action="store_true", help="overwrite an existing file")
     export_weights.set_defaults(run=cmd_export_weights)
+
+    onnx = commands.add_parser(
+        "onnx", help="model -> ONNX graphs (encoder, decoder, offline and streaming)",
+        description="codec onnx MODEL OUT_DIR: write encoder.onnx, decoder.onnx, encoder_streaming.onnx and "
+                    "decoder_streaming.onnx (state as explicit inputs and outputs) with the model's metadata; "
+                    "MODEL is a weights file or 'bundled' (docs/serving.md)")
+    onnx.add_argument("model", help="weights file (.safetensors) or 'bundled'")
+    onnx.add_argument("out", help="output folder")
+    onnx.add_argument("--force", action="store_true", help="overwrite existing graphs")
+    onnx.set_defaults(run=cmd_onnx)
 
     info = commands.add_parser("info", help="what is inside a .codes file")
     info.add_argument("files", nargs="+")
