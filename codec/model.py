@@ -49,6 +49,19 @@ class Codec(nn.Module):
         # Set when loaded from a file; token files record both (see weights.tokenizer_sha256).
         self.weights_sha256: str | None = None
         self.tokenizer_sha256: str | None = None
+        self.weights_path = None  # the file it was loaded from (save_pretrained copies it)
+
+    @classmethod
+    def from_pretrained(cls, path_or_folder) -> "Codec":
+        """A model folder (model.safetensors, config.json, README.md), a weights file or "bundled"; nothing is
+        downloaded. For inference (weight norm folded), as `codec.load`."""
+        from .model_folder import from_pretrained
+        return from_pretrained(path_or_folder)
+
+    def save_pretrained(self, folder, force: bool = False):
+        """Write model.safetensors, a readable config.json and a model card README.md into `folder`."""
+        from .model_folder import save_pretrained
+        return save_pretrained(self, folder, force)
 
     # --- what a user asks about ---------------------------------------------------------------------------
     @property

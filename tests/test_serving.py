@@ -153,3 +153,30 @@ def test_streams_refuse_bad_pushes(tiny_weights):
     decoder = model.stream_decoder(batch_size=1)
     with pytest.raises(StreamError, match="batch of 1, got a push of 3"):
         decoder.push(torch.zeros(3, 3, 2, dtype=torch.long))
+
+
+def test_save_and_from_pretrained(tmp_path, tiny_weights):
+    import json
+    from codec.errors import ModelError, OutputError
+    from codec.weights import load_weights
+    bundled = Codec.from_pretrained("bundled")
+    folder = bundled.save_pretrained(tmp_path / "bundled")
+    assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
+    config = json.loads((folder / "config.json").read_text())
+    assert config["sample_rate"] == bundled.sample_rate and config["frame_rate"] == bundled.frame_rate
+    again = Codec.from_pretrained(folder)
+    assert again.weights_sha256 == bundled.weights_sha256  # the same file: its .codes files still match
+    audio = torch.randn(1, 4000) * 0.1
+    assert torch.equal(again.encode(audio), bundled.encode(audio))
+    trainable = load_weights(tiny_weights, for_training=True)  # a model in training form is written afresh
+    trainable.save_pretrained(tmp_path / "tiny")
+    assert torch.equal(Codec.from_pretrained(tmp_path / "tiny").encode(audio), codec.load(tiny_weights).encode(audio))
+    with pytest.raises(OutputError, match="exists"):
+        trainable.save_pretrained(tmp_path / "tiny")
+    config = json.loads((tmp_path / "tiny" / "config.json").read_text())
+    config["sample_rate"] = 16000
+    (tmp_path / "tiny" / "config.json").write_text(json.dumps(config))
+    for path, message in ((tmp_path / "tiny", "'sample_rate' differs"), (tmp_path / "nowhere", "nothing is downloaded"),
+                          (tmp_path, "holds model.safetensors")):
+        with pytest.raises(ModelError, match=message):
+            Codec.from_pretrained(path)
