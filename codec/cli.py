@@ -155,7 +155,7 @@ def cmd_bench(args) -> int:
         raise CodecError(f"--threads must be at least 1, got {args.threads}")
     if min(args.sizes) < 1:
         raise CodecError(f"--sizes must be codebook sizes of at least 1, got {min(args.sizes)}")
-    report = run(args.model, tuple(args.sizes), args.threads, args.skip_peers)
+    report = run(args.model, tuple(args.sizes), args.threads, args.skip_peers, args.serving)
     print(report)
     if args.out:
         Path(args.out).write_text(report + "\n")
@@ -293,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", type=int, nargs="+", default=[4096, 65536, 262144])
     bench.add_argument("--threads", type=int, default=2)
     bench.add_argument("--skip-peers", action="store_true", help="do not run vector-quantize-pytorch / EnCodec")
+    bench.add_argument("--serving", action="store_true",
+                       help="also time batched against one-by-one encoding and 16 streams stepped together")
     bench.add_argument("--out", help="also write the Markdown table here")
     bench.set_defaults(run=cmd_bench)
 

@@ -13,6 +13,9 @@ from .quantize import FactorizedQuantizer, ResidualQuantizer, SimVQ, VectorQuant
 from .streams import StreamingDecoder, StreamingEncoder, decode_streams, encode_streams
 
 MAX_CHANNELS = 16  # a (T, C) array with at most this many columns is taken for multi-channel audio, not a batch
+# Clips of different lengths encode in calls of at most this many padded samples (or one clip, if longer): the
+# encoder's first layers hold 32-64 channels at the audio rate, so this bounds a call near 1 GB of activations.
+BATCH_SAMPLES = 2_000_000
 
 
 @dataclass
@@ -195,10 +198,19 @@ class Codec(nn.Module):
 
     def _encode_clips(self, clips: list[torch.Tensor], sample_rate: int | None,
                       num_codebooks: int | None) -> list[torch.Tensor]:
+        """Clips sorted by length and grouped, so that a call pads little and stays under BATCH_SAMPLES."""
         clips = [self.as_batch(clip, sample_rate)[0, 0] for clip in clips]
-        batch = nn.utils.rnn.pad_sequence(clips, batch_first=True)[:, None]
-        codes = self.quantizer.encode(self.encoder(self._pad(batch)), num_codebooks)
-        return [c[:, :math.ceil(len(clip) / self.hop_length)] for c, clip in zip(codes, clips)]
+        groups: list[list[int]] = [[]]
+        for i in sorted(range(len(clips)), key=lambda i: len(clips[i])):
+            if groups[-1] and (len(groups[-1]) + 1) * len(clips[i]) > BATCH_SAMPLES:
+                groups.append([])
+            groups[-1].append(i)
+        codes: list[torch.Tensor | None] = [None] * len(clips)
+        for group in groups:
+            batch = nn.utils.rnn.pad_sequence([clips[i] for i in group], batch_first=True)[:, None]
+            for i, c in zip(group, self.quantizer.encode(self.encoder(self._pad(batch)), num_codebooks)):
+                codes[i] = c[:, :math.ceil(len(clips[i]) / self.hop_length)]
+        return codes
 
     @torch.no_grad()
     def decode(self, codes: torch.Tensor | list[torch.Tensor], length: int | None = None,

@@ -180,3 +180,13 @@ def test_save_and_from_pretrained(tmp_path, tiny_weights):
                           (tmp_path, "holds model.safetensors")):
         with pytest.raises(ModelError, match=message):
             Codec.from_pretrained(path)
+
+
+def test_bench_latency_and_serving_tables(tiny):
+    """The benchmark tables run and say what they measure (the numbers are benchmarks, not asserted)."""
+    from codec.bench import latency, serving
+    lines = latency(tiny, threads=1, frames=3)
+    assert "Algorithmic latency: 1.0 ms (one frame of 8 samples at 8000 Hz" in lines[2] and "Mimi" in lines[2]
+    assert lines[-1].startswith("| CPU, 1 threads |")
+    table = serving(tiny, threads=1, clips=3, streams=2, frames=3)
+    assert any("encode 3 clips" in line for line in table) and any("2 streams, 3 frames" in line for line in table)
