@@ -166,7 +166,8 @@ def encode_streams(codec: "Codec", pushes: dict[StreamingEncoder, torch.Tensor],
 
 
 @torch.no_grad()
-def decode_streams(codec: "Codec", pushes: dict[StreamingDecoder, torch.Tensor]) -> dict[StreamingDecoder, torch.Tensor]:
+def decode_streams(codec: "Codec",
+                   pushes: dict[StreamingDecoder, torch.Tensor]) -> dict[StreamingDecoder, torch.Tensor]:
     """Each stream's audio (B, f * hop) for its codes (B, Q, f). Streams with the same f and Q run in one call."""
     device = next(codec.parameters()).device
     groups: dict[tuple[int, int], list[tuple[StreamingDecoder, torch.Tensor]]] = defaultdict(list)

@@ -42,7 +42,8 @@ def test_the_whole_path_at_16khz(tmp_path):
     model = codec.load(weights)
     speech = resample(audio[:rate], rate, 16000)[:9_999]
     codes = model.encode(speech, 16000)
-    assert codes.shape == (1, 2, 32) and torch.equal(codes, model.encode(torch.from_numpy(audio[:rate]), rate)[:, :, :32])
+    assert codes.shape == (1, 2, 32)
+    assert torch.equal(codes, model.encode(torch.from_numpy(audio[:rate]), rate)[:, :, :32])
     decoded = model.decode(codes, length=len(speech))
     assert decoded.shape == (1, 9_999) and torch.isfinite(decoded).all()
     with model.stream_encoder() as encoder:

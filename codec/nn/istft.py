@@ -84,7 +84,8 @@ class ISTFTHead(StreamingModule):
     def synthesis_matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(bins, n_fft) matrices M_re, M_im with irfft(X) * window = Re(X) @ M_re + Im(X) @ M_im."""
         bins, n = self.n_fft // 2 + 1, self.n_fft
-        angle = 2 * torch.pi * torch.outer(torch.arange(bins, dtype=torch.float64), torch.arange(n, dtype=torch.float64)) / n
+        time = torch.arange(n, dtype=torch.float64)
+        angle = 2 * torch.pi * torch.outer(torch.arange(bins, dtype=torch.float64), time) / n
         weight = torch.full((bins, 1), 2.0, dtype=torch.float64)
         weight[0], weight[-1] = 1.0, 1.0  # DC and Nyquist appear once in the spectrum; irfft ignores their Im
         window = self.window.double().cpu()
