@@ -190,3 +190,19 @@ def test_bench_latency_and_serving_tables(tiny):
     assert lines[-1].startswith("| CPU, 1 threads |")
     table = serving(tiny, threads=1, clips=3, streams=2, frames=3)
     assert any("encode 3 clips" in line for line in table) and any("2 streams, 3 frames" in line for line in table)
+
+
+def test_many_files_encode_together_as_each_alone(tmp_path, tiny_weights):
+    """`codec encode` steps several files' streams together: each .codes file holds the file's own codes."""
+    from codec.audio import load as load_audio
+    from codec.cli import main
+    from codec.tokens import load_tokens
+    model = codec.load(tiny_weights)
+    for i, (ms, rate) in enumerate(((1300, 8000), (250, 16000), (2100, 22050))):
+        soundfile.write(tmp_path / f"{i}.wav", speech_clips(rate, (ms,))[0].numpy(), rate)
+    assert main(["encode", *(str(tmp_path / f"{i}.wav") for i in range(3)), str(tmp_path / "out"),
+                 "--model", str(tiny_weights)]) == 0
+    for i in range(3):
+        tokens = load_tokens(tmp_path / "out" / f"{i}.codes")
+        audio = load_audio(tmp_path / f"{i}.wav", model.sample_rate)[0]
+        assert torch.equal(tokens.codes, model.encode(audio)[0])
