@@ -46,11 +46,15 @@ class _Stream:
     def _check_batch(self, batch_size: int) -> None:
         if self.closed:
             raise StreamError(f"this stream {self.kind} has ended (flush or close ends it): open a new one")
-        if self.batch_size is None:
-            self.batch_size = batch_size
-        elif batch_size != self.batch_size:
+        if self.batch_size is not None and batch_size != self.batch_size:
             raise StreamError(f"this stream {self.kind} carries a batch of {self.batch_size}, "
                               f"got a push of {batch_size}")
+
+    def _start(self, batch_size: int, part) -> None:
+        """At the first push: the batch size is fixed and the state made."""
+        if self.state is None:
+            self.batch_size = batch_size
+            self.state = StreamState.init(part, batch_size)
 
 
 class StreamingEncoder(_Stream):
@@ -76,18 +80,22 @@ class StreamingEncoder(_Stream):
         self.pending: torch.Tensor | None = None  # (B, n < hop): samples that do not yet fill a frame
         self.resampler = None
 
-    def _take(self, audio: torch.Tensor, sample_rate: int | None) -> None:
-        """Check a push and add its audio (resampled to the model's rate) to the pending samples."""
+    def _check(self, audio: torch.Tensor, sample_rate: int | None) -> torch.Tensor:
+        """A push's audio as (B, n), refused if it does not fit this stream."""
         if sample_rate is not None and sample_rate != self.sample_rate:
             raise StreamError(f"this stream takes {self.sample_rate} Hz audio, got {sample_rate} Hz: open it with "
                               f"stream_encoder(sample_rate={sample_rate}) to resample")
         audio = self.codec.as_batch(audio)[:, 0]
         self._check_batch(audio.shape[0])
+        return audio
+
+    def _take(self, audio: torch.Tensor) -> None:
+        """Add checked audio (resampled to the model's rate) to the pending samples."""
+        self._start(audio.shape[0], self.codec.encoder)
         if self.sample_rate != self.codec.sample_rate:
             audio = self._resample(audio, last=False)
         if self.pending is None:
             self.pending = audio[:, :0]
-            self.state = StreamState.init(self.codec.encoder, self.batch_size)
         self.samples += audio.shape[-1]
         self.pending = torch.cat([self.pending, audio], dim=-1)
 
@@ -145,8 +153,9 @@ def encode_streams(codec: "Codec", pushes: dict[StreamingEncoder, torch.Tensor],
     """Each stream's new codes (B, Q, frames completed by this push; possibly 0 frames). Streams with the same
     number of new frames run in one batched call (live streams pushed a frame each: all in one call)."""
     hop = codec.hop_length
-    for stream, audio in pushes.items():
-        stream._take(audio, sample_rate)
+    checked = {stream: stream._check(audio, sample_rate) for stream, audio in pushes.items()}  # all, then any
+    for stream, audio in checked.items():
+        stream._take(audio)
     groups: dict[int, list[StreamingEncoder]] = defaultdict(list)
     for stream in pushes:
         groups[stream.pending.shape[-1] // hop].append(stream)
@@ -171,17 +180,17 @@ def decode_streams(codec: "Codec",
     """Each stream's audio (B, f * hop) for its codes (B, Q, f). Streams with the same f and Q run in one call."""
     device = next(codec.parameters()).device
     groups: dict[tuple[int, int], list[tuple[StreamingDecoder, torch.Tensor]]] = defaultdict(list)
-    for stream, codes in pushes.items():
+    for stream, codes in pushes.items():  # every push checked before any stream changes
         codes = torch.as_tensor(codes).long().to(device)
         if codes.dim() == 2:
             codes = codes[None]
         if codes.dim() != 3:
             raise ValueError(f"expected codes (B, Q, F) or (Q, F), got shape {tuple(codes.shape)}")
         stream._check_batch(codes.shape[0])
-        latents = codec.quantizer.decode(codes)  # checks the ids, stream by stream
-        if stream.state is None:
-            stream.state = StreamState.init(codec.decoder, stream.batch_size)
-        groups[tuple(codes.shape[1:])].append((stream, latents))
+        groups[tuple(codes.shape[1:])].append((stream, codec.quantizer.decode(codes)))  # decode checks the ids
+    for members in groups.values():
+        for stream, latents in members:
+            stream._start(latents.shape[0], codec.decoder)
     results = {}
     for (_, frames), members in groups.items():
         streams = [s for s, _ in members]

@@ -148,8 +148,11 @@ def test_streams_refuse_bad_pushes(tiny_weights):
     with pytest.raises(StreamError, match="batch of 2, got a push of 1"):
         encoder.push(torch.randn(1, 10))
     encoder.flush()
-    with pytest.raises(StreamError, match="has ended"):
-        model.encode_streams({encoder: torch.randn(2, 10)})
+    live = model.stream_encoder()
+    audio = torch.randn(1, 20)
+    with pytest.raises(StreamError, match="has ended"):  # a refused call leaves every stream as it was
+        model.encode_streams({live: audio[:, :10], encoder: torch.randn(2, 10)})
+    assert torch.equal(torch.cat([live.push(audio), live.flush()], -1), model.encode(audio))
     decoder = model.stream_decoder(batch_size=1)
     with pytest.raises(StreamError, match="batch of 1, got a push of 3"):
         decoder.push(torch.zeros(3, 3, 2, dtype=torch.long))
