@@ -86,7 +86,7 @@ def test_many_streams_with_their_own_chunkings_equal_offline(tiny):
     and audio."""
     torch.manual_seed(1)
     signals = [torch.randn(b, 1, n) * 0.3 for b, n in ((1, 203), (1, 100), (2, 211), (1, 96), (1, 500), (1, 5))]
-    chunks = [3, 8, 13, 96, 50, 1]
+    chunks = [7, 8, 13, 96, 50, 1]
     codebooks = [None, None, 2, None, 3, None]
     starts = [0, 2, 1, 5, 0, 7]  # the step at which each stream opens
     encoders = {}
