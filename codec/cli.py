@@ -57,13 +57,13 @@ def _num_codebooks(codec, num_codebooks: int | None, bandwidth: float | None) ->
 
 def cmd_encode(args) -> int:
     from .audio import AUDIO_EXTENSIONS
-    from .files import CODES_SUFFIX, check_encode, encode_file, pair_outputs, run_pairs
+    from .files import CODES_SUFFIX, check_encode, pair_outputs, run_encode
     pairs, folder_mode = pair_outputs(args.paths[:-1], args.paths[-1], CODES_SUFFIX, AUDIO_EXTENSIONS)
     if not folder_mode:
         check_encode(*pairs[0], args.force)  # a single bad input or output is reported before the model loads
     codec = _load_model(args.model)
     n = _num_codebooks(codec, args.num_codebooks, args.bandwidth)
-    return run_pairs(pairs, folder_mode, lambda s, t: encode_file(codec, s, t, n, args.force), "encoding")
+    return run_encode(codec, pairs, folder_mode, n, args.force)
 
 
 def cmd_decode(args) -> int:
@@ -147,7 +147,7 @@ def cmd_report(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import run
-    report = run(args.model, tuple(args.sizes), args.threads, args.skip_peers)
+    report = run(args.model, tuple(args.sizes), args.threads, args.skip_peers, with_serving=args.serving)
     print(report)
     if args.out:
         Path(args.out).write_text(report + "\n")
@@ -196,6 +196,19 @@ def cmd_export_weights(args) -> int:
     model = load_yaml(TrainConfig, args.config).model if args.config else None
     path, step = export_weights(args.source, args.out, args.raw, args.force, model=model)
     print(f"wrote {path}: {'raw' if args.raw else 'EMA'} weights of step {step}")
+    return 0
+
+
+def cmd_onnx(args) -> int:
+    from .onnx import GRAPHS, export_onnx
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: the ONNX output must be a folder, and this is a file")
+    existing = [g for g in GRAPHS if (out / f"{g}.onnx").exists()]
+    if existing and not args.force:
+        raise OutputError(f"{out}: holds {existing[0]}.onnx already (use --force to overwrite)")
+    paths = export_onnx(_load_model(args.model), out)
+    print(f"wrote {', '.join(p.name for p in paths)} to {out}")
     return 0
 
 
@@ -320,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--sizes", type=int, nargs="+", default=[4096, 65536, 262144])
     bench.add_argument("--threads", type=int, default=2)
     bench.add_argument("--skip-peers", action="store_true", help="do not run vector-quantize-pytorch / EnCodec")
+    bench.add_argument("--serving", action="store_true",
+                       help="also time batched against one-by-one encoding and 16 streams stepped together")
     bench.add_argument("--out", help="also write the Markdown table here")
     bench.set_defaults(run=cmd_bench)
 
@@ -366,6 +381,16 @@ def build_parser() -> argparse.ArgumentParser:
                                                  "from the run's weights.safetensors)")
     _force_option(export_weights, "overwrite an existing file")
     export_weights.set_defaults(run=cmd_export_weights)
+
+    onnx = commands.add_parser(
+        "onnx", help="model -> ONNX graphs (encoder, decoder, offline and streaming)",
+        description="codec onnx MODEL OUT_DIR: write encoder.onnx, decoder.onnx, encoder_streaming.onnx and "
+                    "decoder_streaming.onnx (state as explicit inputs and outputs) with the model's metadata; "
+                    "MODEL is a weights file or 'bundled' (docs/serving.md)")
+    onnx.add_argument("model", help="weights file (.safetensors) or 'bundled'")
+    onnx.add_argument("out", help="output folder")
+    onnx.add_argument("--force", action="store_true", help="overwrite existing graphs")
+    onnx.set_defaults(run=cmd_onnx)
 
     info = commands.add_parser("info", help="what is inside a .codes file")
     info.add_argument("files", nargs="+")

@@ -17,6 +17,10 @@ class CodesError(CodecError, ValueError):
     """Codes a model cannot decode: an id outside its codebook (-1, a dropped stage, aside)."""
 
 
+class StreamError(CodecError, ValueError, RuntimeError):
+    """A stream pushed after it ended, with another batch size, or with audio at another rate."""
+
+
 class ModelError(CodecError):
     """A weights file or model name that cannot be loaded."""
 

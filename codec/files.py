@@ -50,33 +50,92 @@ def check_decode(source: str | Path, target: str | Path, force: bool = False) ->
     return kind
 
 
+class _FileEncoding:
+    """One file on its way to a .codes file: its blocks, its stream, the codes so far."""
+
+    def __init__(self, codec: Codec, source: str | Path, target: str | Path, num_codebooks: int | None,
+                 force: bool) -> None:
+        self.channels = check_encode(source, target, force).channels
+        self.codec, self.source, self.target, self.force = codec, source, target, force
+        self.blocks = audio_io.blocks(source, codec.sample_rate, BLOCK_SECONDS)
+        self.stream = codec.stream_encoder(num_codebooks)
+        self.parts: list[torch.Tensor] = []
+        self.samples = 0
+
+    def next_block(self) -> torch.Tensor | None:
+        block = next(self.blocks, None)
+        if block is not None:
+            self.samples += len(block)
+            return block.to(next(self.codec.parameters()).device)[None, None]
+        return None
+
+    def finish(self) -> TokenFile:
+        tail = self.stream.flush() if not self.stream.closed else None
+        if self.samples == 0:
+            raise AudioError(f"{self.source}: the audio is empty")
+        codec, n = self.codec, self.stream.num_codebooks
+        tokens = TokenFile(codes=torch.cat(self.parts + ([tail] if tail is not None else []), dim=-1)[0].cpu(),
+                           model_name=codec.name, weights_sha256=codec.weights_sha256 or "",
+                           sample_rate=codec.sample_rate, frame_rate=codec.frame_rate, num_samples=self.samples,
+                           channels=self.channels, codebook_sizes=codec.codebook_sizes[:n],
+                           tokenizer_sha256=codec.tokenizer_sha256 or "")
+        save_tokens(self.target, tokens, self.force)
+        return tokens
+
+
+def encode_files(codec: Codec, pairs: list[tuple[Path, Path]], num_codebooks: int | None = None,
+                 force: bool = False, batch_size: int = 8, done=None, failed=None) -> list[TokenFile]:
+    """Encode (source, target) pairs, `batch_size` files at a time: each file has its own stream, and the streams
+    step together one block per file per batched model call (`Codec.encode_streams`), so every file's codes are
+    those of encoding it alone. `done(source)` follows each file; `failed(source, error)` gets a file's
+    CodecError, and the others go on (without it, the error ends the run)."""
+    waiting, live, written = list(pairs)[::-1], [], []
+
+    def fail(source, error):
+        if failed is None:
+            raise error
+        failed(source, error)
+
+    try:
+        while waiting or live:
+            while waiting and len(live) < batch_size:
+                source, target = waiting.pop()
+                try:
+                    live.append(_FileEncoding(codec, source, target, num_codebooks, force))
+                except CodecError as error:
+                    fail(source, error)
+            pushes = {}
+            for job in list(live):
+                try:
+                    block = job.next_block()
+                    if block is None:
+                        live.remove(job)
+                        written.append(job.finish())
+                        if done:
+                            done(job.source)
+                    else:
+                        pushes[job] = block
+                except CodecError as error:
+                    job.stream.close()
+                    live.remove(job)
+                    fail(job.source, error)
+            if pushes:
+                codes = codec.encode_streams({job.stream: block for job, block in pushes.items()})
+                for job in pushes:
+                    job.parts.append(codes[job.stream])
+    finally:
+        for job in live:
+            job.stream.close()
+    return written
+
+
 def encode_file(codec: Codec, source: str | Path, target: str | Path, num_codebooks: int | None = None,
                 force: bool = False) -> TokenFile:
     """Encode one audio file (any format libsndfile reads, any rate, mono or downmixed) to a .codes file.
 
     Audio shorter than one frame is zero-padded to a frame; the sample count in the file trims it on decode.
     """
-    channels = check_encode(source, target, force).channels
-    encoder = codec.stream_encoder(num_codebooks)
-    parts, samples = [], 0
-    device = next(codec.parameters()).device
-    try:
-        for block in audio_io.blocks(source, codec.sample_rate, BLOCK_SECONDS):
-            samples += len(block)
-            parts.append(encoder.push(block.to(device)[None, None]))
-    finally:
-        tail = encoder.flush()
-    if tail is not None:
-        parts.append(tail)
-    if samples == 0:
-        raise AudioError(f"{source}: the audio is empty")
-    codes_file = TokenFile(codes=torch.cat(parts, dim=-1)[0].cpu(), model_name=codec.name,
-                           weights_sha256=codec.weights_sha256 or "", sample_rate=codec.sample_rate,
-                           frame_rate=codec.frame_rate, num_samples=samples, channels=channels,
-                           codebook_sizes=codec.codebook_sizes[:num_codebooks or codec.num_codebooks],
-                           tokenizer_sha256=codec.tokenizer_sha256 or "")
-    save_tokens(target, codes_file, force)
-    return codes_file
+    return encode_files(codec, [(Path(source), Path(target))], num_codebooks, force)[0]
 
 
 def check_model(codec: Codec, tokens: TokenFile, source: str | Path) -> None:
@@ -145,16 +204,26 @@ def pair_outputs(inputs: list[str], output: str, suffix: str,
     return pairs, True
 
 
-def run_pairs(pairs: list[tuple[Path, Path]], folder_mode: bool, action, description: str) -> int:
-    """Run `action(source, target)` over pairs with a progress bar; returns the exit code. In folder mode a
-    failure is reported in one line and the others go on (exit code 1 at the end); for a single file the error
-    ends the command."""
-    from tqdm import tqdm
+def make_output_folders(pairs: list[tuple[Path, Path]], folder_mode: bool) -> None:
     for folder in sorted({target.parent for _, target in pairs} if folder_mode else ()):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise OutputError(f"{folder}: cannot create the output folder ({error.strerror})") from None
+
+
+def report_failures(failures: int, total: int) -> int:
+    if failures:
+        print(f"error: {failures} of {total} files failed", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def run_pairs(pairs: list[tuple[Path, Path]], folder_mode: bool, action, description: str) -> int:
+    """Run `action(source, target)` over pairs with a progress bar; returns the exit code. In folder mode a
+    failure is reported in one line and the others go on (exit code 1 at the end); for a single file the error
+    ends the command."""
+    from tqdm import tqdm
+    make_output_folders(pairs, folder_mode)
     failures = 0
     for source, target in tqdm(pairs, desc=description, unit="file", disable=not folder_mode):
         try:
@@ -164,6 +233,21 @@ def run_pairs(pairs: list[tuple[Path, Path]], folder_mode: bool, action, descrip
                 raise
             failures += 1
             tqdm.write(f"error: {error}", file=sys.stderr)
-    if failures:
-        print(f"error: {failures} of {len(pairs)} files failed", file=sys.stderr)
-    return 1 if failures else 0
+    return report_failures(failures, len(pairs))
+
+
+def run_encode(codec: Codec, pairs: list[tuple[Path, Path]], folder_mode: bool, num_codebooks: int | None,
+               force: bool, batch_size: int = 8) -> int:
+    """`codec encode`: `run_pairs` for encoding, `batch_size` files at a time (`encode_files`)."""
+    from tqdm import tqdm
+    make_output_folders(pairs, folder_mode)
+    failures = 0
+    with tqdm(total=len(pairs), desc="encoding", unit="file", disable=not folder_mode) as bar:
+        def failed(source, error):
+            nonlocal failures
+            failures += 1
+            bar.update()
+            tqdm.write(f"error: {error}", file=sys.stderr)
+        encode_files(codec, pairs, num_codebooks, force, batch_size, done=lambda source: bar.update(),
+                     failed=failed if folder_mode else None)
+    return report_failures(failures, len(pairs))

@@ -89,6 +89,7 @@ def load_weights(path: str | Path, for_training: bool = False) -> Codec:
     except (SafetensorError, RuntimeError) as error:
         raise ModelError(f"{path}: weights do not match their config ({str(error).splitlines()[0]})") from None
     codec.weights_sha256, codec.tokenizer_sha256 = sha256(path), tokenizer_sha256(state)
+    codec.weights_path = path
     return codec.train() if for_training else codec.fuse_weight_norm().eval()
 
 
