@@ -7,9 +7,10 @@ import signal
 import sys
 from pathlib import Path
 
-from .errors import CodecError, OutputError
+from .errors import CodecError, printable
 
 EXIT_FAILURE = 1
+THREADS_DEFAULT = 1
 
 
 class Stopped(KeyboardInterrupt):
@@ -76,7 +77,8 @@ def cmd_info(args) -> int:
     for path in args.files:
         tokens = load_tokens(path)
         tokenizer = f", tokenizer {tokens.tokenizer_sha256[:16]}" if tokens.tokenizer_sha256 else ""
-        print(f"{path}\n  model: {tokens.model_name} (weights sha256 {tokens.weights_sha256[:16]}{tokenizer})\n"
+        name = printable(tokens.model_name)  # a name may hold a newline or a terminal escape
+        print(f"{printable(str(path))}\n  model: {name} (weights sha256 {tokens.weights_sha256[:16]}{tokenizer})\n"
               f"  sample rate: {tokens.sample_rate} Hz, frame rate: {tokens.frame_rate:g} Hz\n"
               f"  frames: {tokens.num_frames}, codebooks: {tokens.num_codebooks} x {tokens.codebook_sizes[0]}"
               f" codes\n  duration: {tokens.duration:.3f} s ({tokens.num_samples} samples, source channels:"
@@ -137,8 +139,8 @@ def cmd_eval(args) -> int:
 
 
 def _check_output_folder(path: str) -> None:
-    if Path(path).exists() and not Path(path).is_dir():
-        raise OutputError(f"{path}: --out must be a folder, and this is a file")
+    from .audio import check_folder
+    check_folder(path, "--out folder")
 
 
 def cmd_report(args) -> int:
@@ -191,7 +193,8 @@ def cmd_train(args) -> int:
     from .weights import weights_path
     if warning := single_process_launch("train"):
         print(f"warning: {warning}", file=sys.stderr)
-    config = load_yaml(TrainConfig, args.config, args.overrides)
+    overrides = args.overrides + ([f"threads={args.threads}"] if args.threads is not None else [])
+    config = load_yaml(TrainConfig, args.config, overrides)
     init_weights = args.init_weights and str(weights_path(args.init_weights))
     prepare(config, args.resume, args.force, init_weights)
     print(f"weights: {train(config, init_weights)}")
@@ -208,13 +211,26 @@ def cmd_export_weights(args) -> int:
     return 0
 
 
+def _use_threads(count: int | None) -> None:
+    """torch's threads for this process: `count`, or THREADS_DEFAULT (see docs/busy-machines.md)."""
+    import torch
+    if count is not None and count < 1:
+        raise CodecError(f"--threads must be at least 1, got {count}")
+    torch.set_num_threads(count or THREADS_DEFAULT)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="codec", description="Neural audio codec: audio <-> discrete tokens.")
     commands = parser.add_subparsers(dest="command", required=True)
 
+    def threads_option(p):
+        p.add_argument("--threads", type=int, metavar="N",
+                       help="CPU threads for this process (default: 1; see docs/busy-machines.md)")
+
     def model_options(p):
         p.add_argument("--model", default="bundled", help="weights file (.safetensors), default: the bundled model")
         p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+        threads_option(p)
 
     encode = commands.add_parser("encode", help="audio -> .codes",
                                  description="codec encode IN OUT.codes | codec encode IN... OUT_FOLDER")
@@ -263,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--device", help="where the model and the MOS predictors run (cpu, cuda, cuda:1, ...; "
                                              "default: a GPU when present, else cpu)")
     evaluation.add_argument("--force", action="store_true", help="overwrite existing results")
+    threads_option(evaluation)
     evaluation.set_defaults(run=cmd_eval)
 
     report = commands.add_parser("report", help="results folders -> one HTML page (and Markdown)",
@@ -275,9 +292,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(run=cmd_report)
 
     bench = commands.add_parser("bench", help="speed and memory benchmarks against peers")
-    bench.add_argument("--model", default="bundled")
-    bench.add_argument("--sizes", type=int, nargs="+", default=[4096, 65536, 262144])
-    bench.add_argument("--threads", type=int, default=2)
+    bench.add_argument("--model", default="bundled", help="weights file (.safetensors), default: the bundled model")
+    bench.add_argument("--sizes", type=int, nargs="+", default=[4096, 65536, 262144],
+                       help="codebook sizes of the SimVQ step timings (default 4096 65536 262144)")
+    bench.add_argument("--threads", type=int, default=2, help="torch threads of every timing (default 2)")
     bench.add_argument("--skip-peers", action="store_true", help="do not run vector-quantize-pytorch / EnCodec")
     bench.add_argument("--out", help="also write the Markdown table here")
     bench.set_defaults(run=cmd_bench)
@@ -302,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
     export.add_argument("--force", action="store_true", help="start over in a folder holding another export")
     export.add_argument("--device", help="default: cuda:LOCAL_RANK when a GPU is present, else cpu")
+    threads_option(export)
     export.set_defaults(run=cmd_export)
 
     train = commands.add_parser(
@@ -317,6 +336,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start a new run from a weights file ('bundled': the shipped model) for the generator, "
                             "or from another run folder or checkpoint (its EMA generator, and its discriminators "
                             "where this run has the same)")
+    train.add_argument("--threads", type=int, metavar="N",
+                       help="CPU threads per process (default: the config's `threads`; see docs/busy-machines.md)")
     train.set_defaults(run=cmd_train)
 
     export_weights = commands.add_parser(
@@ -332,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     export_weights.set_defaults(run=cmd_export_weights)
 
     info = commands.add_parser("info", help="what is inside a .codes file")
-    info.add_argument("files", nargs="+")
+    info.add_argument("files", nargs="+", metavar="FILE", help=".codes files")
     info.set_defaults(run=cmd_info)
     return parser
 
@@ -349,9 +370,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.command} needs at least one input and an output")
     try:
         with _signals_raise():
+            if args.command in ("encode", "decode", "eval", "export"):
+                _use_threads(args.threads)
             return args.run(args)
     except CodecError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(str(error))}", file=sys.stderr)  # one line, whatever names it quotes
         return EXIT_FAILURE
     except KeyboardInterrupt as stop:
         print(f"error: interrupted{f' ({stop})' if isinstance(stop, Stopped) else ''}", file=sys.stderr)

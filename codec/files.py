@@ -6,6 +6,7 @@ encode as fast.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -15,12 +16,13 @@ import soundfile
 import torch
 
 from . import audio as audio_io
-from .errors import AudioError, CodecError, OutputError, TokenFileError
+from .errors import AudioError, CodecError, ModelError, OutputError, TokenFileError
 from .model import Codec
-from .tokens import TokenFile, load_tokens, save_tokens
+from .tokens import TokenFile, load_tokens, save_tokens, storage_dtype
 
 BLOCK_SECONDS = 1.0
 TOKEN_SUFFIX = ".codes"
+PROGRESS_DELAY = 2.0  # seconds a file takes before its bar shows
 
 
 def _not_the_input(source: str | Path, target: str | Path) -> None:
@@ -56,29 +58,33 @@ def encode_file(codec: Codec, source: str | Path, target: str | Path, num_codebo
 
     Audio shorter than one frame is zero-padded to a frame; the sample count in the file trims it on decode.
     """
-    channels = check_encode(source, target, force).channels
+    meta = check_encode(source, target, force)
     encoder = codec.stream_encoder(num_codebooks)
+    sizes = codec.codebook_sizes[:num_codebooks or codec.num_codebooks]
+    dtype = storage_dtype(sizes)  # int64 codes of a 3-hour file held 52 MB, then twice that at the end
     parts, samples = [], 0
     device = next(codec.parameters()).device
     try:
-        for block in audio_io.blocks(source, codec.sample_rate, BLOCK_SECONDS):
-            samples += len(block)
-            parts.append(encoder.push(block.to(device)[None, None]))
+        with _audio_progress(f"encoding {Path(source).name}", meta.frames / meta.samplerate) as bar:
+            for block in audio_io.blocks(source, codec.sample_rate, BLOCK_SECONDS):
+                samples += len(block)
+                parts.append(encoder.push(block.to(device)[None, None]).to(dtype))
+                bar.update(len(block) / codec.sample_rate)
     finally:
         tail = encoder.flush()
     if tail is not None:
-        parts.append(tail)
+        parts.append(tail.to(dtype))
     if samples == 0:
         raise AudioError(f"{source}: the audio is empty")
     tokens = TokenFile(torch.cat(parts, dim=-1)[0].cpu(), codec.name, codec.weights_sha256 or "",
-                       codec.sample_rate, codec.frame_rate, samples, channels,
-                       codec.codebook_sizes[:num_codebooks or codec.num_codebooks], codec.tokenizer_sha256 or "")
+                       codec.sample_rate, codec.frame_rate, samples, meta.channels, sizes, codec.tokenizer_sha256 or "")
     save_tokens(target, tokens, force)
     return tokens
 
 
 def check_model(codec: Codec, tokens: TokenFile, source: str | Path) -> None:
-    """The model that made the tokens, or one with the same encoder and quantizer (another decoder)."""
+    """The model that made the tokens, or one with the same encoder and quantizer (another decoder); and every
+    field the decoding depends on as that model has it (a frame rate of 150 Hz decoded to half the audio)."""
     same_model = tokens.weights_sha256 == (codec.weights_sha256 or "") and tokens.model_name == codec.name
     if not same_model and not (tokens.tokenizer_sha256 and tokens.tokenizer_sha256 == codec.tokenizer_sha256):
         raise TokenFileError(f"{source}: made by model '{tokens.model_name}' (weights {tokens.weights_sha256[:12]}), "
@@ -88,6 +94,9 @@ def check_model(codec: Codec, tokens: TokenFile, source: str | Path) -> None:
         raise TokenFileError(f"{source}: {tokens.num_codebooks} codebooks of {tokens.codebook_sizes[0]} codes at "
                              f"{tokens.sample_rate} Hz do not fit the model's {codec.num_codebooks} of "
                              f"{codec.codebook_size} at {codec.sample_rate} Hz")
+    if not math.isclose(tokens.frame_rate, codec.frame_rate, rel_tol=1e-9):
+        raise TokenFileError(f"{source}: frame rate {tokens.frame_rate:g} Hz, where the model makes "
+                             f"{codec.frame_rate:g} Hz")
 
 
 def decode_file(codec: Codec, source: str | Path, target: str | Path, force: bool = False) -> TokenFile:
@@ -101,15 +110,30 @@ def decode_file(codec: Codec, source: str | Path, target: str | Path, force: boo
     remaining = tokens.num_samples
     try:
         with audio_io.AtomicOutput(target, force) as temporary, \
-                soundfile.SoundFile(str(temporary), "w", codec.sample_rate, 1, subtype=subtype, format=kind) as handle:
+                soundfile.SoundFile(str(temporary), "w", codec.sample_rate, 1, subtype=subtype, format=kind) as handle, \
+                _audio_progress(f"decoding {Path(source).name}", tokens.duration) as bar:
             for start in range(0, tokens.num_frames, frames_per_block):
-                block = decoder.push(tokens.codes[None, :, start:start + frames_per_block].to(device))[0]
+                block = decoder.push(tokens.codes[None, :, start:start + frames_per_block].long().to(device))[0]
                 block = block[:remaining].cpu().numpy()
+                if not np.isfinite(block).all():  # written as PCM, NaN becomes full-scale noise
+                    raise ModelError(f"{source}: the model decodes these codes to NaN or infinite samples "
+                                     f"(near {start / codec.frame_rate:.1f} s); nothing was written")
                 remaining -= len(block)
                 handle.write(np.clip(block, -1.0, 1.0))
+                bar.update(len(block) / codec.sample_rate)
     finally:
         decoder.close()
     return tokens
+
+
+def _audio_progress(description: str, seconds: float):
+    """A bar in seconds of audio (its rate: times real time) for one long file, which otherwise ran for minutes
+    without a sign; shown once a file has taken PROGRESS_DELAY, and cleared when done."""
+    from tqdm import tqdm
+    shape = ("{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]" if seconds > 0
+             else "{desc}: {n:.0f} s of audio [{elapsed}]")  # 0: a format that does not tell its length
+    return tqdm(total=round(seconds, 1) if seconds > 0 else None, desc=description, delay=PROGRESS_DELAY, leave=False,
+                bar_format=shape, disable=None)  # None: on a terminal only, not into a log or a pipe
 
 
 def pair_outputs(inputs: list[str], output: str, suffix: str,

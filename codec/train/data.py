@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from pathlib import Path
 
 import soundfile
@@ -46,7 +47,7 @@ class AudioCrops:
                     lengths.append(meta.frames * sample_rate // meta.samplerate)
                     self.source_rates.append(meta.samplerate)
             except AudioError as error:
-                print(f"warning: skipping {error}")
+                print(f"warning: skipping {error}", file=sys.stderr)
                 continue
             self.files.append(file)
         if not self.files or not sum(lengths):

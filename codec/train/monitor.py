@@ -2,6 +2,7 @@
 per-codebook utilization and perplexity) and, at validation, held-out scores, audio and mel spectrograms."""
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import torch
@@ -37,7 +38,7 @@ class Monitor:
                 try:
                     self.valid.append(load(file, config.model.sample_rate)[0][:limit])
                 except AudioError as error:
-                    print(f"warning: skipping validation file {error}")
+                    print(f"warning: skipping validation file {error}", file=sys.stderr)
 
     def log_step(self, step: int, stats: dict, codes: torch.Tensor, learning_rates: dict[str, float],
                  skipped: int) -> None:
