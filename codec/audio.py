@@ -180,20 +180,20 @@ def check_output(path: str | Path, force: bool = False) -> None:
         raise OutputError(f"{path}: cannot write ({error.strerror})") from None
 
 
-def check_folder(path: str | Path, what: str = "output folder") -> None:
-    """Refuse, before the work, an output folder that could not be made or written into (evaluation and training
-    otherwise failed on their first write, an hour in). Creates nothing: the nearest existing folder above it
-    must take a file."""
+def check_folder(path: str | Path, what: str = "the output") -> None:
+    """Refuse, before the work, an output folder (named `what`: an option, a setting) that could not be made or
+    written into: evaluation and training otherwise failed at their first write, an hour in. Creates nothing:
+    the nearest existing folder above it must take a file."""
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise OutputError(f"{path}: the {what} is a file")
+        raise OutputError(f"{path}: {what} must be a folder, and this is a file")
     existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
     if not existing.is_dir():
-        raise OutputError(f"{path}: cannot make the {what} ({existing} is a file)")
+        raise OutputError(f"{path}: cannot make {what} ({existing} is a file)")
     try:
         tempfile.TemporaryFile(dir=existing).close()
     except OSError as error:
-        raise OutputError(f"{path}: cannot write the {what} ({existing}: {error.strerror})") from None
+        raise OutputError(f"{path}: cannot write {what} ({existing}: {error.strerror})") from None
 
 
 # Temporary files are named .NAME.HOST-PID.RANDOM.tmp.SUFFIX: one whose process is gone (a SIGKILL, a power cut)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
@@ -10,7 +11,7 @@ from pathlib import Path
 from .errors import CodecError, printable
 
 EXIT_FAILURE = 1
-THREADS_DEFAULT = 1
+THREADS_DEFAULT = 2  # with OMP_WAIT_POLICY=passive (codec/__init__.py): measured in docs/hardening.md
 
 
 class Stopped(KeyboardInterrupt):
@@ -140,7 +141,7 @@ def cmd_eval(args) -> int:
 
 def _check_output_folder(path: str) -> None:
     from .audio import check_folder
-    check_folder(path, "--out folder")
+    check_folder(path, "--out")
 
 
 def cmd_report(args) -> int:
@@ -212,11 +213,16 @@ def cmd_export_weights(args) -> int:
 
 
 def _use_threads(count: int | None) -> None:
-    """torch's threads for this process: `count`, or THREADS_DEFAULT (see docs/busy-machines.md)."""
+    """torch's threads for this process: `count`; else OMP_NUM_THREADS where set (`accelerate launch` and
+    `torchrun` set 1 per process); else THREADS_DEFAULT where the process may use that many cores (a container or
+    `taskset` may allow fewer than the machine has; see docs/hardening.md)."""
     import torch
     if count is not None and count < 1:
         raise CodecError(f"--threads must be at least 1, got {count}")
-    torch.set_num_threads(count or THREADS_DEFAULT)
+    if count is None and os.environ.get("OMP_NUM_THREADS"):
+        return  # torch follows it already
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(count or min(THREADS_DEFAULT, cores))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,7 +231,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def threads_option(p):
         p.add_argument("--threads", type=int, metavar="N",
-                       help="CPU threads for this process (default: 1; see docs/busy-machines.md)")
+                       help="CPU threads for this process (default: 2, or fewer where fewer cores are "
+                            "allowed; see docs/hardening.md)")
 
     def model_options(p):
         p.add_argument("--model", default="bundled", help="weights file (.safetensors), default: the bundled model")
@@ -337,7 +344,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "or from another run folder or checkpoint (its EMA generator, and its discriminators "
                             "where this run has the same)")
     train.add_argument("--threads", type=int, metavar="N",
-                       help="CPU threads per process (default: the config's `threads`; see docs/busy-machines.md)")
+                       help="CPU threads per process (default: the config's `threads`; see docs/hardening.md)")
     train.set_defaults(run=cmd_train)
 
     export_weights = commands.add_parser(

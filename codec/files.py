@@ -110,7 +110,7 @@ def decode_file(codec: Codec, source: str | Path, target: str | Path, force: boo
     remaining = tokens.num_samples
     try:
         with audio_io.AtomicOutput(target, force) as temporary, \
-                soundfile.SoundFile(str(temporary), "w", codec.sample_rate, 1, subtype=subtype, format=kind) as handle, \
+                soundfile.SoundFile(str(temporary), "w", codec.sample_rate, 1, subtype=subtype, format=kind) as out, \
                 _audio_progress(f"decoding {Path(source).name}", tokens.duration) as bar:
             for start in range(0, tokens.num_frames, frames_per_block):
                 block = decoder.push(tokens.codes[None, :, start:start + frames_per_block].long().to(device))[0]
@@ -119,7 +119,7 @@ def decode_file(codec: Codec, source: str | Path, target: str | Path, force: boo
                     raise ModelError(f"{source}: the model decodes these codes to NaN or infinite samples "
                                      f"(near {start / codec.frame_rate:.1f} s); nothing was written")
                 remaining -= len(block)
-                handle.write(np.clip(block, -1.0, 1.0))
+                out.write(np.clip(block, -1.0, 1.0))
                 bar.update(len(block) / codec.sample_rate)
     finally:
         decoder.close()

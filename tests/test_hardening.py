@@ -34,7 +34,8 @@ def one_line_error(capsys, *words):
 def test_bad_setting_is_one_line_before_any_work(tmp_path, override, capsys):
     (tmp_path / "data").mkdir()
     config = tmp_path / "config.yaml"
-    config.write_text({"model.decoder=istft": f"data: {{train: {tmp_path / 'data'}}}\nmodel: {{istft: {{n_fft: 641}}}}\n",
+    bad_n_fft = f"data: {{train: {tmp_path / 'data'}}}\nmodel: {{istft: {{n_fft: 641}}}}\n"
+    config.write_text({"model.decoder=istft": bad_n_fft,
                        "model.istft.n_fft=641": "model: {decoder: istft}\n"}.get(override, "steps: 2\n"))
     assert run("train", "--config", config, override, f"out_dir={tmp_path / 'run'}") == 1
     one_line_error(capsys, "n_fft" if "decoder" in override or "n_fft" in override else override.split("=")[0])
@@ -126,7 +127,8 @@ def test_only_what_encode_writes_is_read(tmp_path, tiny_weights, speech, change,
     del metadata["checksum"]  # as in a file of before the checksum: the fields alone must tell
     key, value = {"channels0": ("channels", "0"), "channels-2": ("channels", "-2"),
                   "fraction": ("codebook_sizes", "[16.5, 16, 16]"), "empty": ("codebook_sizes", "[]"),
-                  "infinity": ("codebook_sizes", "[Infinity, 16, 16]"), "2**63": ("codebook_sizes", f"[{2**63}, 16, 16]"),
+                  "infinity": ("codebook_sizes", "[Infinity, 16, 16]"),
+                  "2**63": ("codebook_sizes", f"[{2**63}, 16, 16]"),
                   "sample_rate0": ("sample_rate", "0"), "frame_nan": ("frame_rate", "nan"),
                   "frame_inf": ("frame_rate", "inf"), "frame_1e308": ("frame_rate", "1e308")}.get(change, (None, None))
     if key:
@@ -238,3 +240,60 @@ def test_one_long_file_shows_progress_in_seconds_of_audio(tmp_path, tiny_weights
     assert "encoding speech.wav:   0%|          | 0/1 s of audio" in capsys.readouterr().err
     assert run("decode", "--model", tiny_weights, tmp_path / "a.codes", tmp_path / "a.wav") == 0
     assert "decoding a.codes:   0%|          | 0/1 s of audio" in capsys.readouterr().err
+
+
+def test_threads_option_and_default(tmp_path, tiny_weights, speech, capsys, monkeypatch):
+    import os
+    import subprocess
+    import sys
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)  # where set, it is followed (a launcher's 1 per process)
+    assert run("encode", "--model", tiny_weights, speech, tmp_path / "a.codes", "--threads", "0") == 1
+    one_line_error(capsys, "--threads must be at least 1")
+    before = torch.get_num_threads()
+    try:
+        assert run("encode", "--model", tiny_weights, speech, tmp_path / "a.codes", "--threads", "1") == 0
+        assert torch.get_num_threads() == 1
+        assert run("decode", "--model", tiny_weights, tmp_path / "a.codes", tmp_path / "a.wav") == 0
+        assert torch.get_num_threads() == min(2, len(os.sched_getaffinity(0)))
+    finally:
+        torch.set_num_threads(before)
+    environment = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    policy = subprocess.run([sys.executable, "-c", "import codec, os; print(os.environ['OMP_WAIT_POLICY'])"],
+                            env=environment, capture_output=True, text=True, check=True).stdout.strip()
+    assert policy == "PASSIVE"  # set before torch loads OpenMP: spinning threads slowed a busy machine 6-15 times
+
+
+def test_every_option_has_help():
+    import argparse
+    from codec.cli import build_parser
+    commands = build_parser()._subparsers._group_actions[0].choices
+    missing = [f"{name} {action.option_strings or action.dest}" for name, parser in commands.items()
+               for action in parser._actions if not action.help and not isinstance(action, argparse._HelpAction)]
+    assert missing == []
+
+
+def test_results_folder_names_the_bitrate_once(tiny_codec):
+    from codec.evaluate import ModelSystem
+    system = ModelSystem(tiny_codec, 3)
+    assert system.label == f"tiny-{system.kbps:g}kbps"
+    assert ModelSystem(tiny_codec, 3, name=system.label).label == system.label  # not tiny-9kbps-9kbps
+
+
+def test_warnings_go_to_stderr(tmp_path, speech, capsys):
+    """Output a script may parse stays on stdout; a skipped file is said on stderr."""
+    from codec.train.data import AudioCrops
+    (tmp_path / "broken.wav").write_text("not audio")
+    AudioCrops([speech, tmp_path / "broken.wav"], 8000, 800)
+    captured = capsys.readouterr()
+    assert "warning: skipping" in captured.err and "warning" not in captured.out
+
+
+def test_readme_example_outputs_are_ignored_by_git():
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).parents[1]
+    if not (root / ".git").exists():
+        pytest.skip("not a git checkout")
+    names = ["example.codes", "example.wav", "results/x", "report/index.html", "tokens/manifest.json"]
+    ignored = subprocess.run(["git", "check-ignore", *names], cwd=root, capture_output=True, text=True).stdout
+    assert ignored.split() == names

@@ -1,7 +1,6 @@
 """A seeded fuzz of `.codes` files: every mutation is refused in one line with exit code 1, or is a file `codec
 encode` could have written (under the checksum: the very file it wrote); never a traceback, never anything left
 behind."""
-import json
 import random
 
 import pytest
