@@ -16,7 +16,7 @@ import soundfile
 import torch
 
 from . import audio as audio_io
-from .errors import AudioError, CodecError, ModelError, OutputError, TokenFileError
+from .errors import AudioError, CodecError, ModelError, OutputError, TokenFileError, printable
 from .model import Codec
 from .tokens import TokenFile, load_tokens, save_tokens, storage_dtype
 
@@ -185,7 +185,7 @@ def run_pairs(pairs: list[tuple[Path, Path]], folder_mode: bool, action, descrip
             if not folder_mode:
                 raise
             failures += 1
-            tqdm.write(f"error: {error}", file=sys.stderr)
+            tqdm.write(f"error: {printable(str(error))}", file=sys.stderr)
     if failures:
         print(f"error: {failures} of {len(pairs)} files failed", file=sys.stderr)
     return 1 if failures else 0
