@@ -151,12 +151,12 @@ def _parse(path: Path, metadata: dict[str, str], codes: torch.Tensor) -> TokenFi
     def integer(key: str, lowest: int, highest: int) -> int:
         text = metadata[key]
         if not re.fullmatch(r"-?[0-9]{1,19}", text) or not lowest <= int(text) <= highest:
-            refuse(f"{key} {printable(text[:40])!r} is not a whole number from {lowest} to {highest}")
+            refuse(f"{key} {text[:40]!r} is not a whole number from {lowest} to {highest}")
         return int(text)
 
     for key in ("weights_sha256", "tokenizer_sha256"):
         if not re.fullmatch(r"([0-9a-f]{64})?", metadata.get(key, "")):
-            refuse(f"{key} {printable(metadata[key][:70])!r} is not a sha256 in hexadecimal")
+            refuse(f"{key} {metadata[key][:70]!r} is not a sha256 in hexadecimal")
     sample_rate = integer("sample_rate", 1, MAX_SAMPLE_RATE)
     num_samples = integer("num_samples", 1, 2**62)
     channels = integer("channels", 1, 2**16)
@@ -165,14 +165,14 @@ def _parse(path: Path, metadata: dict[str, str], codes: torch.Tensor) -> TokenFi
     except ValueError:
         frame_rate = math.nan
     if not 0 < frame_rate <= sample_rate:  # nan too
-        refuse(f"frame_rate {printable(metadata['frame_rate'][:40])!r} is not a rate above 0 and at most the "
+        refuse(f"frame_rate {metadata['frame_rate'][:40]!r} is not a rate above 0 and at most the "
                f"sample rate")
     try:
         sizes = json.loads(metadata["codebook_sizes"])
     except (ValueError, RecursionError):
         sizes = None
     if not (isinstance(sizes, list) and sizes and all(type(k) is int and 2 <= k <= MAX_CODEBOOK_SIZE for k in sizes)):
-        refuse(f"codebook_sizes {printable(metadata['codebook_sizes'][:40])!r} is not a list of whole numbers "
+        refuse(f"codebook_sizes {metadata['codebook_sizes'][:40]!r} is not a list of whole numbers "
                f"from 2 to {MAX_CODEBOOK_SIZE}")
     if codes.dtype != storage_dtype(sizes):
         refuse(f"codes stored as {str(codes.dtype).removeprefix('torch.')}, where codebooks of "
