@@ -8,9 +8,10 @@ import signal
 import sys
 from pathlib import Path
 
-from .errors import CodecError, OutputError
+from .errors import CodecError, printable
 
 EXIT_FAILURE = 1
+THREADS_DEFAULT = 2  # with OMP_WAIT_POLICY=passive (codec/__init__.py): measured in docs/hardening.md
 
 
 class Stopped(KeyboardInterrupt):
@@ -78,13 +79,14 @@ def cmd_decode(args) -> int:
 def cmd_info(args) -> int:
     from .tokens import load_tokens
     for path in args.files:
-        file = load_tokens(path)  # a .codes file
-        tokenizer = f", tokenizer {file.tokenizer_sha256[:16]}" if file.tokenizer_sha256 else ""
-        print(f"{path}\n  model: {file.model_name} (weights sha256 {file.weights_sha256[:16]}{tokenizer})\n"
-              f"  sample rate: {file.sample_rate} Hz, frame rate: {file.frame_rate:g} Hz\n"
-              f"  frames: {file.num_frames}, codebooks: {file.num_codebooks} x {file.codebook_sizes[0]}"
-              f" codes\n  duration: {file.duration:.3f} s ({file.num_samples} samples, source channels:"
-              f" {file.channels})\n  nominal bitrate: {file.bitrate / 1000:.3g} kbps")
+        tokens = load_tokens(path)
+        tokenizer = f", tokenizer {tokens.tokenizer_sha256[:16]}" if tokens.tokenizer_sha256 else ""
+        name = printable(tokens.model_name)  # a name may hold a newline or a terminal escape
+        print(f"{printable(str(path))}\n  model: {name} (weights sha256 {tokens.weights_sha256[:16]}{tokenizer})\n"
+              f"  sample rate: {tokens.sample_rate} Hz, frame rate: {tokens.frame_rate:g} Hz\n"
+              f"  frames: {tokens.num_frames}, codebooks: {tokens.num_codebooks} x {tokens.codebook_sizes[0]}"
+              f" codes\n  duration: {tokens.duration:.3f} s ({tokens.num_samples} samples, source channels:"
+              f" {tokens.channels})\n  nominal bitrate: {tokens.bitrate / 1000:.3g} kbps")
     return 0
 
 
@@ -133,8 +135,8 @@ def cmd_eval(args) -> int:
 
 
 def _check_output_folder(path: str) -> None:
-    if Path(path).exists() and not Path(path).is_dir():
-        raise OutputError(f"{path}: --out must be a folder, and this is a file")
+    from .audio import check_folder
+    check_folder(path, "--out")
 
 
 def cmd_report(args) -> int:
@@ -182,7 +184,8 @@ def cmd_train(args) -> int:
     from .train.trainer import train
     from .weights import weights_path
     _warn_if_single_process("train")
-    config = load_yaml(TrainConfig, args.config, args.overrides)
+    overrides = args.overrides + ([f"threads={args.threads}"] if args.threads is not None else [])
+    config = load_yaml(TrainConfig, args.config, overrides)
     init_weights = args.init_weights and str(weights_path(args.init_weights))
     prepare(config, args.resume, args.force, init_weights)
     print(f"weights: {train(config, init_weights)}")
@@ -239,6 +242,26 @@ def _data_options(parser, text: str) -> None:
 
 def _device_option(parser, text: str) -> None:
     parser.add_argument("--device", help=text)
+
+
+def _threads_option(parser) -> None:
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for this process (default: 2, or "
+                        "fewer where fewer cores are allowed; see docs/hardening.md)")
+
+
+def _use_threads(count: int | None) -> None:
+    """torch's threads for this process: `count`; else OMP_NUM_THREADS where set (`accelerate launch` and
+    `torchrun` set 1 per process); else THREADS_DEFAULT where the process may use that many cores (a container or
+    `taskset` may allow fewer than the machine has; see docs/hardening.md)."""
+    import torch
+    if count is not None and count < 1:
+        raise CodecError(f"--threads must be at least 1, got {count}")
+    if count is None and os.environ.get("OMP_NUM_THREADS"):
+        return  # torch follows it already
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(count or min(THREADS_DEFAULT, cores))
+
+
 def _launch_commands(command: str) -> str:
     """How to run `codec command` as N processes: one spelling, `-m codec VERB`, for every such verb."""
     return (f"`accelerate launch --multi_gpu --num_processes N -m codec {command} ...` or `torchrun "
@@ -269,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("paths", nargs="+", metavar="PATH", help="inputs (files or folders), then the output")
     _model_option(encode)
     _force_option(encode)
+    _threads_option(encode)
     _rate_options(encode)
     encode.set_defaults(run=cmd_encode)
 
@@ -277,6 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     decode.add_argument("paths", nargs="+", metavar="PATH", help="inputs (.codes files or folders), then the output")
     _model_option(decode)
     _force_option(decode)
+    _threads_option(decode)
     decode.set_defaults(run=cmd_decode)
 
     from .metrics.table import FAMILIES, METRICS
@@ -317,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     _device_option(evaluation, "where the model and the MOS predictors run (cpu, cuda, cuda:1, ...; default: a GPU "
                                "when present, else cpu)")
     _force_option(evaluation, "overwrite existing results")
+    _threads_option(evaluation)
     evaluation.set_defaults(run=cmd_eval)
 
     report = commands.add_parser("report", help="results folders -> one HTML page (and Markdown)",
@@ -330,8 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="speed and memory benchmarks against peers")
     _model_option(bench)
-    bench.add_argument("--sizes", type=int, nargs="+", default=[4096, 65536, 262144])
-    bench.add_argument("--threads", type=int, default=2)
+    bench.add_argument("--sizes", type=int, nargs="+", default=[4096, 65536, 262144],
+                       help="codebook sizes of the SimVQ step timings (default 4096 65536 262144)")
+    bench.add_argument("--threads", type=int, default=2, help="torch threads of every timing (default 2)")
     bench.add_argument("--skip-peers", action="store_true", help="do not run vector-quantize-pytorch / EnCodec")
     bench.add_argument("--serving", action="store_true",
                        help="also time batched against one-by-one encoding and 16 streams stepped together")
@@ -352,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
     _force_option(export, "start over in a folder holding another export")
     _device_option(export, "default: cuda:LOCAL_RANK when a GPU is present, else cpu")
+    _threads_option(export)
     export.set_defaults(run=cmd_export)
 
     train = commands.add_parser(
@@ -368,6 +396,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="start a new run from a weights file ('bundled': the shipped model) for the generator, "
                             "or from another run folder or checkpoint (its EMA generator, and its discriminators "
                             "where this run has the same)")
+    train.add_argument("--threads", type=int, metavar="N",
+                       help="CPU threads per process (default: the config's `threads`; see docs/hardening.md)")
     train.set_defaults(run=cmd_train)
 
     export_weights = commands.add_parser(
@@ -393,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.set_defaults(run=cmd_onnx)
 
     info = commands.add_parser("info", help="what is inside a .codes file")
-    info.add_argument("files", nargs="+")
+    info.add_argument("files", nargs="+", metavar="FILE", help=".codes files")
     info.set_defaults(run=cmd_info)
     return parser
 
@@ -410,9 +440,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.command} needs at least one input and an output")
     try:
         with _signals_raise():
+            if args.command in ("encode", "decode", "eval", "export"):
+                _use_threads(args.threads)
             return args.run(args)
     except CodecError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(str(error))}", file=sys.stderr)  # one line, whatever names it quotes
         return EXIT_FAILURE
     except KeyboardInterrupt as stop:
         print(f"error: interrupted{f' ({stop})' if isinstance(stop, Stopped) else ''}", file=sys.stderr)

@@ -39,3 +39,9 @@ class MetricUnavailable(CodecError):
 
 class BaselineUnavailable(CodecError):
     """A classic codec baseline whose command-line tools are not installed; the message names the package."""
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (\\n, \\x1b, ...): a name read from a file may hold a newline or a
+    terminal escape, which printed raw would break the one-line message or act on the user's terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -59,7 +60,8 @@ class ModelSystem:
 
     @property
     def label(self) -> str:
-        return f"{self.name or self.codec.name}-{self.kbps:g}kbps"
+        name, rate = self.name or self.codec.name, f"-{self.kbps:g}kbps"
+        return name if name.endswith(rate) else name + rate  # not bundled-simvq-24khz-6kbps-6kbps
 
     @property
     def kbps(self) -> float:
@@ -139,7 +141,7 @@ def evaluate(system: System, files: list[Path], folder: str | Path, options: Opt
             clock = cpu_seconds()
             result = system.round_trip(source)
         except AudioError as error:
-            tqdm.write(f"warning: skipping {error}")
+            tqdm.write(f"warning: skipping {error}", file=sys.stderr)
             skipped.append({"file": str(file), "reason": str(error).removeprefix(f"{file}: ")})
             continue
         timing["codec"] += cpu_seconds() - clock

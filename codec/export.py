@@ -185,9 +185,11 @@ def _prepare(out: Path, plan: dict, force: bool) -> None:
         raise OutputError(f"{out}: is a file, not a folder")
     if plan_path.is_file() and plan_path.read_text() == json.dumps(plan, indent=1):
         return
-    if not force and plan_path.is_file():
+    # A plan without a finished shard (an export that failed at once, under --strict say) holds nothing to resume
+    started = plan_path.is_file() and any((out / PROGRESS).glob("shard-*.json"))
+    if not force and started:
         raise OutputError(f"{out}: holds an export with other settings or inputs (use --force to start over)")
-    if not force and out.is_dir() and any(out.iterdir()):
+    if not force and not plan_path.is_file() and out.is_dir() and any(out.iterdir()):
         raise OutputError(f"{out}: is not empty and holds no export (use --force, or an empty folder)")
     if out.is_dir():
         _clear(out)

@@ -6,6 +6,7 @@ encode as fast.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -15,12 +16,13 @@ import soundfile
 import torch
 
 from . import audio as audio_io
-from .errors import AudioError, CodecError, OutputError, TokenFileError
+from .errors import AudioError, CodecError, ModelError, OutputError, TokenFileError, printable
 from .model import Codec
-from .tokens import TokenFile, load_tokens, save_tokens
+from .tokens import TokenFile, load_tokens, save_tokens, storage_dtype
 
 BLOCK_SECONDS = 1.0
 CODES_SUFFIX = ".codes"
+PROGRESS_DELAY = 2.0  # seconds a file takes before its bar shows
 
 
 def _not_the_input(source: str | Path, target: str | Path) -> None:
@@ -54,19 +56,28 @@ class _FileEncoding:
     """One file on its way to a .codes file: its blocks, its stream, the codes so far."""
 
     def __init__(self, codec: Codec, source: str | Path, target: str | Path, num_codebooks: int | None,
-                 force: bool) -> None:
-        self.channels = check_encode(source, target, force).channels
+                 force: bool, progress: bool = False) -> None:
+        meta = check_encode(source, target, force)
+        self.channels = meta.channels
         self.codec, self.source, self.target, self.force = codec, source, target, force
         self.blocks = audio_io.blocks(source, codec.sample_rate, BLOCK_SECONDS)
         self.stream = codec.stream_encoder(num_codebooks)
+        # int64 codes of a 3-hour file held 52 MB, then twice that at the end
+        self.dtype = storage_dtype(codec.codebook_sizes[:num_codebooks or codec.num_codebooks])
         self.parts: list[torch.Tensor] = []
         self.samples = 0
+        self.bar = _audio_progress(f"encoding {Path(source).name}", meta.frames / meta.samplerate) if progress \
+            else None
 
     def next_block(self) -> torch.Tensor | None:
         block = next(self.blocks, None)
         if block is not None:
             self.samples += len(block)
+            if self.bar is not None:
+                self.bar.update(len(block) / self.codec.sample_rate)
             return block.to(next(self.codec.parameters()).device)[None, None]
+        if self.bar is not None:
+            self.bar.close()
         return None
 
     def finish(self) -> TokenFile:
@@ -74,7 +85,8 @@ class _FileEncoding:
         if self.samples == 0:
             raise AudioError(f"{self.source}: the audio is empty")
         codec, n = self.codec, self.stream.num_codebooks
-        tokens = TokenFile(codes=torch.cat(self.parts + ([tail] if tail is not None else []), dim=-1)[0].cpu(),
+        parts = [part.to(self.dtype) for part in self.parts + ([tail] if tail is not None else [])]
+        tokens = TokenFile(codes=torch.cat(parts, dim=-1)[0].cpu(),
                            model_name=codec.name, weights_sha256=codec.weights_sha256 or "",
                            sample_rate=codec.sample_rate, frame_rate=codec.frame_rate, num_samples=self.samples,
                            channels=self.channels, codebook_sizes=codec.codebook_sizes[:n],
@@ -101,7 +113,7 @@ def encode_files(codec: Codec, pairs: list[tuple[Path, Path]], num_codebooks: in
             while waiting and len(live) < batch_size:
                 source, target = waiting.pop()
                 try:
-                    live.append(_FileEncoding(codec, source, target, num_codebooks, force))
+                    live.append(_FileEncoding(codec, source, target, num_codebooks, force, len(pairs) == 1))
                 except CodecError as error:
                     fail(source, error)
             pushes = {}
@@ -139,7 +151,8 @@ def encode_file(codec: Codec, source: str | Path, target: str | Path, num_codebo
 
 
 def check_model(codec: Codec, tokens: TokenFile, source: str | Path) -> None:
-    """The model that made the codes, or one with the same encoder and quantizer (another decoder)."""
+    """The model that made the codes, or one with the same encoder and quantizer (another decoder); and every
+    field the decoding depends on as that model has it (a frame rate of 150 Hz decoded to half the audio)."""
     same_model = tokens.weights_sha256 == (codec.weights_sha256 or "") and tokens.model_name == codec.name
     if not same_model and not (tokens.tokenizer_sha256 and tokens.tokenizer_sha256 == codec.tokenizer_sha256):
         raise TokenFileError(f"{source}: made by model '{tokens.model_name}' (weights {tokens.weights_sha256[:12]}), "
@@ -149,6 +162,9 @@ def check_model(codec: Codec, tokens: TokenFile, source: str | Path) -> None:
         raise TokenFileError(f"{source}: {tokens.num_codebooks} codebooks of {tokens.codebook_sizes[0]} codes at "
                              f"{tokens.sample_rate} Hz do not fit the model's {codec.num_codebooks} of "
                              f"{codec.codebook_size} at {codec.sample_rate} Hz")
+    if not math.isclose(tokens.frame_rate, codec.frame_rate, rel_tol=1e-9):
+        raise TokenFileError(f"{source}: frame rate {tokens.frame_rate:g} Hz, where the model makes "
+                             f"{codec.frame_rate:g} Hz")
 
 
 def decode_file(codec: Codec, source: str | Path, target: str | Path, force: bool = False) -> TokenFile:
@@ -162,15 +178,30 @@ def decode_file(codec: Codec, source: str | Path, target: str | Path, force: boo
     remaining = codes_file.num_samples
     try:
         with audio_io.AtomicOutput(target, force) as temporary, \
-                soundfile.SoundFile(str(temporary), "w", codec.sample_rate, 1, subtype=subtype, format=kind) as handle:
+                soundfile.SoundFile(str(temporary), "w", codec.sample_rate, 1, subtype=subtype, format=kind) as out, \
+                _audio_progress(f"decoding {Path(source).name}", codes_file.duration) as bar:
             for start in range(0, codes_file.num_frames, frames_per_block):
-                block = decoder.push(codes_file.codes[None, :, start:start + frames_per_block].to(device))[0]
+                block = decoder.push(codes_file.codes[None, :, start:start + frames_per_block].long().to(device))[0]
                 block = block[:remaining].cpu().numpy()
+                if not np.isfinite(block).all():  # written as PCM, NaN becomes full-scale noise
+                    raise ModelError(f"{source}: the model decodes these codes to NaN or infinite samples "
+                                     f"(near {start / codec.frame_rate:.1f} s); nothing was written")
                 remaining -= len(block)
-                handle.write(np.clip(block, -1.0, 1.0))
+                out.write(np.clip(block, -1.0, 1.0))
+                bar.update(len(block) / codec.sample_rate)
     finally:
         decoder.close()
     return codes_file
+
+
+def _audio_progress(description: str, seconds: float):
+    """A bar in seconds of audio (its rate: times real time) for one long file, which otherwise ran for minutes
+    without a sign; shown once a file has taken PROGRESS_DELAY, and cleared when done."""
+    from tqdm import tqdm
+    shape = ("{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f} s of audio [{elapsed}<{remaining}]" if seconds > 0
+             else "{desc}: {n:.0f} s of audio [{elapsed}]")  # 0: a format that does not tell its length
+    return tqdm(total=round(seconds, 1) if seconds > 0 else None, desc=description, delay=PROGRESS_DELAY, leave=False,
+                bar_format=shape, disable=None)  # None: on a terminal only, not into a log or a pipe
 
 
 def pair_outputs(inputs: list[str], output: str, suffix: str,
@@ -232,7 +263,7 @@ def run_pairs(pairs: list[tuple[Path, Path]], folder_mode: bool, action, descrip
             if not folder_mode:
                 raise
             failures += 1
-            tqdm.write(f"error: {error}", file=sys.stderr)
+            tqdm.write(f"error: {printable(str(error))}", file=sys.stderr)
     return report_failures(failures, len(pairs))
 
 
@@ -247,7 +278,7 @@ def run_encode(codec: Codec, pairs: list[tuple[Path, Path]], folder_mode: bool, 
             nonlocal failures
             failures += 1
             bar.update()
-            tqdm.write(f"error: {error}", file=sys.stderr)
+            tqdm.write(f"error: {printable(str(error))}", file=sys.stderr)
         encode_files(codec, pairs, num_codebooks, force, batch_size, done=lambda source: bar.update(),
                      failed=failed if folder_mode else None)
     return report_failures(failures, len(pairs))

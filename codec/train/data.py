@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -45,7 +46,7 @@ class AudioCrops:
             for file, result in zip(files, tqdm(results, total=len(files), leave=False,
                                                 desc="loading audio" if in_memory else "reading audio lengths")):
                 if isinstance(result, AudioError):
-                    print(f"warning: skipping {result}")
+                    print(f"warning: skipping {result}", file=sys.stderr)
                     continue
                 if in_memory:
                     self.clips.append(result)

@@ -5,6 +5,7 @@ training and hours of audio seen."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import torch
@@ -41,7 +42,7 @@ class Monitor:
                 try:
                     self.valid.append(load_audio(file, config.model.sample_rate)[0][:limit])
                 except AudioError as error:
-                    print(f"warning: skipping validation file {error}")
+                    print(f"warning: skipping validation file {error}", file=sys.stderr)
 
     def log_step(self, step: int, stats: dict, codes: torch.Tensor, learning_rates: dict[str, float],
                  skipped: int) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ..audio import check_folder
 from ..config import ModelConfig, to_dict
 from ..errors import ConfigError, ModelError, OutputError
 from ..model import Codec
@@ -41,6 +42,7 @@ def prepare(config: TrainConfig, resume: bool = False, force: bool = False, init
         _check_same_model(config.model, weights, "--init-weights", free=("name", "decoder", "istft"))
     _check_data(config)
     out = Path(config.out_dir)
+    check_folder(out, "out_dir")  # before the data is read and the model built, not at the first checkpoint
     checkpoint = latest_checkpoint(out / "checkpoints")
     if resume:
         if checkpoint is None:
