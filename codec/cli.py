@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .errors import CodecError, printable
+from .errors import CodecError, OutputError, printable
 
 EXIT_FAILURE = 1
 THREADS_DEFAULT = 2  # with OMP_WAIT_POLICY=passive (codec/__init__.py): measured in docs/hardening.md
