@@ -30,6 +30,7 @@ from .ema import EMA
 from .losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, adversarial_loss, discriminator_loss,
                      feature_matching_loss)
 from .monitor import Monitor
+from .pitch import pitch_labels, pitch_losses
 from .runs import checkpoint_codec, find_checkpoint
 
 
@@ -159,6 +160,10 @@ class Trainer:
         output = self.codec(real, codebooks_for_step(step, config, config.model.quantizer.num_codebooks))
         losses = {"mel": self.mel_loss(output.audio, real), "stft": self.stft_loss(output.audio, real),
                   "quantizer": output.loss}
+        if config.model.decoder == "harmonic":
+            decoder = self.accelerator.unwrap_model(self.codec).decoder
+            labels = pitch_labels(real, config.model.sample_rate, decoder.hop_length, output.codes.shape[-1])
+            losses.update(pitch_losses(*decoder.pitch_prediction, labels))
         adversarial = config.discriminator is not None and step >= config.discriminator.start_step
         if adversarial:
             parts = self.discriminator_step(real, output.audio)
