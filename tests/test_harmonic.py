@@ -43,21 +43,21 @@ def test_bad_f0_range_is_refused():
         from_dict(ModelConfig, {"decoder": "harmonic", "harmonic": {"f0_min": 400, "f0_max": 100}})
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_chunked_decoding_equals_offline(codec, seed):
-    audio = torch.randn(2, 1, 8000 * 2) * 0.3
+def test_chunked_decoding_equals_offline(codec):
+    audio = torch.randn(2, 1, 8000) * 0.3
     codes = codec.encode(audio)
     offline = codec.decode(codes)
-    sizes = torch.Generator().manual_seed(seed)
-    pieces, start = [], 0
-    with codec.stream_decoder() as stream:
-        while start < codes.shape[-1]:
-            size = int(torch.randint(1, 40, (1,), generator=sizes))
-            pieces.append(stream.push(codes[..., start:start + size]))
-            start += size
-    streamed = torch.cat(pieces, -1)
-    assert streamed.shape == offline.shape
-    assert torch.allclose(streamed, offline, atol=1e-5), (streamed - offline).abs().max()
+    for seed in range(3):  # random chunkings, from single frames up to 40
+        sizes = torch.Generator().manual_seed(seed)
+        pieces, start = [], 0
+        with codec.stream_decoder() as stream:
+            while start < codes.shape[-1]:
+                size = int(torch.randint(1, 40, (1,), generator=sizes))
+                pieces.append(stream.push(codes[..., start:start + size]))
+                start += size
+        streamed = torch.cat(pieces, -1)
+        assert streamed.shape == offline.shape
+        assert torch.allclose(streamed, offline, atol=1e-5), (streamed - offline).abs().max()
 
 
 def run_head(head, f0_hz, chunk=None):
@@ -119,7 +119,7 @@ def test_training_with_pitch_losses_then_weights_round_trip(tmp_path):
     for i in range(2):
         soundfile.write(data / f"{i}.wav", audio[i * rate:(i + 1) * rate], rate)
     config = TrainConfig(model=harmonic_config(), data=DataConfig(train=str(data), crop_seconds=0.5, batch_size=2),
-                         steps=3, checkpoint_every=3, valid_every=3, warmup_steps=1, out_dir=str(tmp_path / "run"))
+                         steps=2, checkpoint_every=2, valid_every=2, warmup_steps=1, out_dir=str(tmp_path / "run"))
     from codec.train.trainer import Trainer
     trainer = Trainer(config)
     batch = torch.from_numpy(audio[rate:rate + 4000]).reshape(1, 1, -1).repeat(2, 1, 1)
