@@ -41,8 +41,8 @@ def run(decoder: str, steps: int, threads: int) -> None:
     train(config, str(weights_path("bundled")))
 
 
-def score(folder: Path, files: int) -> dict[str, float]:
-    checkpoint = latest_checkpoint(folder / "checkpoints")
+def score(folder: Path, files: int, step: int | None) -> dict[str, float]:
+    checkpoint = (folder / "checkpoints" / f"step-{step:08d}") if step else latest_checkpoint(folder / "checkpoints")
     weights = folder / "raw.safetensors"
     export_weights(checkpoint, weights, raw=True, force=True)
     codec = load_weights(weights)
@@ -54,7 +54,8 @@ def score(folder: Path, files: int) -> dict[str, float]:
         pair = align(audio, codec.sample_rate, decoded, codec.sample_rate)
         row = {"pesq": pesq_wideband(pair), "stoi": stoi(pair)}
         if codec.config.decoder == "harmonic":
-            labels = pitch_labels(audio[None], codec.sample_rate, codec.hop_length, -(-audio.shape[-1] // codec.hop_length))
+            frames = -(-audio.shape[-1] // codec.hop_length)
+            labels = pitch_labels(audio[None], codec.sample_rate, codec.hop_length, frames)
             row.update(pitch_errors(*codec.decoder.pitch_prediction, labels))
         rows.append(row)
     return {"step": int(checkpoint.name.split("-")[-1]), **{k: float(np.mean([r[k] for r in rows])) for k in rows[0]}}
@@ -70,10 +71,11 @@ if __name__ == "__main__":
     s = sub.add_parser("score")
     s.add_argument("runs", nargs="+", type=Path)
     s.add_argument("--files", type=int, default=8)
+    s.add_argument("--step", type=int, help="score this checkpoint (default: the latest)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     if args.command == "train":
         run(args.decoder, args.steps, args.threads)
     else:
         for folder in args.runs:
-            print(folder, score(folder, args.files))
+            print(folder, score(folder, args.files, args.step))

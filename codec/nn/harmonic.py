@@ -91,7 +91,11 @@ class HarmonicHead(ISTFTHead):
         phase = torch.remainder(frame_start[..., None] + within, 2 * torch.pi)
         nyquist = self.sample_rate / 2
         harmonics = (torch.ceil(nyquist / per_sample) - 1).clamp(min=0)  # k f0 < Nyquist, strictly
-        return pulse_train(phase, harmonics).float()
+        # Unit power, as the noise has: each harmonic's amplitude grows as sqrt(f0), as it does for a voice whose
+        # spectral envelope (power per Hz) stays put while f0 moves. Unnormalised, 100 unit harmonics drowned
+        # the noise at initialisation and the reconstruction loss shut the voicing gate (measured: every frame
+        # called unvoiced after 100 steps).
+        return (pulse_train(phase, harmonics) / (harmonics / 2).clamp(min=0.5).sqrt()).float()
 
     def noise_segments(self, count: int, batch: int) -> torch.Tensor:
         """The noise table read at each frame's absolute samples: (batch, count, n_fft)."""

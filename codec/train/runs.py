@@ -38,7 +38,7 @@ def prepare(config: TrainConfig, resume: bool = False, force: bool = False, init
     if init_weights:  # the decoder may differ: a new decoder then starts fresh (see Trainer)
         source = Path(init_weights)
         weights = run_weights(find_checkpoint(source)) if source.is_dir() else source
-        _check_same_model(config.model, weights, "--init-weights", free=("name", "decoder", "istft"))
+        _check_same_model(config.model, weights, "--init-weights", free=("name", "decoder", "istft", "harmonic"))
     _check_data(config)
     out = Path(config.out_dir)
     checkpoint = latest_checkpoint(out / "checkpoints")
