@@ -132,3 +132,13 @@ def test_training_with_pitch_losses_then_weights_round_trip(tmp_path):
     resaved = tmp_path / "again.safetensors"
     save_weights(load_weights(weights, for_training=True), resaved)
     assert torch.equal(load(resaved).decode(codes), model.decode(codes))
+
+
+def test_a_harmonic_decoder_may_start_from_an_istft_models_weights(tmp_path):
+    from codec.train.runs import prepare
+    torch.manual_seed(0)
+    source = tmp_path / "istft.safetensors"
+    save_weights(Codec(tiny_config(decoder="istft")), source)
+    config = TrainConfig(model=harmonic_config(), data=DataConfig(train=str(EXAMPLE)), out_dir=str(tmp_path / "run"))
+    config.model.harmonic.f0_max = 400.0  # harmonic settings are free to differ, as the decoder kind is
+    prepare(config, init_weights=str(source))
