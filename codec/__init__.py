@@ -1,4 +1,10 @@
 """codec: a neural audio codec toolkit around SimVQ."""
+import os
+
+# Before torch loads OpenMP, which reads this once: threads that sleep at a barrier instead of spinning. With
+# spinning threads, a core taken by another job slowed an encode 6 to 15 times (docs/hardening.md).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from .config import ModelConfig, QuantizerConfig, SEANetConfig
 from .model import Codec
 from .tokendata import TokenDataset

@@ -1,4 +1,5 @@
-"""`python -m codec ...`: the `codec` command, in the form `accelerate launch -m codec export ...` needs."""
+"""`python -m codec ...`: the `codec` command, in the form a launcher needs: `accelerate launch ... -m codec train ...`,
+`torchrun ... -m codec export ...`."""
 import sys
 
 from .cli import main

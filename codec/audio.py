@@ -1,12 +1,14 @@
 """Reading, checking, resampling and writing audio. The one place where audio enters or leaves the toolkit.
 
 Channel policy: the codec is mono. Multi-channel input is downmixed by averaging the channels (a stereo file
-becomes one stream of codes); the token file records how many channels the source had.
+becomes one stream of codes); the .codes file records how many channels the source had.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
+import socket
 import sys
 import tempfile
 from pathlib import Path
@@ -53,7 +55,7 @@ def info(path: str | Path) -> soundfile._SoundFileInfo:
         raise AudioError(f"{path}: not a readable audio file ({str(error).splitlines()[0]})") from None
 
 
-def load(path: str | Path, sample_rate: int | None = None) -> tuple[torch.Tensor, int, int]:
+def load_audio(path: str | Path, sample_rate: int | None = None) -> tuple[torch.Tensor, int, int]:
     """Read a whole file as mono float32 (T,), resampled to `sample_rate` if given.
 
     Returns (audio, rate, source channel count). Long files should go through `blocks` instead.
@@ -167,7 +169,7 @@ def _check_place(path: Path, force: bool) -> None:
         raise OutputError(f"{path}: folder {path.parent} does not exist")
 
 
-def check_output(path: str | Path, force: bool = False) -> None:
+def check_output_file(path: str | Path, force: bool = False) -> None:
     """Raise the OutputError that AtomicOutput(path, force) would, without leaving anything behind: for a
     command to refuse its output before the work (minutes of encoding), not after it."""
     path = Path(path)
@@ -178,10 +180,60 @@ def check_output(path: str | Path, force: bool = False) -> None:
         raise OutputError(f"{path}: cannot write ({error.strerror})") from None
 
 
+def check_folder(path: str | Path, what: str = "the output") -> None:
+    """Refuse, before the work, an output folder (named `what`: an option, a setting) that could not be made or
+    written into: evaluation and training otherwise failed at their first write, an hour in. Creates nothing:
+    the nearest existing folder above it must take a file."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputError(f"{path}: {what} must be a folder, and this is a file")
+    existing = next((p for p in (path, *path.parents) if p.exists()), Path("."))
+    if not existing.is_dir():
+        raise OutputError(f"{path}: cannot make {what} ({existing} is a file)")
+    try:
+        tempfile.TemporaryFile(dir=existing).close()
+    except OSError as error:
+        raise OutputError(f"{path}: cannot write {what} ({existing}: {error.strerror})") from None
+
+
+# Temporary files are named .NAME.HOST-PID.RANDOM.tmp.SUFFIX: one whose process is gone (a SIGKILL, a power cut)
+# is removed by the next AtomicOutput in its folder. Only this host's: a shared folder may hold another
+# machine's files in progress, under process ids that mean nothing here.
+_HOST = "".join(c if c.isascii() and c.isalnum() else "-" for c in socket.gethostname())[:40]
+_TEMPORARY = re.compile(r"\..+\.(?P<host>[A-Za-z0-9-]*)-(?P<pid>[0-9]+)\.[a-z0-9_]{8}\.tmp(\.[^.]*)?")
+_swept: set[Path] = set()
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    """Once per folder and process (a folder of 10,000 outputs is listed once, not 10,000 times)."""
+    if folder in _swept or not folder.is_dir():
+        return
+    _swept.add(folder)
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for entry in entries:
+        match = _TEMPORARY.fullmatch(entry.name)
+        if match and match["host"] == _HOST and not _running(int(match["pid"])) and entry.is_file():
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process, or no such number: leave its files
+        pass
+    return True
+
+
 class AtomicOutput:
     """A temporary file beside `path`, renamed onto it on success and removed on failure.
 
-    Refuses an existing `path` unless `force`; a missing or unwritable folder is an OutputError (`check_output`
+    Refuses an existing `path` unless `force`; a missing or unwritable folder is an OutputError (`check_output_file`
     asks the same in advance). The temporary file is removed on any exception: the command line turns SIGTERM
     and SIGHUP into one, so that a killed command leaves nothing either.
     """
@@ -189,9 +241,10 @@ class AtomicOutput:
     def __init__(self, path: str | Path, force: bool = False) -> None:
         self.path = Path(path)
         _check_place(self.path, force)
+        _remove_stale_temporaries(self.path.parent)
         try:
-            handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp" + self.path.suffix,
-                                            dir=self.path.parent)
+            handle, name = tempfile.mkstemp(prefix=f".{self.path.name}.{_HOST}-{os.getpid()}.",
+                                            suffix=".tmp" + self.path.suffix, dir=self.path.parent)
         except OSError as error:
             raise OutputError(f"{self.path}: cannot write ({error.strerror})") from None
         os.close(handle)
@@ -225,7 +278,10 @@ def output_format(path: str | Path) -> tuple[str, str]:
 
 def save(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate: int, force: bool = False) -> None:
     """Write mono audio in the format its extension names (see OUTPUT_FORMATS), atomically."""
-    array = np.clip(np.asarray(audio, dtype=np.float32).reshape(-1), -1.0, 1.0)
+    array = np.asarray(audio, dtype=np.float32).reshape(-1)
+    if not np.isfinite(array).all():  # PCM has no NaN: it would be written as full-scale noise
+        raise AudioError(f"{path}: the audio to write contains NaN or infinite samples; nothing was written")
+    array = np.clip(array, -1.0, 1.0)
     kind, subtype = output_format(path)
     with AtomicOutput(path, force) as temporary:
         soundfile.write(str(temporary), array, sample_rate, subtype=subtype, format=kind)

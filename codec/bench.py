@@ -6,7 +6,13 @@
    built before the step, is not counted) is its own.
 2. Real-time factor of encode and decode: a codec model against EnCodec 24 kHz (the `encodec` package with
    random weights) at the same bitrate. Without `encodec` the model's own row stays and a note says how to get it
-   (`pip install --no-deps encodec`: its declared torchaudio would pull another torch).
+   (`pip install --no-deps encodec`: its declared torchaudio would pull another torch). With onnxruntime
+   installed, a row for the model's ONNX graphs (`codec onnx`) run by onnxruntime beside PyTorch's.
+3. Latency: the streaming path's algorithmic latency (a frame, plus no look-ahead: every layer is causal) and the
+   compute time per frame, one frame pushed through a stream encoder and decoder at a time, on the CPU and on a
+   GPU where one is present.
+4. Serving (`--serving`): 32 clips of mixed lengths encoded as one batch against one by one, and 16 live streams
+   pushed a frame at a time, stepped together against one by one.
 """
 from __future__ import annotations
 
@@ -19,11 +25,11 @@ import torch
 
 STEP_PROBE = r"""
 import json, resource, sys, time, torch
-impl, size, dim, tokens, threads, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \
+impl, size, dim, vectors, threads, repeats = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), \
     int(sys.argv[5]), int(sys.argv[6])
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-latents = torch.randn(1, dim, tokens) * 0.5
+latents = torch.randn(1, dim, vectors) * 0.5
 def update():  # a plain SGD step, so that every step searches a codebook that has just changed, as in training
     with torch.no_grad():
         for parameter in quantizer.parameters():
@@ -41,14 +47,14 @@ if impl == "codec":
 elif impl == "vector-quantize-pytorch":
     from vector_quantize_pytorch import SimVQ
     quantizer = SimVQ(dim=dim, codebook_size=size, rotation_trick=False)
-    flat = latents.transpose(1, 2).contiguous()  # (1, N, D): tokens flattened, as its fastest input layout
+    flat = latents.transpose(1, 2).contiguous()  # (1, N, D): latent vectors in a row, as its fastest input layout
     def step():
         x = flat.clone().requires_grad_()
         quantized, _, loss = quantizer(x)
         (quantized.square().mean() + loss).backward()
         update()
 if impl not in ("codec", "vector-quantize-pytorch"):  # the floor: one fp32 matmul of the search's size
-    a, b = torch.randn(tokens, dim), torch.randn(size, dim)
+    a, b = torch.randn(vectors, dim), torch.randn(size, dim)
     def step():
         a @ b.T
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -62,9 +68,9 @@ print(json.dumps({"seconds": sorted(times[1:])[len(times[1:]) // 2], "memory_gro
 """
 
 
-def simvq_step(impl: str, size: int, dim: int = 512, tokens: int = 1500, threads: int = 2,
+def simvq_step(impl: str, size: int, dim: int = 512, vectors: int = 1500, threads: int = 2,
                repeats: int = 3) -> dict:
-    result = subprocess.run([sys.executable, "-c", STEP_PROBE, impl, str(size), str(dim), str(tokens),
+    result = subprocess.run([sys.executable, "-c", STEP_PROBE, impl, str(size), str(dim), str(vectors),
                              str(threads), str(repeats)], capture_output=True, text=True)
     if result.returncode:
         return {"error": result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"}
@@ -109,6 +115,7 @@ def real_time_factors(codec, seconds: float = 10.0, threads: int = 2, repeats: i
     codes = codec.encode(audio)
     kbps = codec.bitrate / 1000
     rows = [_speed(codec.name, kbps, lambda: codec.encode(audio), lambda: codec.decode(codes), seconds, repeats)]
+    rows += _onnx_row(codec, audio, codes, seconds, threads, repeats)
     if not with_encodec:
         return rows, None
     try:
@@ -122,13 +129,105 @@ def real_time_factors(codec, seconds: float = 10.0, threads: int = 2, repeats: i
     return rows, None
 
 
-def run(model: str = "bundled", sizes=(4096, 65536, 262144), threads: int = 2, skip_peers: bool = False) -> str:
+def _onnx_row(codec, audio, codes, seconds: float, threads: int, repeats: int) -> list[dict]:
+    """The model's offline graphs in onnxruntime (none without onnx and onnxruntime)."""
+    import tempfile
+    try:
+        from .onnx import export_onnx
+        from .onnx_runtime import OnnxCodec
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return []
+    with tempfile.TemporaryDirectory() as folder:
+        export_onnx(codec, folder, graphs=("encoder", "decoder"))
+        runtime = OnnxCodec(folder, threads=threads)
+    samples, ids = audio[:, 0].numpy(), codes.numpy()
+    return [_speed(f"{codec.name} (onnxruntime)", codec.bitrate / 1000, lambda: runtime.encode(samples),
+                   lambda: runtime.decode(ids), seconds, repeats)]
+
+
+def _stream_frames(codec, streams: int, frames: int, together: bool) -> float:
+    """Seconds to push `frames` frames, one at a time, through `streams` encoder and decoder streams."""
+    device = next(codec.parameters()).device
+    audio = torch.randn(streams, frames * codec.hop_length, device=device) * 0.1
+    encoders = [codec.stream_encoder() for _ in range(streams)]
+    decoders = [codec.stream_decoder() for _ in range(streams)]
+    hop = codec.hop_length
+    start = time.perf_counter()
+    for f in range(frames):
+        chunk = audio[:, f * hop:(f + 1) * hop]
+        if together:
+            codes = codec.encode_streams({e: chunk[i:i + 1] for i, e in enumerate(encoders)})
+            codec.decode_streams({d: codes[e] for d, e in zip(decoders, encoders)})
+        else:
+            for i, (e, d) in enumerate(zip(encoders, decoders)):
+                d.push(e.push(chunk[i:i + 1]))
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+@torch.no_grad()
+def latency(codec, threads: int = 2, frames: int = 75) -> list[str]:
+    """Markdown lines: algorithmic latency, and compute per frame on the CPU (and a GPU if present)."""
+    torch.set_num_threads(threads)
+    frame_ms = 1000 * codec.hop_length / codec.sample_rate
+    lines = [f"### Latency ({codec.name})", "",
+             f"Algorithmic latency: {frame_ms:.1f} ms (one frame of {codec.hop_length} samples at "
+             f"{codec.sample_rate} Hz; no look-ahead: every layer is causal). Mimi publishes 80 ms.", "",
+             "| device | compute per frame, encode + decode (ms) | share of the frame's duration |", "|---|---|---|"]
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        model = codec.to(device)
+        _stream_frames(model, 1, 3, True)  # warm-up
+        per_frame = 1000 * _stream_frames(model, 1, frames, True) / frames
+        name = f"CPU, {threads} threads" if device == "cpu" else torch.cuda.get_device_name()
+        lines.append(f"| {name} | {per_frame:.2f} | {per_frame / frame_ms:.0%} |")
+    codec.to("cpu")
+    return lines
+
+
+@torch.no_grad()
+def serving(codec, threads: int = 2, clips: int = 32, streams: int = 16, frames: int = 75, seed: int = 0) -> list[str]:
+    """Markdown lines: batched against one-by-one encoding of mixed-length clips, and streams stepped together
+    against one by one, on the CPU and on a GPU if present."""
+    torch.set_num_threads(threads)
+    generator = torch.Generator().manual_seed(seed)
+    lengths = (torch.rand(clips, generator=generator) * 7 + 1) * codec.sample_rate  # 1 to 8 s
+    audio = [torch.randn(int(n), generator=generator) * 0.1 for n in lengths]
+    seconds = float(lengths.sum()) / codec.sample_rate
+    lines = ["### Serving", "", "| device | one by one | batched | speed-up |", "|---|---|---|---|"]
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    for device in devices:
+        model, on = codec.to(device), [a.to(device) for a in audio]
+        sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+        alone = _best_of(lambda: ([model.encode(a) for a in on], sync()), 1)
+        batched = _best_of(lambda: (model.encode(on), sync()), 1)
+        lines.append(f"| {device}: encode {clips} clips, {seconds:.0f} s | {seconds / alone:.1f}x real time | "
+                     f"{seconds / batched:.1f}x real time | {alone / batched:.2f}x |")
+        alone = _stream_frames(model, streams, frames, together=False)
+        together = _stream_frames(model, streams, frames, together=True)
+        audio_seconds = streams * frames * codec.hop_length / codec.sample_rate
+        lines.append(f"| {device}: {streams} streams, {frames} frames each, encode + decode | "
+                     f"{audio_seconds / alone:.1f}x real time | {audio_seconds / together:.1f}x real time | "
+                     f"{alone / together:.2f}x |")
+    codec.to("cpu")
+    return lines
+
+
+def run(model: str = "bundled", sizes=(4096, 65536, 262144), threads: int = 2, skip_peers: bool = False,
+        with_serving: bool = False) -> str:
     """Run every benchmark and return a Markdown report."""
     from tqdm import tqdm
 
+    from .errors import CodecError
     from .weights import load
+    if threads < 1:
+        raise CodecError(f"--threads must be at least 1, got {threads}")
+    if min(sizes) < 1:
+        raise CodecError(f"--sizes must be codebook sizes of at least 1, got {min(sizes)}")
     codec = load(model)  # first: a bad --model is an error before minutes of SimVQ steps, not after
-    lines = ["### SimVQ training step (D = 512, N = 1,500 tokens, fp32, "
+    lines = ["### SimVQ training step (D = 512, N = 1,500 latent vectors, fp32, "
              f"{threads} threads)", "",
              "| K | codec step (s) | codec memory growth (MiB) | vector-quantize-pytorch step (s) | "
              "its memory growth (MiB) | speed-up | fp32 matmul floor (s) |", "|---|---|---|---|---|---|---|"]
@@ -150,4 +249,8 @@ def run(model: str = "bundled", sizes=(4096, 65536, 262144), threads: int = 2, s
     for row in rows:
         lines.append(f"| {row['model']} | {row['kbps']:.1f} | {row['encode_x']:.1f}x | {row['decode_x']:.1f}x | "
                      f"{row['both_x']:.1f}x |")
-    return "\n".join(lines + (["", f"({note})"] if note else []))
+    lines += (["", f"({note})"] if note else [])
+    lines += [""] + latency(codec, threads)
+    if with_serving:
+        lines += [""] + serving(codec, threads)
+    return "\n".join(lines)

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import signal
 import sys
 from pathlib import Path
 
-from .errors import CodecError, OutputError
+from .errors import CodecError, OutputError, printable
 
 EXIT_FAILURE = 1
+THREADS_DEFAULT = 2  # with OMP_WAIT_POLICY=passive (codec/__init__.py): measured in docs/hardening.md
 
 
 class Stopped(KeyboardInterrupt):
@@ -33,19 +35,22 @@ def _signals_raise():
             signal.signal(number, handler)
 
 
-def _model(args):
+
+
+def _load_model(name: str):
     from .weights import load
-    return load(args.model)
+    return load(name)
 
 
-def _num_codebooks(args, codec) -> int | None:
-    if args.num_codebooks is not None:
-        if not 1 <= args.num_codebooks <= codec.num_codebooks:
+def _num_codebooks(codec, num_codebooks: int | None, bandwidth: float | None) -> int | None:
+    """What --num-codebooks or --bandwidth asks of `codec`; None: all of its codebooks."""
+    if num_codebooks is not None:
+        if not 1 <= num_codebooks <= codec.num_codebooks:
             raise CodecError(f"--num-codebooks must be between 1 and {codec.num_codebooks}")
-        return args.num_codebooks
-    if args.bandwidth is not None:
+        return num_codebooks
+    if bandwidth is not None:
         try:
-            return codec.codebooks_for_bandwidth(args.bandwidth)
+            return codec.codebooks_for_bandwidth(bandwidth)
         except ValueError as error:
             raise CodecError(str(error)) from None
     return None
@@ -53,21 +58,21 @@ def _num_codebooks(args, codec) -> int | None:
 
 def cmd_encode(args) -> int:
     from .audio import AUDIO_EXTENSIONS
-    from .files import check_encode, encode_file, pair_outputs, run_pairs
-    pairs, folder_mode = pair_outputs(args.paths[:-1], args.paths[-1], ".codes", AUDIO_EXTENSIONS)
+    from .files import CODES_SUFFIX, check_encode, pair_outputs, run_encode
+    pairs, folder_mode = pair_outputs(args.paths[:-1], args.paths[-1], CODES_SUFFIX, AUDIO_EXTENSIONS)
     if not folder_mode:
         check_encode(*pairs[0], args.force)  # a single bad input or output is reported before the model loads
-    codec = _model(args)
-    n = _num_codebooks(args, codec)
-    return run_pairs(pairs, folder_mode, lambda s, t: encode_file(codec, s, t, n, args.force), "encoding")
+    codec = _load_model(args.model)
+    n = _num_codebooks(codec, args.num_codebooks, args.bandwidth)
+    return run_encode(codec, pairs, folder_mode, n, args.force)
 
 
 def cmd_decode(args) -> int:
-    from .files import TOKEN_SUFFIX, check_decode, decode_file, pair_outputs, run_pairs
-    pairs, folder_mode = pair_outputs(args.paths[:-1], args.paths[-1], ".wav", {TOKEN_SUFFIX})
+    from .files import CODES_SUFFIX, check_decode, decode_file, pair_outputs, run_pairs
+    pairs, folder_mode = pair_outputs(args.paths[:-1], args.paths[-1], ".wav", {CODES_SUFFIX})
     if not folder_mode:
         check_decode(*pairs[0], args.force)
-    codec = _model(args)
+    codec = _load_model(args.model)
     return run_pairs(pairs, folder_mode, lambda s, t: decode_file(codec, s, t, args.force), "decoding")
 
 
@@ -76,7 +81,8 @@ def cmd_info(args) -> int:
     for path in args.files:
         tokens = load_tokens(path)
         tokenizer = f", tokenizer {tokens.tokenizer_sha256[:16]}" if tokens.tokenizer_sha256 else ""
-        print(f"{path}\n  model: {tokens.model_name} (weights sha256 {tokens.weights_sha256[:16]}{tokenizer})\n"
+        name = printable(tokens.model_name)  # a name may hold a newline or a terminal escape
+        print(f"{printable(str(path))}\n  model: {name} (weights sha256 {tokens.weights_sha256[:16]}{tokenizer})\n"
               f"  sample rate: {tokens.sample_rate} Hz, frame rate: {tokens.frame_rate:g} Hz\n"
               f"  frames: {tokens.num_frames}, codebooks: {tokens.num_codebooks} x {tokens.codebook_sizes[0]}"
               f" codes\n  duration: {tokens.duration:.3f} s ({tokens.num_samples} samples, source channels:"
@@ -86,40 +92,32 @@ def cmd_info(args) -> int:
 
 def cmd_eval(args) -> int:
     from .baselines import parse_baseline
-    from .evaluate import ModelSystem, Options, check_output, evaluate
-    from .export import choose_device
-    from .metrics.mos import load_predictors
-    from .metrics.quality import PESQ_RATE
-    from .train.data import read_file_list
+    from .evaluate import ModelSystem, Options, check_systems, evaluate, evaluation_files
+    from .metrics import table
+    from .processes import choose_device
     _check_output_folder(args.out)
-    if args.subset is not None and args.subset < 1:
-        raise CodecError(f"--subset {args.subset}: give a number of files, 1 or more")
-    if args.reference_rate < PESQ_RATE:
-        raise CodecError(f"--reference-rate {args.reference_rate}: must be at least {PESQ_RATE} Hz (PESQ wide-band "
-                         f"and the MOS predictors score at 16 kHz)")
+    files, texts, text_source = evaluation_files(args.data, args.split, args.subset, args.reference_rate,
+                                                 args.text_column)
     device = choose_device(args.device)
-    files = read_file_list(args.data, args.split)
-    if args.subset:
-        files = [files[i * len(files) // args.subset] for i in range(min(args.subset, len(files)))]
-    if not files:
-        raise CodecError(f"no audio files in {args.data}" + (f" (split {args.split})" if args.split else ""))
     systems = [parse_baseline(spec, args.reference_rate) for spec in args.baseline]
-    if args.model or not systems:  # with only --baseline, only the baselines run
-        codec = _model(argparse.Namespace(model=args.model or "bundled")).to(device)
+    if args.model or args.bandwidth or args.num_codebooks or not systems:  # with only --baseline, only those
+        codec = _load_model(args.model or "bundled").to(device)
         choices = [(None, b) for b in args.bandwidth or []] + [(n, None) for n in args.num_codebooks or []]
-        counts = [_num_codebooks(argparse.Namespace(num_codebooks=n, bandwidth=b), codec) for n, b in choices]
-        systems = [ModelSystem(codec, n, args.name) for n in counts or [codec.num_codebooks]] + systems
-    labels = [system.label for system in systems]
-    if len(set(labels)) < len(labels):
-        twice = next(label for label in labels if labels.count(label) > 1)
-        raise CodecError(f"two of the systems asked for would both write {Path(args.out) / twice}: give each once")
-    for system in systems:  # before any work: a clash must not surface after an hour of earlier systems
-        check_output(Path(args.out) / system.label, args.force)
-    predictors, unavailable = load_predictors([] if args.no_mos else args.mos, args.utmos_checkpoint, str(device))
-    for name, message in unavailable.items():
-        print(f"note: {name}: {message}", file=sys.stderr)
+        counts = [_num_codebooks(codec, n, b) for n, b in choices] or [codec.num_codebooks]
+        systems = [ModelSystem(codec, n, args.name) for n in counts] + systems
+    check_systems(systems, Path(args.out), args.force)
+    chosen = [m for m in table.select(args.metrics or [m.name for m in table.METRICS])
+              if m.family != "mos" or (not args.no_mos and m.name in args.mos)]
+    metrics, unavailable = table.load(chosen, table.Settings(str(device), args.utmos_checkpoint))
+    for message in unavailable.values():
+        print(f"note: {message}", file=sys.stderr)
+    if any(m.family == "asr" for m, _ in metrics):
+        print(f"note: WER and CER against {text_source or 'the original audio’s PocketSphinx transcript (no text)'}"
+              " (PocketSphinx: a weak recogniser, see docs/evaluation.md)", file=sys.stderr)
     data = args.data + (f", split {args.split}" if args.split else "") + (f", {len(files)} files" if args.subset else "")
-    options = Options(args.reference_rate, predictors, unavailable, args.examples, args.save_audio, args.force, data)
+    options = Options(reference_rate=args.reference_rate, metrics=metrics, unavailable=unavailable, texts=texts,
+                      text_source=text_source, examples=args.examples, save_audio=args.save_audio, force=args.force,
+                      data=data)
     skipped = 0
     for system in systems:
         results = evaluate(system, files, Path(args.out) / system.label, options)
@@ -137,8 +135,8 @@ def cmd_eval(args) -> int:
 
 
 def _check_output_folder(path: str) -> None:
-    if Path(path).exists() and not Path(path).is_dir():
-        raise OutputError(f"{path}: --out must be a folder, and this is a file")
+    from .audio import check_folder
+    check_folder(path, "--out")
 
 
 def cmd_report(args) -> int:
@@ -151,11 +149,7 @@ def cmd_report(args) -> int:
 
 def cmd_bench(args) -> int:
     from .bench import run
-    if args.threads < 1:
-        raise CodecError(f"--threads must be at least 1, got {args.threads}")
-    if min(args.sizes) < 1:
-        raise CodecError(f"--sizes must be codebook sizes of at least 1, got {min(args.sizes)}")
-    report = run(args.model, tuple(args.sizes), args.threads, args.skip_peers)
+    report = run(args.model, tuple(args.sizes), args.threads, args.skip_peers, with_serving=args.serving)
     print(report)
     if args.out:
         Path(args.out).write_text(report + "\n")
@@ -164,14 +158,15 @@ def cmd_bench(args) -> int:
 
 def cmd_export(args) -> int:
     from .corpus import data_root, read_utterances
-    from .export import ExportConfig, choose_device, export
-    from .processes import single_process_launch
-    if warning := single_process_launch("export"):
-        print(f"warning: {warning}", file=sys.stderr)
+    from .export import ExportConfig, export
+    from .processes import choose_device
+    _warn_if_single_process("export")
     utterances = read_utterances(args.data, args.split)
-    codec = _model(args).to(choose_device(args.device))
-    config = ExportConfig(Path(args.out), _num_codebooks(args, codec), args.shard_size, args.batch_size,
-                          args.webdataset, args.token_stream, args.strict, args.force, data_root(args.data))
+    codec = _load_model(args.model).to(choose_device(args.device))
+    num_codebooks = _num_codebooks(codec, args.num_codebooks, args.bandwidth)
+    config = ExportConfig(out=Path(args.out), num_codebooks=num_codebooks, shard_size=args.shard_size,
+                          batch_size=args.batch_size, webdataset=args.webdataset, token_stream=args.token_stream,
+                          strict=args.strict, force=args.force, data_root=data_root(args.data))
     manifest = export(codec, utterances, config)
     if manifest is not None:  # process 0 of several, or the only one
         print(f"exported {manifest['utterances']} utterances ({manifest['duration_hours']:.3g} h of audio) in "
@@ -184,14 +179,13 @@ def cmd_export(args) -> int:
 
 def cmd_train(args) -> int:
     from .config import load_yaml
-    from .processes import single_process_launch
     from .train.config import TrainConfig
     from .train.runs import prepare
     from .train.trainer import train
     from .weights import weights_path
-    if warning := single_process_launch("train"):
-        print(f"warning: {warning}", file=sys.stderr)
-    config = load_yaml(TrainConfig, args.config, args.overrides)
+    _warn_if_single_process("train")
+    overrides = args.overrides + ([f"threads={args.threads}"] if args.threads is not None else [])
+    config = load_yaml(TrainConfig, args.config, overrides)
     init_weights = args.init_weights and str(weights_path(args.init_weights))
     prepare(config, args.resume, args.force, init_weights)
     print(f"weights: {train(config, init_weights)}")
@@ -208,50 +202,135 @@ def cmd_export_weights(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="codec", description="Neural audio codec: audio <-> discrete tokens.")
-    commands = parser.add_subparsers(dest="command", required=True)
+def cmd_onnx(args) -> int:
+    from .onnx import GRAPHS, export_onnx
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: the ONNX output must be a folder, and this is a file")
+    existing = [g for g in GRAPHS if (out / f"{g}.onnx").exists()]
+    if existing and not args.force:
+        raise OutputError(f"{out}: holds {existing[0]}.onnx already (use --force to overwrite)")
+    paths = export_onnx(_load_model(args.model), out)
+    print(f"wrote {', '.join(p.name for p in paths)} to {out}")
+    return 0
 
-    def model_options(p):
-        p.add_argument("--model", default="bundled", help="weights file (.safetensors), default: the bundled model")
-        p.add_argument("--force", action="store_true", help="overwrite existing outputs")
+
+# Options that several commands share, each declared once.
+def _model_option(parser, default: str | None = "bundled",
+                  text: str = "weights file (.safetensors), default: the bundled model") -> None:
+    parser.add_argument("--model", default=default, help=text)
+
+
+def _force_option(parser, text: str = "overwrite existing outputs") -> None:
+    parser.add_argument("--force", action="store_true", help=text)
+
+
+def _rate_options(parser, several: bool = False) -> None:
+    rate = parser.add_mutually_exclusive_group()
+    if several:
+        rate.add_argument("--bandwidth", type=float, nargs="+", help="target kbps, one run each (e.g. 1.5 3 6)")
+        rate.add_argument("--num-codebooks", type=int, nargs="+", help="numbers of codebooks, one run each")
+    else:
+        rate.add_argument("--bandwidth", type=float, help="target kbps: the most codebooks that fit")
+        rate.add_argument("--num-codebooks", type=int, help="number of codebooks to keep")
+
+
+def _data_options(parser, text: str) -> None:
+    parser.add_argument("--data", required=True, help=text)
+    parser.add_argument("--split", help="keep manifest rows whose 'split' column has this value")
+
+
+def _device_option(parser, text: str) -> None:
+    parser.add_argument("--device", help=text)
+
+
+def _threads_option(parser) -> None:
+    parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for this process (default: 2, or "
+                        "fewer where fewer cores are allowed; see docs/hardening.md)")
+
+
+def _use_threads(count: int | None) -> None:
+    """torch's threads for this process: `count`; else OMP_NUM_THREADS where set (`accelerate launch` and
+    `torchrun` set 1 per process); else THREADS_DEFAULT where the process may use that many cores (a container or
+    `taskset` may allow fewer than the machine has; see docs/hardening.md)."""
+    import torch
+    if count is not None and count < 1:
+        raise CodecError(f"--threads must be at least 1, got {count}")
+    if count is None and os.environ.get("OMP_NUM_THREADS"):
+        return  # torch follows it already
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    torch.set_num_threads(count or min(THREADS_DEFAULT, cores))
+
+
+def _launch_commands(command: str) -> str:
+    """How to run `codec command` as N processes: one spelling, `-m codec VERB`, for every such verb."""
+    return (f"`accelerate launch --multi_gpu --num_processes N -m codec {command} ...` or `torchrun "
+            f"--nproc_per_node N -m codec {command} ...`")
+
+
+def _warn_if_single_process(command: str) -> None:
+    """Warn when `accelerate launch` ran `command` as one process although it looks like several were wanted:
+    without --multi_gpu it starts one process on a machine with fewer than two GPUs, whatever --num_processes says
+    (and it tells the process nothing of the count; its single-process launcher is the one that sets
+    ACCELERATE_USE_CPU)."""
+    if "ACCELERATE_USE_CPU" in os.environ and "WORLD_SIZE" not in os.environ:
+        print(f"warning: accelerate launch started this {command} as a single process; for N processes on CPUs (or "
+              f"on one GPU) use {_launch_commands(command)}", file=sys.stderr)
+
+
+def _launch_note(command: str) -> str:
+    return (f"To split the work over N processes, run {_launch_commands(command)} (--multi_gpu on CPUs too: "
+            f"without it accelerate starts one process).")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codec", description="Neural audio codec: audio <-> discrete codes.")
+    commands = parser.add_subparsers(dest="command", required=True)
 
     encode = commands.add_parser("encode", help="audio -> .codes",
                                  description="codec encode IN OUT.codes | codec encode IN... OUT_FOLDER")
     encode.add_argument("paths", nargs="+", metavar="PATH", help="inputs (files or folders), then the output")
-    model_options(encode)
-    rate = encode.add_mutually_exclusive_group()
-    rate.add_argument("--bandwidth", type=float, help="target kbps: the most codebooks that fit")
-    rate.add_argument("--num-codebooks", type=int, help="number of codebooks to keep")
+    _model_option(encode)
+    _force_option(encode)
+    _threads_option(encode)
+    _rate_options(encode)
     encode.set_defaults(run=cmd_encode)
 
     decode = commands.add_parser("decode", help=".codes -> audio",
                                  description="codec decode IN.codes OUT.wav | codec decode IN... OUT_FOLDER")
     decode.add_argument("paths", nargs="+", metavar="PATH", help="inputs (.codes files or folders), then the output")
-    model_options(decode)
+    _model_option(decode)
+    _force_option(decode)
+    _threads_option(decode)
     decode.set_defaults(run=cmd_decode)
 
+    from .metrics.table import FAMILIES, METRICS
+    metric_names, metric_families = [m.name for m in METRICS], list(FAMILIES)
+    mos_names = [m.name for m in METRICS if m.family == "mos"]
     evaluation = commands.add_parser(
         "eval", help="encode + decode a set of files with a model and/or baselines, and score them",
         description="Writes one folder per system (model at each bitrate, each baseline) under --out: "
                     "results.json, per_file.csv, per_file.json, summary.csv, examples/; `codec report` turns them "
                     "into a page. Exit code 1 if any file was skipped (listed in results.json).")
-    evaluation.add_argument("--model", help="weights file or 'bundled' (the default, unless only --baseline is given)")
+    _model_option(evaluation, None, "weights file or 'bundled' (the default, unless only --baseline is given)")
     evaluation.add_argument("--name", help="the model's name in results folders and reports (default: its own "
                                            "name; give one to compare two runs of the same recipe)")
-    evaluation.add_argument("--data", required=True, help="folder, list of paths, or TSV/CSV manifest")
-    evaluation.add_argument("--split", help="keep manifest rows whose 'split' column has this value")
+    _data_options(evaluation, "folder, list of paths, or TSV/CSV manifest")
     evaluation.add_argument("--subset", type=int, help="only N files, spread evenly over the list")
     evaluation.add_argument("--out", required=True, help="parent folder of the results folders")
-    rate = evaluation.add_mutually_exclusive_group()
-    rate.add_argument("--bandwidth", type=float, nargs="+", help="target kbps, one run each (e.g. 1.5 3 6)")
-    rate.add_argument("--num-codebooks", type=int, nargs="+", help="numbers of codebooks, one run each")
+    _rate_options(evaluation, several=True)
     evaluation.add_argument("--baseline", action="extend", nargs="+", default=[], metavar="SPEC",
                             help="also run classic codecs: opus:KBPS, codec2:MODE (3200, 1200, ...) or original "
                                  "(the reference itself); several after one flag, or the flag repeated")
-    evaluation.add_argument("--mos", nargs="+", default=["utmos", "distillmos"], choices=["utmos", "distillmos"],
-                            help="MOS predictors (default both; an unavailable one is reported as such)")
+    evaluation.add_argument("--metrics", nargs="+", metavar="METRIC", choices=[*metric_names, *metric_families],
+                            help=f"metrics or families to compute (default: all; an unavailable one is reported "
+                                 f"as such, with what to install): {', '.join([*metric_names, *metric_families])}")
+    evaluation.add_argument("--mos", nargs="+", default=mos_names, choices=mos_names,
+                            help="MOS predictors (default all)")
     evaluation.add_argument("--no-mos", action="store_true", help="skip the MOS predictors")
+    evaluation.add_argument("--text-column", help="manifest column holding what each file says, WER's reference "
+                                                  "(default: 'text' where every file has one; without a text, "
+                                                  "the original audio's transcript)")
     evaluation.add_argument("--utmos-checkpoint", help="utmos22_strong_step7459_v1.pt (or set "
                                                        "CODEC_UTMOS_CHECKPOINT); nothing is downloaded")
     evaluation.add_argument("--reference-rate", type=int, default=24000,
@@ -260,9 +339,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--save-audio", action="store_true",
                             help="also write every decoded file as scored (audio/): aligned to the reference, at "
                                  "the reference rate")
-    evaluation.add_argument("--device", help="where the model and the MOS predictors run (cpu, cuda, cuda:1, ...; "
-                                             "default: a GPU when present, else cpu)")
-    evaluation.add_argument("--force", action="store_true", help="overwrite existing results")
+    _device_option(evaluation, "where the model and the MOS predictors run (cpu, cuda, cuda:1, ...; default: a GPU "
+                               "when present, else cpu)")
+    _force_option(evaluation, "overwrite existing results")
+    _threads_option(evaluation)
     evaluation.set_defaults(run=cmd_eval)
 
     report = commands.add_parser("report", help="results folders -> one HTML page (and Markdown)",
@@ -271,52 +351,53 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", required=True, help="folder for index.html and report.md")
     report.add_argument("--examples", type=int, default=2, help="audio examples to embed (default 2)")
     report.add_argument("--clip-seconds", type=float, default=6.0, help="length of each embedded clip")
-    report.add_argument("--force", action="store_true", help="overwrite an existing report")
+    _force_option(report, "overwrite an existing report")
     report.set_defaults(run=cmd_report)
 
     bench = commands.add_parser("bench", help="speed and memory benchmarks against peers")
-    bench.add_argument("--model", default="bundled")
-    bench.add_argument("--sizes", type=int, nargs="+", default=[4096, 65536, 262144])
-    bench.add_argument("--threads", type=int, default=2)
+    _model_option(bench)
+    bench.add_argument("--sizes", type=int, nargs="+", default=[4096, 65536, 262144],
+                       help="codebook sizes of the SimVQ step timings (default 4096 65536 262144)")
+    bench.add_argument("--threads", type=int, default=2, help="torch threads of every timing (default 2)")
     bench.add_argument("--skip-peers", action="store_true", help="do not run vector-quantize-pytorch / EnCodec")
+    bench.add_argument("--serving", action="store_true",
+                       help="also time batched against one-by-one encoding and 16 streams stepped together")
     bench.add_argument("--out", help="also write the Markdown table here")
     bench.set_defaults(run=cmd_bench)
 
     export = commands.add_parser("export", help="encode a corpus into token shards for speech language models",
                                  description="Parquet shards (+ WebDataset tars, + a flat token stream) and a "
-                                             "manifest.json; resumable; to split the work over N processes, run "
-                                             "`accelerate launch --multi_gpu --num_processes N -m codec export ...` "
-                                             "or `torchrun --nproc_per_node N -m codec export ...` (--multi_gpu "
-                                             "on CPUs too: without it accelerate starts one process).")
-    export.add_argument("--model", default="bundled", help="weights file (.safetensors), default: the bundled model")
-    export.add_argument("--data", required=True, help="folder (recursive, LibriTTS-aware) or JSONL/CSV/TSV manifest")
-    export.add_argument("--split", help="keep manifest rows whose 'split' column has this value")
+                                             f"manifest.json; resumable. {_launch_note('export')}")
+    _model_option(export)
+    _data_options(export, "folder (recursive, LibriTTS-aware) or JSONL/CSV/TSV manifest")
     export.add_argument("--out", required=True, help="output folder; run the same command again to resume")
-    rate = export.add_mutually_exclusive_group()
-    rate.add_argument("--bandwidth", type=float, help="target kbps: the most codebooks that fit")
-    rate.add_argument("--num-codebooks", type=int, help="number of codebooks to keep")
+    _rate_options(export)
     export.add_argument("--shard-size", type=int, default=1000, help="utterances per shard (default 1000)")
     export.add_argument("--batch-size", type=int, default=8, help="utterances encoded at once (default 8)")
     export.add_argument("--webdataset", action="store_true", help="also write WebDataset .tar shards")
     export.add_argument("--token-stream", action="store_true", help="also write a flat token stream (.bin + index)")
     export.add_argument("--strict", action="store_true", help="stop at the first bad file instead of skipping it")
-    export.add_argument("--force", action="store_true", help="start over in a folder holding another export")
-    export.add_argument("--device", help="default: cuda:LOCAL_RANK when a GPU is present, else cpu")
+    _force_option(export, "start over in a folder holding another export")
+    _device_option(export, "default: cuda:LOCAL_RANK when a GPU is present, else cpu")
+    _threads_option(export)
     export.set_defaults(run=cmd_export)
 
     train = commands.add_parser(
         "train", help="train a model from a YAML config (see recipes/)",
         description="Trains into the config's out_dir: checkpoints/, logs/ (TensorBoard), weights.safetensors. "
-                    "A folder holding an earlier run is refused unless --resume or --force. Under accelerate "
-                    "launch, run `python -m codec.train` with the same arguments.")
+                    "A folder holding an earlier run is refused unless --resume or --force. "
+                    f"{_launch_note('train')}")
     train.add_argument("--config", required=True, help="training YAML (see recipes/)")
-    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. steps=1000 data.batch_size=4")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="e.g. data.train=my_audio/ steps=1000 data.batch_size=4")
     train.add_argument("--resume", action="store_true", help="continue the run in out_dir from its latest checkpoint")
-    train.add_argument("--force", action="store_true", help="delete the run in out_dir and start over")
+    _force_option(train, "delete the run in out_dir and start over")
     train.add_argument("--init-weights", metavar="WEIGHTS_OR_RUN",
                        help="start a new run from a weights file ('bundled': the shipped model) for the generator, "
                             "or from another run folder or checkpoint (its EMA generator, and its discriminators "
                             "where this run has the same)")
+    train.add_argument("--threads", type=int, metavar="N",
+                       help="CPU threads per process (default: the config's `threads`; see docs/hardening.md)")
     train.set_defaults(run=cmd_train)
 
     export_weights = commands.add_parser(
@@ -328,11 +409,21 @@ def build_parser() -> argparse.ArgumentParser:
     export_weights.add_argument("--raw", action="store_true", help="the raw generator weights instead of the EMA")
     export_weights.add_argument("--config", help="training YAML whose model the checkpoint holds (default: read "
                                                  "from the run's weights.safetensors)")
-    export_weights.add_argument("--force", action="store_true", help="overwrite an existing file")
+    _force_option(export_weights, "overwrite an existing file")
     export_weights.set_defaults(run=cmd_export_weights)
 
+    onnx = commands.add_parser(
+        "onnx", help="model -> ONNX graphs (encoder, decoder, offline and streaming)",
+        description="codec onnx MODEL OUT_DIR: write encoder.onnx, decoder.onnx, encoder_streaming.onnx and "
+                    "decoder_streaming.onnx (state as explicit inputs and outputs) with the model's metadata; "
+                    "MODEL is a weights file or 'bundled' (docs/serving.md)")
+    onnx.add_argument("model", help="weights file (.safetensors) or 'bundled'")
+    onnx.add_argument("out", help="output folder")
+    onnx.add_argument("--force", action="store_true", help="overwrite existing graphs")
+    onnx.set_defaults(run=cmd_onnx)
+
     info = commands.add_parser("info", help="what is inside a .codes file")
-    info.add_argument("files", nargs="+")
+    info.add_argument("files", nargs="+", metavar="FILE", help=".codes files")
     info.set_defaults(run=cmd_info)
     return parser
 
@@ -349,9 +440,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{args.command} needs at least one input and an output")
     try:
         with _signals_raise():
+            if args.command in ("encode", "decode", "eval", "export"):
+                _use_threads(args.threads)
             return args.run(args)
     except CodecError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {printable(str(error))}", file=sys.stderr)  # one line, whatever names it quotes
         return EXIT_FAILURE
     except KeyboardInterrupt as stop:
         print(f"error: interrupted{f' ({stop})' if isinstance(stop, Stopped) else ''}", file=sys.stderr)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -99,6 +100,13 @@ class ModelConfig:
     istft: ISTFTDecoderConfig = field(default_factory=ISTFTDecoderConfig)
     harmonic: HarmonicDecoderConfig = field(default_factory=HarmonicDecoderConfig)
 
+    def problem(self) -> str | None:
+        hop = math.prod(self.seanet.ratios)
+        if self.decoder == "istft" and (self.istft.n_fft % hop or self.istft.n_fft % 2):
+            return (f"istft.n_fft {self.istft.n_fft} must be an even multiple of the hop ({hop}, the product of "
+                    f"seanet.ratios), e.g. {2 * hop}")
+        return None
+
 
 def _convert(value, annotation, where: str):
     origin = typing.get_origin(annotation)
@@ -121,8 +129,11 @@ def _convert(value, annotation, where: str):
     if annotation in (int, float) and isinstance(value, str):
         value = _number(value)  # YAML reads 1e-4 (no dot) as a string
     if annotation is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if annotation is int and isinstance(value, float) and value.is_integer():
+        value = float(value) if abs(value) < 1e308 else math.inf
+    if annotation is float and isinstance(value, float) and not math.isfinite(value):
+        # nan slips past every limit (each comparison is False) and trains a model of NaN weights without a word
+        raise ConfigError(f"{where}: {value!r} is not a finite number")
+    if annotation is int and isinstance(value, float) and math.isfinite(value) and value.is_integer():
         return int(value)  # steps=1e5
     if annotation in (int, float, str, bool) and not isinstance(value, annotation) or \
             (annotation is int and isinstance(value, bool)):
@@ -168,13 +179,53 @@ def to_dict(config) -> dict:
     return dataclasses.asdict(config)
 
 
-def load_yaml(cls, path: str | Path, overrides: list[str] | None = None):
-    """Load `cls` from a YAML file, then apply `key.sub=value` overrides (values parsed as YAML)."""
-    path = Path(path)
+def _read_yaml(path: Path, chain: tuple[Path, ...] = ()):
+    """A YAML file's data with every `include: FILE` (at the top or in any section) replaced by that file's data,
+    the section's other keys laid over it: `model: {include: ../../configs/bundled.yaml, name: mine}`. FILE is
+    relative to the file that names it."""
+    if path.resolve() in chain:
+        raise ConfigError(f"config include loop: {' -> '.join(str(p) for p in (*chain, path.resolve()))}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as error:
-        raise ConfigError(f"cannot read config {path}: {error}") from None
+        reason = error.strerror if isinstance(error, OSError) else f"not valid YAML ({_yaml_problem(error)})"
+        if not chain:
+            raise ConfigError(f"cannot read config {path}: {reason}" if isinstance(error, OSError)
+                              else f"{path}: {reason}") from None
+        reason = "no such file" if isinstance(error, FileNotFoundError) else reason
+        raise ConfigError(f"{chain[-1]}: include {path}: {reason}") from None
+    return _resolve_includes(data, path, (*chain, path.resolve()))
+
+
+def _resolve_includes(data, path: Path, chain: tuple[Path, ...]):
+    if not isinstance(data, dict):
+        return data
+    data = {key: _resolve_includes(value, path, chain) for key, value in data.items()}
+    if "include" not in data:
+        return data
+    target = data.pop("include")
+    if not isinstance(target, str):
+        raise ConfigError(f"{path}: include: expected a file name, got {target!r}")
+    included = _read_yaml(path.parent / target, chain)
+    if not isinstance(included, dict):
+        raise ConfigError(f"{path}: include {target}: expected a mapping, got {included!r}")
+    return _merge(included, data)
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """`over` laid on `base`: sections merge key by key, any other value replaces the base's."""
+    merged = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both else value
+    return merged
+
+
+def load_yaml(cls, path: str | Path, overrides: list[str] | None = None):
+    """Load `cls` from a YAML file (its `include:`s resolved), then apply `key.sub=value` overrides (values parsed
+    as YAML)."""
+    path = Path(path)
+    data = _read_yaml(path) or {}
     config = from_dict(cls, data, str(path))
     if not overrides:
         return config
@@ -188,5 +239,15 @@ def load_yaml(cls, path: str | Path, overrides: list[str] | None = None):
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {override!r}: '{part}' is not a section")
-        node[leaf] = yaml.safe_load(value)
+        try:
+            node[leaf] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"override {override!r}: not a YAML value ({_yaml_problem(error)})") from None
     return from_dict(cls, data, "override")  # the file alone was valid: what fails now is an override
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's message in one line: what is wrong and where (its own message spans 5-8 lines with a snippet)."""
+    mark = getattr(error, "problem_mark", None)
+    what = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{what} at line {mark.line + 1}, column {mark.column + 1}" if mark else what

@@ -17,6 +17,10 @@ class CodesError(CodecError, ValueError):
     """Codes a model cannot decode: an id outside its codebook (-1, a dropped stage, aside)."""
 
 
+class StreamError(CodecError, ValueError, RuntimeError):
+    """A stream pushed after it ended, with another batch size, or with audio at another rate."""
+
+
 class ModelError(CodecError):
     """A weights file or model name that cannot be loaded."""
 
@@ -35,3 +39,9 @@ class MetricUnavailable(CodecError):
 
 class BaselineUnavailable(CodecError):
     """A classic codec baseline whose command-line tools are not installed; the message names the package."""
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (\\n, \\x1b, ...): a name read from a file may hold a newline or a
+    terminal escape, which printed raw would break the one-line message or act on the user's terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)

@@ -14,6 +14,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -25,9 +26,9 @@ import torch
 from tqdm import tqdm
 
 from . import audio as audio_io
-from .errors import AudioError, OutputError
-from .metrics import codebook, quality
-from .metrics.mos import MOS_RATE, Predictor
+from .errors import AudioError, CodecError, OutputError
+from .metrics import asr, codebook, quality
+from .metrics.table import BY_NAME, Metric, Scorer
 from .model import Codec
 
 DEFAULT_REFERENCE_RATE = 24000
@@ -59,7 +60,8 @@ class ModelSystem:
 
     @property
     def label(self) -> str:
-        return f"{self.name or self.codec.name}-{self.kbps:g}kbps"
+        name, rate = self.name or self.codec.name, f"-{self.kbps:g}kbps"
+        return name if name.endswith(rate) else name + rate  # not bundled-simvq-24khz-6kbps-6kbps
 
     @property
     def kbps(self) -> float:
@@ -79,12 +81,16 @@ class ModelSystem:
 @dataclass
 class Options:
     reference_rate: int = DEFAULT_REFERENCE_RATE
-    predictors: list[Predictor] = field(default_factory=list)
+    metrics: list[tuple[Metric, Scorer]] = field(default_factory=list)   # from metrics.table.load
     unavailable: dict[str, str] = field(default_factory=dict)   # metric -> how to get it
+    texts: dict[Path, str] = field(default_factory=dict)   # what each file says, when the data has it
+    text_source: str = ""   # where the texts come from (a manifest column), recorded with the results
     examples: int = 3
     save_audio: bool = False
     force: bool = False
     data: str = ""   # where the files came from, recorded with the results
+    # Reference-side work (transcripts, F0, speaker embeddings) per file, kept across the systems of a run
+    shared: dict[Path, dict] = field(default_factory=dict, repr=False)
 
 
 def summarize(values: list[float]) -> dict[str, float]:
@@ -123,30 +129,31 @@ def evaluate(system: System, files: list[Path], folder: str | Path, options: Opt
     codec = system.codec if isinstance(system, ModelSystem) else None
     counter = codebook.CodeCounter(codec.codebook_sizes[:system.num_codebooks]) if codec else None
     timing: dict[str, float] = defaultdict(float)
-    rows, bits, examples, skipped = [], 0.0, [], []
+    rows, bits, examples, skipped, ceilings = [], 0.0, [], [], []
     started, cpu_started = time.perf_counter(), cpu_seconds()
     for file in tqdm(files, desc=system.label, unit="file"):
         clock = cpu_seconds()
         try:
-            reference = audio_io.load(file, options.reference_rate)[0]
+            reference = audio_io.load_audio(file, options.reference_rate)[0]
             source = reference if system.sample_rate == options.reference_rate else \
-                audio_io.load(file, system.sample_rate)[0]
+                audio_io.load_audio(file, system.sample_rate)[0]
             timing["load"] += cpu_seconds() - clock
             clock = cpu_seconds()
             result = system.round_trip(source)
         except AudioError as error:
-            tqdm.write(f"warning: skipping {error}")
+            tqdm.write(f"warning: skipping {error}", file=sys.stderr)
             skipped.append({"file": str(file), "reason": str(error).removeprefix(f"{file}: ")})
             continue
         timing["codec"] += cpu_seconds() - clock
-        pair = quality.align(reference, options.reference_rate, result.audio, system.sample_rate, system.delay)
-        clock = cpu_seconds()
-        row = {"file": str(file), "seconds": len(reference) / options.reference_rate, **quality.score(pair)}
-        timing["quality"] += cpu_seconds() - clock
-        for predictor in options.predictors:
+        pair = quality.align(reference, options.reference_rate, result.audio, system.sample_rate, system.delay,
+                             options.texts.get(file), options.shared.setdefault(file, {}))
+        row = {"file": str(file), "seconds": len(reference) / options.reference_rate}
+        for metric, scorer in options.metrics:
             clock = cpu_seconds()
-            row[predictor.name] = predictor(pair.at(MOS_RATE)[1])
-            timing[predictor.name] += cpu_seconds() - clock
+            row[metric.name] = scorer(pair)
+            timing[metric.name] += cpu_seconds() - clock
+        if pair.text is not None and any(m.family == "asr" for m, _ in options.metrics):
+            ceilings.append(asr.original_error_rates(pair))
         rows.append(row)
         bits += result.bits or 0.0
         if counter is not None and result.codes is not None:
@@ -168,14 +175,34 @@ def evaluate(system: System, files: list[Path], folder: str | Path, options: Opt
         "data": options.data, "reference_rate": options.reference_rate, "files": len(rows), "audio_seconds": seconds,
         "skipped": skipped,
         "metrics": {m: summarize([r[m] for r in rows]) for m in metrics},
+        "metric_info": {m: _info(m, bool(ceilings)) for m in metrics},
         "unavailable": options.unavailable, "examples": examples,
         "timing": {"wall_seconds": time.perf_counter() - started, "cpu_seconds": cpu_seconds() - cpu_started,
                    **timing},
     }
+    if any(m.family == "asr" for m, _ in options.metrics):
+        results["asr_reference"] = _asr_reference(options, ceilings)
     if counter is not None:
         results["codebooks"] = _codebook_summary(counter, codec.frame_rate)
     _write(folder, results, rows, counter)
     return results
+
+
+def _info(name: str, with_text: bool) -> dict:
+    """How the report shows a metric, from the table, and what it was compared with in this run."""
+    metric = BY_NAME[name]
+    compared = {"audio": "reference audio", "nothing": "nothing"}.get(metric.compares) or \
+        ("text" if with_text else "transcript of the reference audio")
+    return {"title": metric.title, "unit": metric.unit, "better": metric.better, "compared_with": compared}
+
+
+def _asr_reference(options: Options, ceilings: list[dict]) -> dict:
+    """What WER and CER were measured against; with a text, the original audio's own rates: the ceiling."""
+    if not ceilings:
+        return {"kind": "transcript", "description": "PocketSphinx's transcript of the original audio (no text "
+                                                     "given): the original's WER is 0 by construction"}
+    return {"kind": "text", "description": f"the text ({options.text_source})",
+            "ceiling": {m: summarize([c[m] for c in ceilings]) for m in ("wer", "cer")}}
 
 
 def _describe(system: System) -> dict:
@@ -208,7 +235,9 @@ def summary_rows(results: dict) -> list[dict]:
     books = results.get("codebooks", {})
     system = {"system": results["label"], "kbps": results["kbps"], "measured_kbps": results["measured_kbps"],
               "nominal_kbps": books.get("nominal_kbps"), "effective_kbps": books.get("effective_kbps")}
-    return [{**system, "metric": m, **v} for m, v in results["metrics"].items()]
+    info = results.get("metric_info", {})
+    return [{**system, "metric": m, "unit": info.get(m, {}).get("unit", ""),
+             "better": info.get(m, {}).get("better", ""), **v} for m, v in results["metrics"].items()]
 
 
 def _write(folder: Path, results: dict, rows: list[dict], counter: codebook.CodeCounter | None) -> None:
@@ -226,3 +255,43 @@ def _write(folder: Path, results: dict, rows: list[dict], counter: codebook.Code
         with audio_io.AtomicOutput(folder / "codebook_counts.npz", force=True) as temporary:
             with open(temporary, "wb") as handle:
                 np.savez_compressed(handle, *[c for c in counter.counts if c.sum()])
+
+
+def evaluation_files(data: str, split: str | None, subset: int | None, reference_rate: int,
+                     text_column: str | None = None) -> tuple[list[Path], dict[Path, str], str]:
+    """The files of an evaluation, its options checked first: those of `data` (rows of `split`), or `subset` of
+    them spread evenly over the list; what each says where the data has a text (`text_column`, by default a
+    'text' column or LibriTTS's .normalized.txt when every file has one); and where that text comes from ("" for
+    none)."""
+    from .corpus import read_utterances
+    if subset is not None and subset < 1:
+        raise CodecError(f"--subset {subset}: give a number of files, 1 or more")
+    if reference_rate < quality.PESQ_RATE:
+        raise CodecError(f"--reference-rate {reference_rate}: must be at least {quality.PESQ_RATE} Hz (PESQ "
+                         f"wide-band, the recogniser and the MOS predictors score at 16 kHz)")
+    utterances = read_utterances(data, split)
+    if subset:
+        utterances = [utterances[i * len(utterances) // subset] for i in range(min(subset, len(utterances)))]
+    if not utterances:
+        raise CodecError(f"no audio files in {data}" + (f" (split {split})" if split else ""))
+    column = text_column or "text"
+    having = [u for u in utterances if str(u.fields.get(column) or "").strip()]
+    if not having and not text_column:
+        return [u.path for u in utterances], {}, ""
+    if len(having) < len(utterances):
+        lacking = next(u for u in utterances if u not in having)
+        raise CodecError(f"{lacking.path}: no text in column '{column}' ({len(utterances) - len(having)} of "
+                         f"{len(utterances)} files have none); WER needs one reference for every file")
+    return ([u.path for u in utterances], {u.path: str(u.fields[column]).strip() for u in utterances},
+            f"text column '{column}' of {data}")
+
+
+def check_systems(systems: list[System], out: Path, force: bool) -> None:
+    """Refuse two systems that would write one folder, or any folder holding results, before any work: a clash
+    must not surface after an hour of earlier systems."""
+    labels = [system.label for system in systems]
+    if len(set(labels)) < len(labels):
+        twice = next(label for label in labels if labels.count(label) > 1)
+        raise CodecError(f"two of the systems asked for would both write {out / twice}: give each once")
+    for system in systems:
+        check_output(out / system.label, force)

@@ -42,24 +42,12 @@ class ExportConfig:
     out: Path
     num_codebooks: int | None = None   # None: all of the model's
     shard_size: int = 1000             # utterances per shard
-    batch_size: int = 8                # utterances encoded at once, on a CPU too (README: Token export)
+    batch_size: int = 8                # utterances encoded at once, on a CPU too (docs/export.md)
     webdataset: bool = False           # also write shard-NNNNN.tar
     token_stream: bool = False         # also write shard-NNNNN.bin + shard-NNNNN.idx.json
     strict: bool = False               # a bad file ends the export instead of going to errors.tsv
     force: bool = False                # start over in a folder that holds another export
     data_root: Path | None = None      # the `path` column is relative to it; None: the folder holding every file
-
-
-def choose_device(requested: str | None = None) -> torch.device:
-    """`requested`, checked; by default cuda:LOCAL_RANK where a GPU is present, else the CPU."""
-    if requested is None:
-        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(requested)
-        torch.empty(0, device=device)
-    except (RuntimeError, AssertionError) as error:
-        raise ConfigError(f"--device {requested}: not usable here ({str(error).splitlines()[0]})") from None
-    return device
 
 
 @torch.no_grad()
@@ -197,9 +185,11 @@ def _prepare(out: Path, plan: dict, force: bool) -> None:
         raise OutputError(f"{out}: is a file, not a folder")
     if plan_path.is_file() and plan_path.read_text() == json.dumps(plan, indent=1):
         return
-    if not force and plan_path.is_file():
+    # A plan without a finished shard (an export that failed at once, under --strict say) holds nothing to resume
+    started = plan_path.is_file() and any((out / PROGRESS).glob("shard-*.json"))
+    if not force and started:
         raise OutputError(f"{out}: holds an export with other settings or inputs (use --force to start over)")
-    if not force and out.is_dir() and any(out.iterdir()):
+    if not force and not plan_path.is_file() and out.is_dir() and any(out.iterdir()):
         raise OutputError(f"{out}: is not empty and holds no export (use --force, or an empty folder)")
     if out.is_dir():
         _clear(out)

@@ -8,10 +8,16 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .nn import HarmonicDecoder, ISTFTDecoder, SEANetDecoder, SEANetEncoder, StreamingModule
+from .nn import HarmonicDecoder, ISTFTDecoder, SEANetDecoder, SEANetEncoder
 from .quantize import FactorizedQuantizer, ResidualQuantizer, SimVQ, VectorQuantizer
+from .streams import StreamingDecoder, StreamingEncoder, decode_streams, encode_streams
 
 MAX_CHANNELS = 16  # a (T, C) array with at most this many columns is taken for multi-channel audio, not a batch
+# Clips of different lengths encode in calls of at most this many padded samples (or one clip, if longer). The
+# encoder's first layers hold 32-64 channels at the audio rate: on a CPU, calls past a few hundred thousand
+# samples run slower per sample (measured, bundled model, 1 thread: 32 clips of 1-8 s in calls of 2,000,000
+# samples took 1.7x as long as one by one); a GPU wants large calls, bounded near 2 GB of activations.
+BATCH_SAMPLES = {"cpu": 400_000, "other": 4_000_000}
 
 
 @dataclass
@@ -51,6 +57,19 @@ class Codec(nn.Module):
         # Set when loaded from a file; token files record both (see weights.tokenizer_sha256).
         self.weights_sha256: str | None = None
         self.tokenizer_sha256: str | None = None
+        self.weights_path = None  # the file it was loaded from (save_pretrained copies it)
+
+    @classmethod
+    def from_pretrained(cls, path_or_folder) -> "Codec":
+        """A model folder (model.safetensors, config.json, README.md), a weights file or "bundled"; nothing is
+        downloaded. For inference (weight norm folded), as `codec.load`."""
+        from .model_folder import from_pretrained
+        return from_pretrained(path_or_folder)
+
+    def save_pretrained(self, folder, force: bool = False):
+        """Write model.safetensors, a readable config.json and a model card README.md into `folder`."""
+        from .model_folder import save_pretrained
+        return save_pretrained(self, folder, force)
 
     # --- what a user asks about ---------------------------------------------------------------------------
     @property
@@ -108,8 +127,6 @@ class Codec(nn.Module):
 
     # --- the forward pass used by training ---------------------------------------------------------------
     def forward(self, audio: torch.Tensor, num_codebooks: int | None = None) -> CodecOutput:
-        self._check_no_stream(self.encoder, "encoder")
-        self._check_no_stream(self.decoder, "decoder")
         length = audio.shape[-1]
         latents = self.encoder(self._pad(audio))
         quantized = self.quantizer(latents, num_codebooks)
@@ -120,7 +137,7 @@ class Codec(nn.Module):
         """Zero-pad on the right to whole frames: the last partial frame is encoded, not dropped."""
         return nn.functional.pad(audio, (0, (-audio.shape[-1]) % self.hop_length))
 
-    def _as_batch(self, audio: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
+    def as_batch(self, audio: torch.Tensor, sample_rate: int | None = None) -> torch.Tensor:
         """(T,), (B, T) or (B, 1, T) -> (B, 1, T) float32 on the model's device, resampled to the model's rate."""
         audio = torch.as_tensor(audio, dtype=torch.float32)
         if audio.dim() == 1:
@@ -138,31 +155,79 @@ class Codec(nn.Module):
             audio = torch.stack([resample(a, sample_rate, self.sample_rate) for a in audio])
         return audio[:, None].to(next(self.parameters()).device)
 
-    def _check_no_stream(self, part: nn.Module, name: str) -> None:
-        """Streams keep their state in the model's layers: an offline call or a second stream would use it."""
-        if any(m.streaming for m in part.modules() if isinstance(m, StreamingModule)):
-            raise RuntimeError(f"a stream {name} is open on this model: close it first (or use it in a `with` "
-                               f"block), or give each concurrent stream its own copy.deepcopy(model)")
-
     @torch.no_grad()
-    def encode(self, audio: torch.Tensor, sample_rate: int | None = None,
-               num_codebooks: int | None = None) -> torch.Tensor:
-        """Audio (T,), (B, T) or (B, 1, T) at `sample_rate` (default: the model's) -> codes (B, Q, F) int64."""
-        self._check_no_stream(self.encoder, "encoder")
+    def encode(self, audio: torch.Tensor | list[torch.Tensor], sample_rate: int | None = None,
+               num_codebooks: int | None = None, lengths: list[int] | torch.Tensor | None = None):
+        """Audio (T,), (B, T) or (B, 1, T) at `sample_rate` (default: the model's) -> codes (B, Q, F) int64.
+
+        Clips of different lengths: a list of (T_i,) or (1, T_i) tensors, or a batch zero-padded on the right with
+        `lengths` (samples at `sample_rate`), gives a list of codes (Q, ceil(T_i / hop)), each equal to encoding
+        that clip alone (the encoder is causal: the padding never reaches a clip's own frames)."""
+        if isinstance(audio, (list, tuple)) or lengths is not None:
+            return self._encode_clips(self._clips(audio, lengths), sample_rate, num_codebooks)
         audio = torch.as_tensor(audio, dtype=torch.float32)
         if audio.dim() == 2 and 1 < audio.shape[1] <= MAX_CHANNELS < audio.shape[0]:
             # soundfile.read gives (samples, channels): taken as a batch, it would encode silently into nonsense.
             raise ValueError(f"got shape {tuple(audio.shape)}, which looks like (samples, channels); the codec is "
                              f"mono: pass audio.mean(1) (the command line downmixes this way) or audio.T as a batch")
-        audio = self._as_batch(audio, sample_rate)
+        audio = self.as_batch(audio, sample_rate)
         if audio.shape[-1] == 0:
             raise ValueError("the audio is empty")
         return self.quantizer.encode(self.encoder(self._pad(audio)), num_codebooks)
 
+    def _clips(self, audio, lengths) -> list[torch.Tensor]:
+        """A list of clips or a padded batch with lengths -> a list of (T_i,) tensors, checked."""
+        if lengths is None:
+            clips = [torch.as_tensor(a, dtype=torch.float32) for a in audio]
+            for i, clip in enumerate(clips):
+                if clip.dim() == 2 and clip.shape[0] == 1:
+                    clips[i] = clip[0]
+                elif clip.dim() != 1:
+                    raise ValueError(f"clip {i}: expected (T,) or (1, T), got shape {tuple(clip.shape)}")
+        else:
+            if isinstance(audio, (list, tuple)):
+                raise ValueError("lengths goes with a zero-padded batch (B, T) or (B, 1, T), not with a list")
+            batch = self.as_batch(audio)[:, 0]
+            lengths = [int(n) for n in torch.as_tensor(lengths).reshape(-1)]
+            if len(lengths) != len(batch):
+                raise ValueError(f"{len(lengths)} lengths for a batch of {len(batch)}")
+            if any(not 0 <= n <= batch.shape[-1] for n in lengths):
+                raise ValueError(f"lengths must be between 1 and the padded length {batch.shape[-1]}, got {lengths}")
+            clips = [clip[:n] for clip, n in zip(batch, lengths)]
+        if not clips:
+            raise ValueError("no clips to encode")
+        for i, clip in enumerate(clips):
+            if clip.shape[-1] == 0:
+                raise ValueError(f"clip {i} is empty (length 0)")
+        return clips
+
+    def _encode_clips(self, clips: list[torch.Tensor], sample_rate: int | None,
+                      num_codebooks: int | None) -> list[torch.Tensor]:
+        """Clips sorted by length and grouped, so that a call pads little and stays under BATCH_SAMPLES."""
+        clips = [self.as_batch(clip, sample_rate)[0, 0] for clip in clips]
+        budget = BATCH_SAMPLES["cpu" if clips[0].device.type == "cpu" else "other"]
+        groups: list[list[int]] = [[]]
+        for i in sorted(range(len(clips)), key=lambda i: len(clips[i])):
+            if groups[-1] and (len(groups[-1]) + 1) * len(clips[i]) > budget:
+                groups.append([])
+            groups[-1].append(i)
+        codes: list[torch.Tensor | None] = [None] * len(clips)
+        for group in groups:
+            batch = nn.utils.rnn.pad_sequence([clips[i] for i in group], batch_first=True)[:, None]
+            for i, c in zip(group, self.quantizer.encode(self.encoder(self._pad(batch)), num_codebooks)):
+                codes[i] = c[:, :math.ceil(len(clips[i]) / self.hop_length)]
+        return codes
+
     @torch.no_grad()
-    def decode(self, codes: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        """Codes (B, Q, F) with Q <= num_codebooks -> audio (B, T) at the model's rate, cut to `length`."""
-        self._check_no_stream(self.decoder, "decoder")
+    def decode(self, codes: torch.Tensor | list[torch.Tensor], length: int | None = None,
+               lengths: list[int] | torch.Tensor | None = None):
+        """Codes (B, Q, F) with Q <= num_codebooks -> audio (B, T) at the model's rate, cut to `length`.
+
+        Items of different lengths: a list of codes (Q, F_i), or a batch (B, Q, F) with `lengths` (samples, as
+        `encode` was given), gives a list of audio (T_i,), each equal to decoding that item alone (T_i: the
+        item's length, or F_i * hop for a list without lengths)."""
+        if isinstance(codes, (list, tuple)) or lengths is not None:
+            return self._decode_items(codes, lengths)
         codes = torch.as_tensor(codes).long()
         if codes.dim() == 2:
             codes = codes[None]
@@ -171,6 +236,37 @@ class Codec(nn.Module):
             return torch.zeros(codes.shape[0], 0, device=device)
         audio = self.decoder(self.quantizer.decode(codes.to(device)))[:, 0]
         return audio if length is None else audio[:, :length]
+
+    def _decode_items(self, codes, lengths) -> list[torch.Tensor]:
+        if isinstance(codes, (list, tuple)):
+            items = [torch.as_tensor(c).long() for c in codes]
+            items = [c[0] if c.dim() == 3 and c.shape[0] == 1 else c for c in items]
+            if any(c.dim() != 2 for c in items) or len({c.shape[0] for c in items}) > 1:
+                raise ValueError(f"expected codes (Q, F_i) with one Q, got shapes {[tuple(c.shape) for c in items]}")
+            frames = [c.shape[-1] for c in items]
+        else:
+            batch = torch.as_tensor(codes).long()
+            if batch.dim() != 3:
+                raise ValueError(f"expected codes (B, Q, F) with lengths, got shape {tuple(batch.shape)}")
+            items, frames = list(batch), [batch.shape[-1]] * len(batch)
+        if lengths is None:
+            lengths = [f * self.hop_length for f in frames]
+        lengths = [int(n) for n in torch.as_tensor(lengths).reshape(-1)]
+        if len(lengths) != len(items):
+            raise ValueError(f"{len(lengths)} lengths for a batch of {len(items)}")
+        if not items:
+            raise ValueError("no codes to decode")
+        for i, (n, f) in enumerate(zip(lengths, frames)):
+            if not 0 < n <= f * self.hop_length:
+                raise ValueError(f"item {i}: length {n} is not between 1 and its {f} frames' {f * self.hop_length} "
+                                 f"samples")
+        # Frames past an item's end are set to a valid id: the decoder is causal, so they never reach its samples.
+        needed = [math.ceil(n / self.hop_length) for n in lengths]
+        padded = torch.zeros(len(items), items[0].shape[0], max(needed), dtype=torch.long)
+        for i, (item, f) in enumerate(zip(items, needed)):
+            padded[i, :, :f] = item[:, :f]
+        audio = self.decode(padded)
+        return [a[:n] for a, n in zip(audio, lengths)]
 
     def fuse_weight_norm(self) -> "Codec":
         """Fold weight norm into plain weights for inference (the weights stop being re-normalised on every
@@ -181,95 +277,21 @@ class Codec(nn.Module):
                 parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
         return self
 
-    def stream_encoder(self, num_codebooks: int | None = None) -> "StreamingEncoder":
-        """One stream at a time per model (the layers hold its state); `with` closes it."""
-        self._check_no_stream(self.encoder, "encoder")
-        return StreamingEncoder(self, num_codebooks)
+    def stream_encoder(self, num_codebooks: int | None = None, sample_rate: int | None = None,
+                       batch_size: int | None = None) -> StreamingEncoder:
+        """A new live stream (its own state: open as many as you like on one model); `with` closes it.
+        `sample_rate`: the rate of the audio it will be pushed (resampled as it goes); default the model's."""
+        return StreamingEncoder(self, num_codebooks, sample_rate, batch_size)
 
-    def stream_decoder(self) -> "StreamingDecoder":
-        """One stream at a time per model (the layers hold its state); `with` closes it."""
-        self._check_no_stream(self.decoder, "decoder")
-        return StreamingDecoder(self)
+    def stream_decoder(self, batch_size: int | None = None) -> StreamingDecoder:
+        """A new live stream of codes to audio (its own state); `with` closes it."""
+        return StreamingDecoder(self, batch_size)
 
+    def encode_streams(self, pushes: dict[StreamingEncoder, torch.Tensor],
+                       sample_rate: int | None = None) -> dict[StreamingEncoder, torch.Tensor]:
+        """Push audio into many open streams of this model in batched calls; each stream's new codes."""
+        return encode_streams(self, pushes, sample_rate)
 
-def _set_streaming(module: nn.Module, on: bool) -> None:
-    for m in module.modules():
-        if isinstance(m, StreamingModule):
-            m.start_stream() if on else m.stop_stream()
-
-
-def _check_open(stream: "StreamingEncoder | StreamingDecoder", name: str) -> None:
-    if stream.closed:
-        raise RuntimeError(f"this stream {name} has ended (flush or close ends it): open a new one")
-
-
-class StreamingEncoder:
-    """Feed audio (n,), (B, n) or (B, 1, n) of any size with `push`; get the codes of every frame completed so far.
-
-    `flush` zero-pads the last partial frame, exactly as the offline `encode` does, and ends the stream.
-    Concatenating everything returned equals `Codec.encode` on the whole signal. `close` (or leaving a `with`
-    block) ends the stream without the last partial frame. An ended stream refuses `push` and `flush`: its
-    layers have dropped their state, so it would encode as if from silence.
-    """
-
-    def __init__(self, codec: Codec, num_codebooks: int | None) -> None:
-        self.codec, self.num_codebooks, self.samples = codec, num_codebooks, 0
-        self.last: torch.Tensor | None = None
-        self.closed = False
-        _set_streaming(codec.encoder, True)
-
-    def __enter__(self) -> "StreamingEncoder":
-        return self
-
-    def __exit__(self, *exception) -> None:
-        self.close()
-
-    @torch.no_grad()
-    def push(self, audio: torch.Tensor) -> torch.Tensor:
-        _check_open(self, "encoder")
-        audio = self.codec._as_batch(audio)
-        self.samples += audio.shape[-1]
-        self.last = audio
-        return self.codec.quantizer.encode(self.codec.encoder(audio), self.num_codebooks)
-
-    @torch.no_grad()
-    def flush(self) -> torch.Tensor | None:
-        """Codes of the zero-padded last partial frame (None if the input ended on a frame boundary)."""
-        _check_open(self, "encoder")
-        missing = (-self.samples) % self.codec.hop_length
-        codes = None
-        if missing and self.last is not None:
-            codes = self.push(self.last.new_zeros(*self.last.shape[:-1], missing))
-        self.close()
-        return codes
-
-    def close(self) -> None:
-        if not self.closed:  # twice (flush, then the `with` block's end) must not end a newer stream's state
-            _set_streaming(self.codec.encoder, False)
-            self.closed = True
-
-
-class StreamingDecoder:
-    """Feed codes (B, Q, f) with `push`; get f * hop_length samples back for each call. `close` (or leaving a
-    `with` block) ends the stream; an ended stream refuses `push`."""
-
-    def __init__(self, codec: Codec) -> None:
-        self.codec = codec
-        self.closed = False
-        _set_streaming(codec.decoder, True)
-
-    def __enter__(self) -> "StreamingDecoder":
-        return self
-
-    def __exit__(self, *exception) -> None:
-        self.close()
-
-    @torch.no_grad()
-    def push(self, codes: torch.Tensor) -> torch.Tensor:
-        _check_open(self, "decoder")
-        return self.codec.decoder(self.codec.quantizer.decode(codes))[:, 0]
-
-    def close(self) -> None:
-        if not self.closed:
-            _set_streaming(self.codec.decoder, False)
-            self.closed = True
+    def decode_streams(self, pushes: dict[StreamingDecoder, torch.Tensor]) -> dict[StreamingDecoder, torch.Tensor]:
+        """Push codes into many open stream decoders of this model in batched calls; each stream's audio."""
+        return decode_streams(self, pushes)

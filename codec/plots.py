@@ -1,5 +1,5 @@
-"""The report's figures, as PNG bytes: metrics against bitrate, per-codebook utilization, code usage (histogram
-and rank-frequency curve)."""
+"""The report's figures, as PNG bytes: each metric against bitrate (one figure per metric, and all of them in one
+overview), per-codebook utilization, code usage (histogram and rank-frequency curve)."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,7 @@ from collections import defaultdict
 
 import numpy as np
 
-from .metrics.quality import FULL_REFERENCE
+from .metrics.table import describe, label
 
 # Headless: the report is written on servers and in CI, never shown on a screen.
 import matplotlib  # noqa: E402
@@ -16,14 +16,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
 
 TICKS_KBPS = [0.5, 0.75, 1, 1.5, 2, 3, 4.5, 6, 8, 12, 16, 24, 32, 64]
-METRIC_TITLES = {"pesq": "PESQ (wide-band)", "stoi": "STOI", "mel_distance": "mel distance (lower is better)",
-                 "si_sdr": "SI-SDR (dB)", "utmos": "UTMOS22 strong", "distillmos": "DistillMOS"}
 MODEL_TITLE_SIZE = "medium"  # per-model plots are titled with the model's name, which runs long
 
 
-def _png(figure) -> bytes:
+def _png(figure, layout: bool = True) -> bytes:
     buffer = io.BytesIO()
-    figure.tight_layout()
+    if layout:
+        figure.tight_layout()
     figure.savefig(buffer, format="png", dpi=100)
     plt.close(figure)
     return buffer.getvalue()
@@ -36,8 +35,9 @@ def bitrate(result: dict) -> float | None:
 
 def series(results: list[dict], metric: str) -> tuple[dict[str, list[tuple[float, float, float]]], list[dict]]:
     """The lines of a metric's plot: system name -> (bitrate, mean, ci95) points, and the results without a
-    bitrate (the original) drawn as a level, which only the MOS predictors get: a full-reference metric scores
-    the original ideal by definition (SI-SDR near infinite), which would only squash the axis."""
+    bitrate (the original) drawn as a level, which only metrics that do not compare with the reference audio get
+    (the MOS predictors; WER against a text, where the original's is the ceiling): one that does scores the
+    original ideal by definition (SI-SDR near infinite), which would only squash the axis."""
     lines: dict[str, list[tuple[float, float, float]]] = defaultdict(list)
     levels = []
     for result in results:
@@ -46,7 +46,7 @@ def series(results: list[dict], metric: str) -> tuple[dict[str, list[tuple[float
             continue
         if bitrate(result) is not None:
             lines[result["system"]["name"]].append((bitrate(result), value["mean"], value["ci95"]))
-        elif metric not in FULL_REFERENCE:
+        elif describe(metric, [result])["compared_with"] in ("nothing", "text") and np.isfinite(value["mean"]):
             levels.append(result)
     return dict(lines), levels
 
@@ -66,19 +66,43 @@ def colours(results: list[dict]) -> dict[str, str]:
 def metric_against_bitrate(results: list[dict], metric: str) -> bytes:
     """One line per model or baseline codec (mean with its 95 % CI); the original as a dashed level."""
     figure, axes = plt.subplots(figsize=(5, 3.4))
+    _draw(axes, results, metric, colours(results))
+    _legend(axes, fontsize=8)
+    return _png(figure)
+
+
+def overview(results: list[dict], metrics: list[str]) -> bytes:
+    """Every metric against bitrate, one small panel each, for every system: the quality-bitrate curves at a
+    glance, in the colours of the single plots; one legend for all."""
+    columns = min(4, len(metrics))
+    rows = -(-len(metrics) // columns)
+    figure, grid = plt.subplots(rows, columns, figsize=(3.3 * columns, 2.6 * rows + 0.5), squeeze=False)
+    colour = colours(results)
+    for axes, metric in zip(grid.flat, metrics):
+        _draw(axes, results, metric, colour, fontsize=9)
+    for axes in list(grid.flat)[len(metrics):]:
+        axes.set_visible(False)
+    handles = {}
+    for axes in grid.flat:
+        handles.update(zip(*reversed(axes.get_legend_handles_labels())))
+    figure.legend(handles.values(), handles.keys(), loc="lower center", ncol=min(6, len(handles)), fontsize=8)
+    figure.tight_layout(rect=(0, 0.5 / (2.6 * rows + 0.5) + 0.02, 1, 1))
+    return _png(figure, layout=False)
+
+
+def _draw(axes, results: list[dict], metric: str, colour: dict[str, str], fontsize: float | None = None) -> None:
     lines, levels = series(results, metric)
     for result in levels:
         axes.axhline(result["metrics"][metric]["mean"], color="gray", linestyle="--", label=result["system"]["name"])
-    colour = colours(results)
     for name, points in sorted(lines.items()):
         x, y, error = zip(*sorted(points))
         axes.errorbar(x, y, yerr=np.nan_to_num(error), marker="o", capsize=3, label=name, color=colour[name])
     if lines:
         _bitrate_axis(axes)
-    axes.set_title(METRIC_TITLES.get(metric, metric))
+        if fontsize:
+            axes.set_xlabel("kbps", fontsize=fontsize)
+    axes.set_title(label(describe(metric, results)), fontsize=fontsize)
     axes.grid(alpha=0.3, which="both")
-    _legend(axes, fontsize=8)
-    return _png(figure)
 
 
 def _legend(axes, **options) -> None:

@@ -1,5 +1,5 @@
 """The processes `accelerate launch` or `torchrun` started for one command, as far as the export needs them: its
-rank and count (RANK, WORLD_SIZE), and a way to share a value with the others."""
+rank and count (RANK, WORLD_SIZE), and a way to share a value with the others; and the device a process runs on."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import torch
 
-from .errors import CodecError
+from .errors import CodecError, ConfigError
 
 
 class ProcessGroup:
@@ -37,13 +37,13 @@ class ProcessGroup:
             torch.distributed.destroy_process_group()
 
 
-def single_process_launch(command: str) -> str | None:
-    """A warning when `accelerate launch` ran `command` as one process although it looks like several were
-    wanted: without --multi_gpu it starts one process on a machine with fewer than two GPUs, whatever
-    --num_processes says (and it tells the process nothing of the count; its single-process launcher is the one
-    that sets ACCELERATE_USE_CPU)."""
-    if "ACCELERATE_USE_CPU" not in os.environ or "WORLD_SIZE" in os.environ:
-        return None
-    return (f"accelerate launch started this {command} as a single process; for N processes on CPUs (or on one "
-            f"GPU) use `accelerate launch --multi_gpu --num_processes N -m codec {command} ...` or `torchrun "
-            f"--nproc_per_node N -m codec {command} ...`")
+def choose_device(requested: str | None = None) -> torch.device:
+    """`requested`, checked; by default cuda:LOCAL_RANK where a GPU is present, else the CPU."""
+    if requested is None:
+        return torch.device(f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError) as error:
+        raise ConfigError(f"--device {requested}: not usable here ({str(error).splitlines()[0]})") from None
+    return device

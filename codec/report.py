@@ -17,10 +17,9 @@ from pathlib import Path
 import numpy as np
 import soundfile
 
-from . import plots
 from .audio import AtomicOutput
 from .errors import CodecError, OutputError
-from .metrics.quality import LOWER_IS_BETTER
+from .metrics.table import BY_NAME, FAMILIES, describe, label
 
 
 # What `codec report` reads from a results.json; anything else in it is optional.
@@ -109,10 +108,12 @@ def title(result: dict) -> str:
 
 
 def metric_names(results: list[dict]) -> list[str]:
+    """Every metric any result has or lists as unavailable: in the metric table's order, then any others."""
     names: list[str] = []
     for result in results:
         names += [m for m in [*result["metrics"], *result.get("unavailable", {})] if m not in names]
-    return names
+    order = list(BY_NAME)
+    return sorted(names, key=lambda m: (order.index(m) if m in order else len(order), names.index(m)))
 
 
 def _cell(result: dict, metric: str) -> str:
@@ -130,8 +131,7 @@ def _kbps(value: float | None) -> str:
 
 def results_table(results: list[dict]) -> list[list[str]]:
     metrics = metric_names(results)
-    arrows = ["↓" if m in LOWER_IS_BETTER else "↑" for m in metrics]
-    header = ["system", "kbps", "measured kbps", "files", *[f"{m} {a}" for m, a in zip(metrics, arrows)]]
+    header = ["system", "kbps", "measured kbps", "files", *[label(describe(m, results)) for m in metrics]]
     return [header] + [[title(r), _kbps(r["kbps"]), _kbps(r["measured_kbps"]), str(r["files"]),
                         *[_cell(r, m) for m in metrics]] for r in results]
 
@@ -168,14 +168,18 @@ def bitrate_table(results: list[dict]) -> list[list[str]]:
 
 def timing_table(results: list[dict]) -> list[list[str]]:
     """Per minute of audio: wall seconds (which a busy machine inflates), and CPU seconds in all, in the codec,
-    and in the MOS predictors (the share `--no-mos` saves)."""
-    rows = [["system", "audio (min)", "wall s / min", "CPU s / min", "codec CPU s / min", "MOS CPU s / min"]]
+    and in each family of metrics (what leaving it out with --metrics or --no-mos saves)."""
+    def family(key: str) -> str | None:
+        return "signal" if key == "quality" else BY_NAME[key].family if key in BY_NAME else None
+    present = [f for f in FAMILIES if any(family(k) == f for r in results for k in r["timing"])]
+    rows = [["system", "audio (min)", "wall s / min", "CPU s / min", "codec CPU s / min",
+             *[f"{FAMILIES[f]} CPU s / min" for f in present]]]
     for r in results:
         minutes, timing = r["audio_seconds"] / 60, r["timing"]
-        mos = sum(timing.get(m, 0.0) for m in ("utmos", "distillmos"))
         per = (lambda s: "–" if s is None else f"{s / minutes:.1f}") if minutes else (lambda s: "–")
+        families = [sum(v for k, v in timing.items() if family(k) == f) for f in present]
         rows.append([title(r), f"{minutes:.2f}", per(timing["wall_seconds"]), per(timing.get("cpu_seconds")),
-                     per(timing.get("codec", 0.0)), per(mos)])
+                     per(timing.get("codec", 0.0)), *map(per, families)])
     return rows
 
 
@@ -190,11 +194,26 @@ def _html_table(rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _plots():
+    """The plotting module, or one line saying what to install: matplotlib is in the eval extra only."""
+    try:
+        from . import plots
+    except ImportError as error:
+        if (error.name or "").split(".")[0] != "matplotlib":
+            raise
+        raise CodecError("codec report draws its plots with matplotlib: pip install matplotlib "
+                         "(or pip install 'codec[eval]')") from None
+    return plots
+
+
 def figures(results: list[dict]) -> dict[str, bytes]:
-    """File name -> PNG: one plot per metric that has something to draw, and for each model its utilization,
-    the histogram of its code-usage counts and its codes' rank-frequency curve."""
-    out = {f"{m}.png": plots.metric_against_bitrate(results, m) for m in metric_names(results)
-           if plots.has_points(results, m)}
+    """File name -> PNG: all metrics against bitrate in one overview, then one plot per metric that has
+    something to draw, and for each model its utilization, the histogram of its code-usage counts and its
+    codes' rank-frequency curve."""
+    plots = _plots()
+    drawn = [m for m in metric_names(results) if plots.has_points(results, m)]
+    out = {"overview.png": plots.overview(results, drawn)} if len(drawn) > 1 else {}
+    out.update({f"{m}.png": plots.metric_against_bitrate(results, m) for m in drawn})
     for name, r in widest_runs(results).items():
         stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")  # a file name a Markdown link can hold
         out[f"{stem}-utilization.png"] = plots.codebook_utilization(name, r["codebooks"]["per_codebook"])
@@ -232,10 +251,11 @@ def audio_section(results: list[dict], count: int, seconds: float) -> str:
 
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
-table{border-collapse:collapse;margin:1em 0;font-size:13px}
+table{border-collapse:collapse;margin:1em 0;font-size:13px;display:block;overflow-x:auto;max-width:100%}
 th,td{border:1px solid #ccc;padding:4px 8px;text-align:right;white-space:nowrap}
 th:first-child,td:first-child{text-align:left;white-space:normal}thead{background:#f3f3f3}
-.plots{display:flex;flex-wrap:wrap;gap:8px}.players{display:flex;flex-wrap:wrap;gap:12px}.player{font-size:13px}
+.plots{display:flex;flex-wrap:wrap;gap:8px}.plots img{max-width:100%}
+.players{display:flex;flex-wrap:wrap;gap:12px}.player{font-size:13px}
 .notes{color:#555;font-size:14px}"""
 
 
@@ -245,6 +265,13 @@ def _notes(results: list[dict]) -> list[str]:
     notes += [f"Reference rate: {', '.join(sorted({str(r['reference_rate']) for r in results}))} Hz. "
              "Mean ± half-width of the 95 % confidence interval over files. Bitrate axis: measured where the "
              "system writes a stream (Opus packets without their Ogg container), nominal otherwise."]
+    asr = [r["asr_reference"] for r in results if "asr_reference" in r]
+    for description in dict.fromkeys(a["description"] for a in asr):
+        notes.append(f"WER and CER: PocketSphinx (a weak recogniser: compare systems with each other, not with "
+                     f"Whisper-based papers) against {description}.")
+    for ceiling in [a["ceiling"] for a in asr if "ceiling" in a][:1]:
+        notes.append(f"The original audio's own WER against the text, the ceiling: {ceiling['wer']['mean']:.1f} % "
+                     f"(CER {ceiling['cer']['mean']:.1f} %).")
     for result in results:
         for name, message in result.get("unavailable", {}).items():
             if f"{name}: {message}" not in notes:
@@ -260,6 +287,7 @@ def _notes(results: list[dict]) -> list[str]:
 def write_report(paths: list[str | Path], out: str | Path, examples: int = 2, clip_seconds: float = 6.0,
                  force: bool = False) -> Path:
     results = collect(paths)
+    _plots()  # before anything is written
     out = Path(out)
     if (out / "index.html").exists() and not force:
         raise OutputError(f"{out / 'index.html'}: already exists (use --force to overwrite)")

@@ -147,7 +147,7 @@ class TokenDataset(torch.utils.data.Dataset):
         return {**fields, "codes": self.codes(index)}
 
     def check_model(self, codec: Codec) -> None:
-        """Refuse a model that neither made these tokens nor shares their tokenizer (its encoder and quantizer),
+        """Refuse a model that neither made these codes nor shares their tokenizer (its encoder and quantizer),
         with the TokenFileError that decoding a .codes file from another model raises."""
         made_by = self.manifest
         check_model(codec, TokenFile(  # the export described as a token file, without its frames

@@ -4,29 +4,43 @@ Tensor `codes`: (Q, F) integers (int16 when every codebook has at most 32,768 co
 Metadata (all strings, as safetensors requires): format, format_version, model_name, weights_sha256,
 tokenizer_sha256 (of the encoder and quantizer alone; absent from files made before it was added), sample_rate,
 frame_rate, num_samples, channels (of the source; the codes are of its mono downmix), codebook_sizes (JSON list,
-one per stored codebook).
+one per stored codebook), checksum (sha256 over the other metadata and the codes, see `_checksum`; absent from
+files made before it was added, which load unchecked).
+
+The header is written here rather than by safetensors, whose metadata order changes from run to run: the same
+input encodes to the same bytes. Reading accepts exactly what writing produces; anything else is a
+TokenFileError of one line naming the file.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
 from .audio import AtomicOutput
-from .errors import TokenFileError
+from .errors import TokenFileError, printable
 
 FORMAT = "codec-tokens"
 FORMAT_VERSION = "1"
+REQUIRED = {"format", "format_version", "model_name", "weights_sha256", "sample_rate", "frame_rate", "num_samples",
+            "channels", "codebook_sizes"}
+OPTIONAL = {"tokenizer_sha256", "checksum"}
+MAX_CODEBOOK_SIZE = 2**31  # codes are stored as int32 at most
+MAX_SAMPLE_RATE = 10**7
+DTYPES = {torch.int16: "I16", torch.int32: "I32"}
 
 
 @dataclass
 class TokenFile:
-    codes: torch.Tensor          # (Q, F) int64 in memory
+    codes: torch.Tensor          # (Q, F) integers; as stored (int16 or int32) when read or encoded
     model_name: str
     weights_sha256: str
     sample_rate: int
@@ -54,8 +68,24 @@ class TokenFile:
         return self.frame_rate * sum(math.log2(k) for k in self.codebook_sizes)
 
 
+def storage_dtype(codebook_sizes: list[int]) -> torch.dtype:
+    """The narrowest integer type of a file's codes: 2 bytes a code (4 above 32,768 codes) against int64's 8 keeps
+    hours of codes small in memory too."""
+    return torch.int16 if max(codebook_sizes) <= 2**15 else torch.int32
+
+
+def _checksum(metadata: dict[str, str], dtype: torch.dtype, codes: torch.Tensor) -> str:
+    """sha256 of every other metadata field (sorted), the dtype and shape, and the codes' little-endian bytes."""
+    digest = hashlib.sha256()
+    for key in sorted(set(metadata) - {"checksum"}):
+        digest.update(f"{key}={metadata[key]}\n".encode())
+    digest.update(f"{DTYPES[dtype]} {list(codes.shape)}\n".encode())
+    digest.update(_little_endian(codes, dtype))
+    return digest.hexdigest()
+
+
 def save_tokens(path: str | Path, tokens: TokenFile, force: bool = False) -> None:
-    dtype = torch.int16 if max(tokens.codebook_sizes) <= 2**15 else torch.int32
+    dtype = storage_dtype(tokens.codebook_sizes)
     metadata = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "model_name": tokens.model_name,
         "weights_sha256": tokens.weights_sha256, "tokenizer_sha256": tokens.tokenizer_sha256,
@@ -63,8 +93,21 @@ def save_tokens(path: str | Path, tokens: TokenFile, force: bool = False) -> Non
         "frame_rate": repr(float(tokens.frame_rate)), "num_samples": str(tokens.num_samples),
         "channels": str(tokens.channels), "codebook_sizes": json.dumps(tokens.codebook_sizes),
     }
-    with AtomicOutput(path, force) as temporary:
-        save_file({"codes": tokens.codes.to(dtype).contiguous()}, str(temporary), metadata=metadata)
+    metadata["checksum"] = _checksum(metadata, dtype, tokens.codes)
+    data = _little_endian(tokens.codes, dtype)
+    header = json.dumps({"__metadata__": dict(sorted(metadata.items())),
+                         "codes": {"dtype": DTYPES[dtype], "shape": list(tokens.codes.shape),
+                                   "data_offsets": [0, data.nbytes]}}, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # safetensors pads the header to 8 bytes so that the data is aligned
+    with AtomicOutput(path, force) as temporary, open(temporary, "wb") as handle:
+        handle.write(struct.pack("<Q", len(header)) + header)
+        handle.write(data)
+
+
+def _little_endian(codes: torch.Tensor, dtype: torch.dtype) -> np.ndarray:
+    """The codes' bytes as stored, without a copy when they are held so already (as encode_file holds them)."""
+    array = codes.to(dtype).contiguous().numpy()
+    return array.astype(array.dtype.newbyteorder("<"), copy=False).reshape(-1).view(np.uint8)
 
 
 def load_tokens(path: str | Path) -> TokenFile:
@@ -75,36 +118,70 @@ def load_tokens(path: str | Path) -> TokenFile:
     try:
         with safe_open(str(path), "pt") as handle:
             metadata = handle.metadata() or {}
-            if metadata.get("format") != FORMAT or "codes" not in handle.keys():
+            if metadata.get("format") != FORMAT or list(handle.keys()) != ["codes"]:
                 raise TokenFileError(f"{path}: not a .codes token file")
             codes = handle.get_tensor("codes")
-    except (SafetensorError, OSError, ValueError, RuntimeError) as error:
+    except (SafetensorError, OSError, ValueError, RuntimeError, TypeError) as error:
         if path.suffix.lower() != ".codes":
             raise TokenFileError(f"{path}: not a .codes token file") from None
-        raise TokenFileError(f"{path}: corrupt or truncated token file ({str(error).splitlines()[0]})") from None
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise TokenFileError(f"{path}: corrupt or truncated token file ({printable(message)})") from None
     if metadata.get("format_version") != FORMAT_VERSION:
-        raise TokenFileError(f"{path}: token format version {metadata.get('format_version')} is not supported")
-    try:
-        tokens = TokenFile(
-            codes=codes.long(), model_name=metadata["model_name"], weights_sha256=metadata["weights_sha256"],
-            sample_rate=int(metadata["sample_rate"]), frame_rate=float(metadata["frame_rate"]),
-            num_samples=int(metadata["num_samples"]), channels=int(metadata["channels"]),
-            codebook_sizes=[int(k) for k in json.loads(metadata["codebook_sizes"])],
-            tokenizer_sha256=metadata.get("tokenizer_sha256", ""))
-    except (KeyError, ValueError, TypeError) as error:
-        raise TokenFileError(f"{path}: token file metadata is incomplete ({error})") from None
-    _validate(path, tokens)
+        raise TokenFileError(f"{path}: token format version {printable(str(metadata.get('format_version'))[:40])} "
+                             f"is not supported")
+    tokens = _parse(path, metadata, codes)
+    if "checksum" in metadata and metadata["checksum"] != _checksum(metadata, codes.dtype, codes):
+        raise TokenFileError(f"{path}: checksum mismatch: the codes or their metadata were changed or damaged "
+                             f"after writing")
+    if ((tokens.codes < 0) | (tokens.codes >= torch.tensor(tokens.codebook_sizes)[:, None])).any():
+        raise TokenFileError(f"{path}: codes out of range for codebook sizes {tokens.codebook_sizes}")
     return tokens
 
 
-def _validate(path: Path, tokens: TokenFile) -> None:
-    if tokens.codes.dim() != 2 or tokens.codes.shape[0] != len(tokens.codebook_sizes):
-        raise TokenFileError(f"{path}: codes shape {tuple(tokens.codes.shape)} does not match "
-                             f"{len(tokens.codebook_sizes)} codebooks")
-    expected = math.ceil(tokens.num_samples / tokens.sample_rate * tokens.frame_rate - 1e-6)
-    if tokens.num_frames != expected:
-        raise TokenFileError(f"{path}: {tokens.num_frames} frames for {tokens.num_samples} samples "
-                             f"(expected {expected}); the file is truncated or inconsistent")
-    limits = torch.tensor(tokens.codebook_sizes)[:, None]
-    if tokens.codes.numel() and ((tokens.codes < 0) | (tokens.codes >= limits)).any():
-        raise TokenFileError(f"{path}: codes out of range for codebook sizes {tokens.codebook_sizes}")
+def _parse(path: Path, metadata: dict[str, str], codes: torch.Tensor) -> TokenFile:
+    def refuse(message: str):
+        raise TokenFileError(f"{path}: {message}")
+
+    missing, unknown = sorted(REQUIRED - set(metadata)), sorted(set(metadata) - REQUIRED - OPTIONAL)
+    if missing:
+        refuse(f"token file metadata is incomplete (no '{missing[0]}')")
+    if unknown:
+        refuse(f"unknown token file metadata '{printable(unknown[0][:40])}'")
+
+    def integer(key: str, lowest: int, highest: int) -> int:
+        text = metadata[key]
+        if not re.fullmatch(r"-?[0-9]{1,19}", text) or not lowest <= int(text) <= highest:
+            refuse(f"{key} {text[:40]!r} is not a whole number from {lowest} to {highest}")
+        return int(text)
+
+    for key in ("weights_sha256", "tokenizer_sha256"):
+        if not re.fullmatch(r"([0-9a-f]{64})?", metadata.get(key, "")):
+            refuse(f"{key} {metadata[key][:70]!r} is not a sha256 in hexadecimal")
+    sample_rate = integer("sample_rate", 1, MAX_SAMPLE_RATE)
+    num_samples = integer("num_samples", 1, 2**62)
+    channels = integer("channels", 1, 2**16)
+    try:
+        frame_rate = float(metadata["frame_rate"])
+    except ValueError:
+        frame_rate = math.nan
+    if not 0 < frame_rate <= sample_rate:  # nan too
+        refuse(f"frame_rate {metadata['frame_rate'][:40]!r} is not a rate above 0 and at most the "
+               f"sample rate")
+    try:
+        sizes = json.loads(metadata["codebook_sizes"])
+    except (ValueError, RecursionError):
+        sizes = None
+    if not (isinstance(sizes, list) and sizes and all(type(k) is int and 2 <= k <= MAX_CODEBOOK_SIZE for k in sizes)):
+        refuse(f"codebook_sizes {metadata['codebook_sizes'][:40]!r} is not a list of whole numbers "
+               f"from 2 to {MAX_CODEBOOK_SIZE}")
+    if codes.dtype != storage_dtype(sizes):
+        refuse(f"codes stored as {str(codes.dtype).removeprefix('torch.')}, where codebooks of "
+               f"{max(sizes)} codes are {str(storage_dtype(sizes)).removeprefix('torch.')}")
+    if codes.dim() != 2 or codes.shape[0] != len(sizes):
+        refuse(f"codes shape {tuple(codes.shape)} does not match {len(sizes)} codebooks")
+    expected = math.ceil(num_samples / sample_rate * frame_rate - 1e-6)
+    if codes.shape[1] != expected:
+        refuse(f"{codes.shape[1]} frames for {num_samples} samples (expected {expected}); the file is truncated "
+               f"or inconsistent")
+    return TokenFile(codes, metadata["model_name"], metadata["weights_sha256"], sample_rate, frame_rate,
+                     num_samples, channels, sizes, metadata.get("tokenizer_sha256", ""))

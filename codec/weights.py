@@ -51,6 +51,7 @@ def save_weights(codec: Codec, path: str | Path, dtype: torch.dtype = torch.floa
         raise ModelError("this model was loaded for inference (weight norm folded); load it with for_training=True")
     state = {k: v.detach().to("cpu", dtype if v.is_floating_point() else v.dtype).contiguous()
              for k, v in codec.state_dict().items()}
+    _check_finite(Path(path), state)  # refused on load: refuse to write it
     metadata = {"format": FORMAT, "format_version": FORMAT_VERSION, "config": json.dumps(to_dict(codec.config)),
                 **(extra or {})}
     with AtomicOutput(path, force=force) as temporary:
@@ -85,11 +86,23 @@ def load_weights(path: str | Path, for_training: bool = False) -> Codec:
     codec = Codec(read_config(path))
     try:
         state = load_file(str(path))
+        _check_finite(path, state)
         codec.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
     except (SafetensorError, RuntimeError) as error:
         raise ModelError(f"{path}: weights do not match their config ({str(error).splitlines()[0]})") from None
     codec.weights_sha256, codec.tokenizer_sha256 = sha256(path), tokenizer_sha256(state)
+    codec.weights_path = path
     return codec.train() if for_training else codec.fuse_weight_norm().eval()
+
+
+def _check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
+    """A diverged training's weights decode every sample to NaN, which a WAV writer turns into full-scale noise:
+    name the first broken tensor instead."""
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            count = int((~torch.isfinite(tensor)).sum())
+            raise ModelError(f"{path}: tensor '{key}' holds {count} NaN or infinite values of {tensor.numel()} "
+                             f"(the training that made these weights diverged)")
 
 
 def weights_path(name_or_path: str | Path) -> Path:

@@ -106,24 +106,27 @@ def test_bundled_model_is_intelligible_and_every_codebook_counts():
     assert scores[6][0] > scores[1.5][0] and scores[6][1] < scores[1.5][1], scores
 
 
-def test_open_stream_is_refused_by_offline_calls_and_a_second_stream(tiny_weights):
-    """A stream keeps its state in the model's layers: while one is open, offline calls would read that state."""
+def test_an_open_stream_leaves_offline_calls_and_other_streams_alone(tiny_weights):
+    """A stream owns its state (issue 20): while one is open, offline calls and a second stream on the same
+    model give what they give alone, and the first stream goes on where it stopped. (Before, the state lived in
+    the layers and both were refused.)"""
     model = codec.load(tiny_weights)
     audio = torch.randn(1, 800) * 0.1
     codes = model.encode(audio)
     offline = model.decode(codes)
     decoder = model.stream_decoder()
-    decoder.push(codes[..., :5])
-    for call in (lambda: model.decode(codes), model.stream_decoder):
-        with pytest.raises(RuntimeError, match="stream decoder is open"):
-            call()
-    decoder.close()
+    first = decoder.push(codes[..., :5])
     assert torch.equal(model.decode(codes), offline)
+    with model.stream_decoder() as second:
+        assert (second.push(codes) - offline).abs().max() < 1e-5
+    rest = decoder.push(codes[..., 5:])
+    decoder.close()
+    assert (torch.cat([first, rest], -1) - offline).abs().max() < 1e-5
     with model.stream_encoder() as encoder:
-        encoder.push(audio[0, :100])  # a 1-D chunk
-        with pytest.raises(RuntimeError, match="stream encoder is open"):
-            model.encode(audio)
-    assert torch.equal(model.encode(audio), codes)
+        head = encoder.push(audio[0, :100])  # a 1-D chunk
+        assert torch.equal(model.encode(audio), codes)
+        tail = encoder.push(audio[0, 100:])
+    assert torch.equal(torch.cat([head, tail], -1), codes)
 
 
 def test_encode_refuses_what_it_cannot_encode(tiny_weights):

@@ -38,7 +38,8 @@ def evaluated(tmp_path, tiny_weights, corpus):
     """The tiny model at 1 and 3 codebooks and the original, evaluated without MOS predictors."""
     out = tmp_path / "results"
     assert run("eval", "--model", tiny_weights, "--data", corpus, "--num-codebooks", "1", "3", "--baseline",
-               "original", "--no-mos", "--save-audio", "--examples", "1", "--device", "cpu", "--out", out) == 0
+               "original", "--metrics", "signal", "--save-audio", "--examples", "1", "--device", "cpu",
+               "--out", out) == 0
     return out
 
 
@@ -62,7 +63,8 @@ def test_eval_writes_one_folder_per_system(evaluated):
     with open(evaluated / "tiny-12kbps" / "summary.csv") as handle:
         summary = list(csv.DictReader(handle))
     assert list(summary[0]) == ["system", "kbps", "measured_kbps", "nominal_kbps", "effective_kbps", "metric",
-                                "mean", "ci95", "count"]
+                                "unit", "better", "mean", "ci95", "count"]
+    assert (summary[3]["unit"], summary[3]["better"], summary[2]["better"]) == ("dB", "higher", "lower")
     assert [r["metric"] for r in summary] == ["pesq", "stoi", "mel_distance", "si_sdr"]
     assert {(r["system"], float(r["kbps"]), float(r["measured_kbps"]), float(r["nominal_kbps"]),
              round(float(r["effective_kbps"]), 6)) for r in summary} == \
@@ -74,7 +76,7 @@ def test_eval_writes_one_folder_per_system(evaluated):
 
 
 def test_eval_refuses_existing_results_and_bad_input(evaluated, tiny_weights, corpus, tmp_path, capsys):
-    assert run("eval", "--model", tiny_weights, "--data", corpus, "--no-mos", "--out", evaluated) == 1
+    assert run("eval", "--model", tiny_weights, "--data", corpus, "--metrics", "signal", "--out", evaluated) == 1
     assert "already exists (use --force" in capsys.readouterr().err
     a_file = tmp_path / "a-file"
     a_file.write_text("")
@@ -83,8 +85,8 @@ def test_eval_refuses_existing_results_and_bad_input(evaluated, tiny_weights, co
                 ["--device", "nonsense"], ["--mos", "utmos", "--utmos-checkpoint", tmp_path / "nowhere.pt"],
                 ["--out", a_file]):
         out = [] if "--out" in bad else ["--out", evaluated / "x"]
-        assert run("eval", "--model", tiny_weights, "--data", corpus, *(["--no-mos"] if "--mos" not in bad else []),
-                   *out, *bad) == 1, bad
+        metrics = ["--metrics", "signal"] if "--mos" not in bad else []
+        assert run("eval", "--model", tiny_weights, "--data", corpus, *metrics, *out, *bad) == 1, bad
         error = capsys.readouterr().err
         assert error.startswith("error: ") and error.count("\n") == 1, (bad, error)
     assert not (evaluated / "x").exists()
@@ -92,7 +94,7 @@ def test_eval_refuses_existing_results_and_bad_input(evaluated, tiny_weights, co
 
 def test_existing_results_are_refused_before_any_system_runs(evaluated, tiny_weights, corpus, capsys):
     """tiny-8kbps would be new and runs first; tiny-12kbps exists: nothing may run (or be written) at all."""
-    assert run("eval", "--model", tiny_weights, "--data", corpus, "--num-codebooks", "2", "3", "--no-mos",
+    assert run("eval", "--model", tiny_weights, "--data", corpus, "--num-codebooks", "2", "3", "--metrics", "signal",
                "--out", evaluated) == 1
     captured = capsys.readouterr()
     assert "tiny-12kbps/results.json: already exists" in captured.err and "over 2 files" not in captured.out
@@ -109,7 +111,7 @@ def test_several_baselines_after_one_flag_or_the_flag_repeated():
 def test_skipped_files_are_listed_and_fail_the_command(tiny_weights, corpus, tmp_path, capsys):
     (corpus / "broken.wav").write_bytes(b"RIFF not really a wave file")
     out = tmp_path / "results"
-    assert run("eval", "--model", tiny_weights, "--data", corpus, "--num-codebooks", "3", "--no-mos",
+    assert run("eval", "--model", tiny_weights, "--data", corpus, "--num-codebooks", "3", "--metrics", "signal",
                "--out", out) == 1  # as `codec encode` with several inputs: the others are done, the exit code says
     captured = capsys.readouterr()
     results = json.loads((out / "tiny-12kbps" / "results.json").read_text())
@@ -119,7 +121,7 @@ def test_skipped_files_are_listed_and_fail_the_command(tiny_weights, corpus, tmp
         "error: files were skipped (1 in all; listed under 'skipped' in each system's results.json)\n")
     (tmp_path / "only-broken").mkdir()
     shutil.copy(corpus / "broken.wav", tmp_path / "only-broken")
-    assert run("eval", "--model", tiny_weights, "--data", tmp_path / "only-broken", "--no-mos", "--out",
+    assert run("eval", "--model", tiny_weights, "--data", tmp_path / "only-broken", "--metrics", "signal", "--out",
                tmp_path / "none") == 1
     error = capsys.readouterr().err.splitlines()[-1]
     assert error.startswith("error: tiny-12kbps: none of the 1 files could be scored (first: ") and \
@@ -138,7 +140,7 @@ def test_missing_baseline_tool_names_the_package(tmp_path, corpus, monkeypatch, 
 @needs_codec2
 def test_classic_baselines_run_through_the_same_pipeline(tmp_path, corpus):
     out = tmp_path / "results"
-    assert run("eval", "--baseline", "opus:12", "codec2:3200", "--data", corpus, "--no-mos",
+    assert run("eval", "--baseline", "opus:12", "codec2:3200", "--data", corpus, "--metrics", "signal",
                "--out", out) == 0  # no --model: only the baselines run
     assert sorted(p.name for p in out.iterdir()) == ["codec2-3.2kbps", "opus-12kbps"]
     opus = json.loads((out / "opus-12kbps" / "results.json").read_text())
@@ -155,7 +157,9 @@ def test_report_tables_plots_and_audio(evaluated, tmp_path):
     markdown = (out / "report.md").read_text()
     for name in ("tiny @ 4 kbps", "tiny @ 12 kbps", "original"):
         assert f"<td>{name}</td>" in page and f"| {name} |" in markdown
-    assert page.count("data:image/png;base64,") == 7  # 4 metrics, utilization, code-usage histogram and ranks
+    # the overview, 4 metrics, utilization, code-usage histogram and ranks
+    assert page.count("data:image/png;base64,") == 8 and (out / "overview.png").is_file()
+    assert "<th>SI-SDR (dB) ↑</th>" in page and "| mel distance ↓ |" in markdown
     assert (out / "tiny-code-histogram.png").is_file() and (out / "tiny-code-rank.png").is_file()
     assert page.count("<audio") == 3 and page.count("data:audio/flac;base64,") == 3  # original + 2 decodings
     assert "![pesq.png](pesq.png)" in markdown and (out / "pesq.png").is_file()
@@ -173,10 +177,10 @@ def test_two_runs_of_one_recipe_stay_apart(evaluated, tmp_path, corpus):
             parameter.mul_(0.5)
     save_weights(other, tmp_path / "other.safetensors")
     assert run("eval", "--model", tmp_path / "other.safetensors", "--name", "tiny-b", "--data", corpus,
-               "--num-codebooks", "3", "--no-mos", "--out", tmp_path / "named") == 0
+               "--num-codebooks", "3", "--metrics", "signal", "--out", tmp_path / "named") == 0
     assert (tmp_path / "named" / "tiny-b-12kbps" / "results.json").is_file()
     assert run("eval", "--model", tmp_path / "other.safetensors", "--data", corpus, "--num-codebooks", "3",
-               "--no-mos", "--out", tmp_path / "second") == 0
+               "--metrics", "signal", "--out", tmp_path / "second") == 0
     out = tmp_path / "report"
     assert run("report", evaluated / "tiny-12kbps", tmp_path / "second", "--out", out) == 0
     markdown = (out / "report.md").read_text()
@@ -270,7 +274,7 @@ def test_report_renders_in_chromium_and_a_corrupt_image_or_clip_is_caught(evalua
     assert run("report", evaluated, "--out", tmp_path / "report", "--examples", "1", "--clip-seconds", "0.5") == 0
     page = tmp_path / "report" / "index.html"
     status = media_status(page)
-    assert (len(status["images"]), len(status["audio"]), broken(status)) == (7, 3, [])
+    assert (len(status["images"]), len(status["audio"]), broken(status)) == (8, 3, [])
     screenshot(page, tmp_path / "page.png", height=1200)
     assert drawn_fraction(tmp_path / "page.png") > 0.02
     # The first plot keeps its PNG signature and loses the rest; the first clip is noise: both still "draw".
@@ -284,3 +288,90 @@ def test_report_renders_in_chromium_and_a_corrupt_image_or_clip_is_caught(evalua
     corrupt.write_text(text)
     first_plot = re.search("<img alt='([^']+)'", text).group(1)
     assert broken(media_status(corrupt)) == [first_plot, "audio player 1"]
+
+
+EXAMPLE_TEXT = "Produced the block books, which were the immediate predecessors of the true printed book,"
+
+
+def test_eval_scores_words_voice_and_pitch_against_the_text(tiny_weights, tmp_path, capsys):
+    """The manifest's text is WER's reference, so the original's row is the ceiling, not 0; an untrained model
+    loses the words, the voice and the pitch; the report shows it all, the original as WER's level line."""
+    from codec import plots
+    from codec.report import collect
+    manifest = tmp_path / "data.tsv"
+    manifest.write_text(f"file\ttext\n{EXAMPLE}\t{EXAMPLE_TEXT}\n")
+    out = tmp_path / "results"
+    assert run("eval", "--model", tiny_weights, "--data", manifest, "--num-codebooks", "3", "--baseline",
+               "original", "--metrics", "asr", "speaker", "pitch", "--out", out) == 0
+    assert f"WER and CER against text column 'text' of {manifest}" in capsys.readouterr().err
+    original = json.loads((out / "original" / "results.json").read_text())
+    model = json.loads((out / "tiny-12kbps" / "results.json").read_text())
+    assert list(original["metrics"]) == ["wer", "cer", "speaker_similarity", "f0_rmse", "voicing_error",
+                                         "octave_errors"]
+    value = {name: result["metrics"][name]["mean"] for name in original["metrics"]
+             for result in (original,)}
+    ceiling = original["asr_reference"]["ceiling"]["wer"]["mean"]
+    assert original["asr_reference"]["kind"] == "text" and value["wer"] == ceiling < 30
+    assert value["speaker_similarity"] == pytest.approx(1, abs=1e-5) and value["f0_rmse"] == 0
+    assert model["metrics"]["wer"]["mean"] > ceiling + 30 and model["metrics"]["speaker_similarity"]["mean"] < 0.9
+    assert model["metric_info"]["wer"] == {"title": "WER", "unit": "%", "better": "lower", "compared_with": "text"}
+    assert model["metric_info"]["f0_rmse"]["compared_with"] == "reference audio"
+    assert {"wer", "speaker_similarity", "f0_rmse"} <= set(model["timing"])
+    report = tmp_path / "report"
+    assert run("report", out, "--out", report) == 0
+    page = (report / "index.html").read_text()
+    assert "<th>WER (%) ↓</th>" in page and "<th>F0 RMSE (cents) ↓</th>" in page and "ceiling" in page
+    assert "PocketSphinx (a weak recogniser" in page and "WER, CER CPU s / min" in page
+    assert (report / "overview.png").is_file() and (report / "wer.png").is_file()
+    results = collect([out])
+    assert [r["label"] for r in plots.series(results, "wer")[1]] == ["original"]  # the ceiling, as a level
+    assert plots.series(results, "f0_rmse")[1] == []  # 0 by construction: no level
+
+
+def test_without_a_text_wer_is_against_the_originals_transcript(tmp_path, corpus, capsys):
+    assert run("eval", "--baseline", "original", "--data", corpus, "--metrics", "wer", "--subset", "1",
+               "--out", tmp_path / "r") == 0
+    assert "WER and CER against the original audio’s PocketSphinx transcript" in capsys.readouterr().err
+    original = json.loads((tmp_path / "r" / "original" / "results.json").read_text())
+    assert original["asr_reference"]["kind"] == "transcript" and "0 by construction" in \
+        original["asr_reference"]["description"]
+    assert original["metric_info"]["wer"]["compared_with"] == "transcript of the reference audio"
+    assert run("eval", "--baseline", "original", "--data", corpus, "--text-column", "words", "--out",
+               tmp_path / "s") == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and "no text in column 'words' (2 of 2 files have none)" in error \
+        and error.count("\n") == 1
+
+
+def test_a_metric_whose_package_is_missing_is_reported_not_replaced(tmp_path, corpus, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "pocketsphinx", None)
+    out = tmp_path / "r"
+    assert run("eval", "--baseline", "original", "--data", corpus, "--metrics", "si_sdr", "wer",
+               "--out", out) == 0
+    assert "note: WER needs pocketsphinx: pip install pocketsphinx jiwer\n" in \
+        capsys.readouterr().err
+    results = json.loads((out / "original" / "results.json").read_text())
+    assert list(results["metrics"]) == ["si_sdr"] and "asr_reference" not in results
+    assert results["unavailable"] == {"wer": "WER needs pocketsphinx: pip install pocketsphinx jiwer"}
+    assert run("report", out, "--out", tmp_path / "report") == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "| n/a |" in markdown and "- wer: WER needs pocketsphinx: pip install pocketsphinx jiwer" in markdown
+
+
+def test_report_without_matplotlib_says_what_to_install(evaluated, tmp_path, monkeypatch, capsys):
+    import codec
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.delitem(sys.modules, "codec.plots", raising=False)  # imported by an earlier test: forget it
+    monkeypatch.delattr(codec, "plots", raising=False)
+    assert run("report", evaluated, "--out", tmp_path / "report") == 1
+    assert capsys.readouterr().err == "error: codec report draws its plots with matplotlib: pip install " \
+                                      "matplotlib (or pip install 'codec[eval]')\n"
+    assert not (tmp_path / "report").exists()
+
+
+def test_a_bandwidth_beside_baselines_runs_the_bundled_model_too(tmp_path, corpus):
+    out = tmp_path / "r"
+    assert run("eval", "--data", corpus, "--subset", "1", "--bandwidth", "6", "--baseline", "original",
+               "--metrics", "si_sdr", "--out", out) == 0
+    model, original = sorted(p.name for p in out.iterdir())  # the model's name is the bundled model's own
+    assert original == "original" and model.endswith("-6kbps") and (out / model / "codebook_counts.npz").is_file()

@@ -7,12 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from codec.audio import load
+from codec.audio import load_audio
 from codec.errors import MetricUnavailable, ModelError
 from codec.metrics import codebook, quality, utmos
-from codec.metrics.mos import load_predictors
+from codec.metrics import table
 
 from conftest import EXAMPLE
+
+
+def load_predictors(names, checkpoint=None):
+    """The scorers of MOS predictors as `codec eval` loads them, and the unavailable ones' messages."""
+    return table.load(table.select(names), table.Settings(utmos_checkpoint=checkpoint))
 
 
 def test_codebook_statistics_and_bitrates():
@@ -40,9 +45,13 @@ def test_align_resamples_removes_delay_and_pads():
 
 
 def test_quality_metrics_of_a_perfect_and_a_noisy_copy(speech):
-    audio = load(speech, 16000)[0].numpy()
-    perfect = quality.score(quality.align(audio, 16000, audio, 16000))
-    noisy = quality.score(quality.align(audio, 16000, audio + 0.05 * np.random.default_rng(0).standard_normal(
+    audio = load_audio(speech, 16000)[0].numpy()
+    scorers, _ = table.load(table.select(["signal"]), table.Settings())
+
+    def score(pair):
+        return {metric.name: scorer(pair) for metric, scorer in scorers}
+    perfect = score(quality.align(audio, 16000, audio, 16000))
+    noisy = score(quality.align(audio, 16000, audio + 0.05 * np.random.default_rng(0).standard_normal(
         len(audio)).astype(np.float32), 16000))
     assert perfect["pesq"] > 4.5 and perfect["stoi"] > 0.99 and perfect["mel_distance"] < 1e-6
     assert noisy["pesq"] < perfect["pesq"] and noisy["si_sdr"] < 20 < perfect["si_sdr"]
@@ -252,7 +261,7 @@ def test_utmos_golden_value_with_the_real_checkpoint():
         path = utmos.find_checkpoint()
     except MetricUnavailable:
         pytest.skip("no UTMOS checkpoint on this machine")
-    score = utmos.UTMOS(path)(load(EXAMPLE, 16000)[0].numpy())
+    score = utmos.UTMOS(path)(load_audio(EXAMPLE, 16000)[0].numpy())
     assert 3.0 < score < 5.0  # LJSpeech studio speech; record the exact value once a checkpoint is available
 
 
@@ -265,9 +274,105 @@ needs_distillmos = pytest.mark.skipif(importlib.util.find_spec("distillmos") is 
 def test_distillmos_reproduces_the_reference_implementation():
     """4.584698 and 4.371033 are what the package's own ConvTransformerSQAModel gives for these clips (run
     once with a stub for its torchaudio import); the 15 s clip takes the several-window path."""
-    (predictor,), unavailable = load_predictors(["distillmos"])
-    assert predictor.name == "distillmos" and unavailable == {}
-    audio = load(EXAMPLE, 16000)[0].numpy()
+    ((metric, scorer),), unavailable = load_predictors(["distillmos"])
+    assert metric.name == "distillmos" and unavailable == {}
+    audio = load_audio(EXAMPLE, 16000)[0].numpy()
+    assert scorer(quality.align(audio, 16000, audio, 16000)) == pytest.approx(4.584698, abs=1e-4)
+    from codec.metrics.distillmos import DistillMOS
+    predictor = DistillMOS()
     assert predictor(audio) == pytest.approx(4.584698, abs=1e-4)
     assert predictor(audio[:8000]) == pytest.approx(4.371033, abs=1e-4)
     assert predictor(np.concatenate([audio] * 3)) == pytest.approx(4.579298, abs=1e-4)
+
+
+# --- Intelligibility, speaker and pitch, on real speech against degradations whose direction is certain --------
+DATA = __import__("pathlib").Path(__file__).parents[2] / "shared" / "data"   # the project's speech (train split)
+EXAMPLE_TEXT = "Produced the block books, which were the immediate predecessors of the true printed book,"  # LJSpeech
+needs_data = pytest.mark.skipif(not (DATA / "MANIFEST.tsv").is_file(), reason="shared/data is not beside the repo")
+
+
+@pytest.fixture(scope="module")
+def example16k():
+    return load_audio(EXAMPLE, 16000)[0].numpy()
+
+
+def test_text_normalisation():
+    from codec.metrics import asr
+    assert asr.normalise("Produced the block-books, which WERE 'the' printer's  book;") == \
+        "produced the block books which were the printer's book"
+    assert asr.error_rate("the cat sat", "The cat, sat.", "word") == 0
+    assert asr.error_rate("the cat sat", "the hat", "word") == pytest.approx(200 / 3)
+    assert math.isnan(asr.error_rate("", "anything", "word"))
+
+
+def test_wer_rises_when_words_are_cut_out(example16k):
+    from codec.metrics import asr
+    cut = np.concatenate([example16k[:24000], example16k[53000:]])  # "the block books which were the immediate"
+    shared = {}  # the reference's transcript, kept across pairs as the evaluation keeps it across systems
+    whole = quality.align(example16k, 16000, example16k, 16000, text=EXAMPLE_TEXT, shared=shared)
+    cut_pair = quality.align(example16k, 16000, cut, 16000, text=EXAMPLE_TEXT, shared=shared)
+    ceiling = asr.wer(whole)
+    assert ceiling < 30 and asr.wer(cut_pair) > ceiling + 30 and asr.cer(cut_pair) > asr.cer(whole) + 20
+    assert asr.original_error_rates(cut_pair)["wer"] == ceiling  # the original's own, whatever is decoded
+    whole.text = cut_pair.text = None  # against the original's transcript instead of the text
+    assert asr.wer(whole) == asr.cer(whole) == 0 and asr.wer(cut_pair) > 40 and asr.cer(cut_pair) > 30
+
+
+@needs_data
+def test_speaker_similarity_falls_for_another_speaker(example16k):
+    from codec.audio import resample
+    from codec.metrics import speaker
+    encoder = speaker.load_encoder()
+
+    def similarity(decoded):
+        return speaker.similarity(quality.align(example16k, 16000, decoded, 16000), encoder)
+
+    def recording(name):  # another recording, as long as it is: not padded with silence to the example's length
+        return float(np.dot(speaker.embed(example16k, encoder), speaker.embed(load_audio(DATA / name, 16000)[0].numpy(),
+                                                                               encoder)))
+    band_limited = resample(resample(example16k, 16000, 8000), 8000, 16000).numpy()
+    assert similarity(example16k) == pytest.approx(1, abs=1e-5) and similarity(band_limited) > 0.8
+    assert similarity(example16k * 0.01) > 0.9  # quiet: raised to -30 dBFS as Resemblyzer does
+    others = [recording("LibriSpeech/Resemblyzer/1688-142285-0008.flac"), recording("VCTK/VALL-E-X/vctk_p233_gt.wav")]
+    assert max(others) < 0.7 < recording("LJSpeech/TTS/LJ001-0002.wav")  # the same reader, another sentence
+    assert similarity(np.zeros_like(example16k)) < min(others)  # silence: less of this voice than another voice
+
+
+def test_f0_rmse_is_near_zero_for_the_same_audio_and_1200_cents_an_octave_up(example16k):
+    import librosa
+    from codec.audio import resample
+    from codec.metrics import pitch
+    clip = example16k[:48000]
+
+    shared = {}
+
+    def scores(decoded):
+        pair = quality.align(clip, 16000, decoded, 16000, shared=shared)
+        return pitch.f0_rmse_cents(pair), pitch.voicing_error(pair), pitch.octave_error_share(pair)
+    assert scores(clip) == (0, 0, 0)
+    rmse, voicing, octaves = scores(resample(resample(clip, 16000, 8000), 8000, 16000).numpy())
+    assert rmse < 30 and voicing < 5 and octaves == 0
+    rmse, voicing, octaves = scores(librosa.effects.pitch_shift(clip, sr=16000, n_steps=12))
+    assert 1100 < rmse < 1400 and octaves > 80
+    silenced = clip.copy()
+    silenced[24000:] = 0
+    rmse, voicing, octaves = scores(silenced)
+    assert rmse < 1 and 30 < voicing < 60  # the second half's voiced frames, about half of all
+
+
+def test_a_metric_whose_package_is_missing_is_unavailable_with_its_install_line(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "pocketsphinx", None)
+    monkeypatch.setitem(__import__("sys").modules, "resemblyzer", None)
+    loaded, unavailable = table.load(table.select(["asr", "speaker", "si_sdr"]), table.Settings())
+    assert [m.name for m, _ in loaded] == ["si_sdr"]
+    assert unavailable == {"wer": "WER needs pocketsphinx: pip install pocketsphinx jiwer",
+                           "cer": "CER needs pocketsphinx: pip install pocketsphinx jiwer",
+                           "speaker_similarity": "speaker similarity needs resemblyzer: "
+                                                 "pip install --no-deps resemblyzer==0.1.4"}
+
+
+def test_the_docs_show_the_metric_table():
+    docs = (__import__("pathlib").Path(__file__).parents[1] / "docs" / "evaluation.md").read_text()
+    assert table.markdown_table() in docs, "docs/evaluation.md: paste `python -m codec.metrics.table`"
+    assert [m.name for m in table.METRICS] == list(table.BY_NAME) and {m.family for m in table.METRICS} == \
+        set(table.FAMILIES) and all(m.better in ("higher", "lower") for m in table.METRICS)

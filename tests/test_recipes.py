@@ -1,4 +1,5 @@
-"""Recipes: every config loads, and the LibriTTS manifest script reads the download layout."""
+"""Recipes and model configs: every config loads (includes resolved), and the LibriTTS manifest script reads the
+download layout."""
 import csv
 import importlib.util
 from pathlib import Path
@@ -7,11 +8,14 @@ import numpy as np
 import pytest
 import soundfile
 
-from codec.config import load_yaml
+import codec
+from codec.config import ModelConfig, load_yaml
 from codec.corpus import read_utterances
+from codec.errors import ConfigError
 from codec.train.config import TrainConfig
 
 RECIPES = Path(__file__).parents[1] / "recipes"
+CONFIGS = Path(__file__).parents[1] / "configs"
 
 
 def load_script(path: Path):
@@ -38,10 +42,46 @@ def fake_libritts(root: Path) -> Path:
     return root / "LibriTTS"
 
 
-@pytest.mark.parametrize("recipe", ["folder", "libritts", "bundled", "collapse"])
-def test_recipe_config_loads(recipe):
-    config = load_yaml(TrainConfig, RECIPES / recipe / "config.yaml")
-    assert config.model.sample_rate == 24000 and (RECIPES / recipe / "README.md").is_file()
+@pytest.mark.parametrize("path", sorted(RECIPES.glob("*/*.yaml")), ids=lambda path: f"{path.parent.name}/{path.name}")
+def test_recipe_config_loads(path):
+    config = load_yaml(TrainConfig, path)
+    assert config.model.sample_rate == 24000 and (path.parent / "README.md").is_file()
+    assert not config.data.train and not config.data.valid  # data paths are arguments, never a machine's paths
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda path: path.name)
+def test_model_config_loads(path):
+    assert load_yaml(ModelConfig, path).sample_rate > 0
+
+
+def test_bundled_model_config_is_the_shipped_model():
+    assert load_yaml(ModelConfig, CONFIGS / "bundled.yaml") == codec.load("bundled").config
+    assert load_yaml(TrainConfig, RECIPES / "bundled" / "stage5.yaml").model == codec.load("bundled").config
+
+
+def test_include_lays_the_section_over_the_file(tmp_path):
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / "base.yaml").write_text("name: base\nquantizer: {codebook_size: 64, num_codebooks: 2}\n")
+    (tmp_path / "recipe.yaml").write_text("model: {include: models/base.yaml, quantizer: {num_codebooks: 3}}\n"
+                                          "steps: 7\n")
+    config = load_yaml(TrainConfig, tmp_path / "recipe.yaml", ["model.name=mine"])
+    assert (config.model.name, config.model.quantizer.codebook_size, config.model.quantizer.num_codebooks,
+            config.steps) == ("mine", 64, 3, 7)
+    (tmp_path / "stage.yaml").write_text("include: recipe.yaml\nsteps: 9\n")  # a whole recipe, at the top
+    config = load_yaml(TrainConfig, tmp_path / "stage.yaml")
+    assert (config.model.name, config.model.quantizer.num_codebooks, config.steps) == ("base", 3, 9)
+
+
+@pytest.mark.parametrize("case", ["missing", "loop", "not_a_name"])
+def test_a_bad_include_is_a_one_line_config_error(tmp_path, case):
+    text = {"missing": "include: nowhere.yaml\n", "loop": "include: b.yaml\n", "not_a_name": "include: [1]\n"}
+    (tmp_path / "a.yaml").write_text(text[case])
+    (tmp_path / "b.yaml").write_text("model: {include: a.yaml}\n")
+    match = {"missing": r"a.yaml: include .*nowhere.yaml: no such file", "loop": r"include loop: .*a.yaml -> .*b.yaml"
+             r" -> .*a.yaml", "not_a_name": "expected a file name"}[case]
+    with pytest.raises(ConfigError, match=match) as error:
+        load_yaml(TrainConfig, tmp_path / "a.yaml")
+    assert "\n" not in str(error.value)
 
 
 def test_libritts_recipe_is_the_paper_setup():
@@ -90,7 +130,7 @@ def test_bundled_stages_chain():
     """Each stage of the bundled recipe starts from the previous one's weights: only the part it replaces
     changes (stage 2 the decoder, stage 3 the quantizer's search, stage 4 only the losses)."""
     configs = [load_yaml(TrainConfig, RECIPES / "bundled" / name)
-               for name in ("stage1.yaml", "stage2.yaml", "config.yaml", "stage4.yaml")]
+               for name in ("stage1.yaml", "stage2.yaml", "stage3.yaml", "stage4.yaml")]
     first, second, third, fourth = (config.model for config in configs)
     assert (first.seanet, first.quantizer) == (second.seanet, second.quantizer) and second.decoder == "istft"
     assert (second.seanet, second.decoder, second.istft) == (third.seanet, third.decoder, third.istft)

@@ -3,16 +3,14 @@ import torch
 from torch import nn
 
 from codec.model import Codec
-from codec.nn import StreamingConv1d, StreamingConvTranspose1d
+from codec.nn import StreamingConv1d, StreamingConvTranspose1d, streaming
 
 from conftest import tiny_config
 
 
 def stream(module, x, chunk):
-    module.apply(lambda m: m.start_stream() if hasattr(m, "start_stream") else None)
-    out = torch.cat([module(x[..., s:s + chunk]) for s in range(0, x.shape[-1], chunk)], -1)
-    module.apply(lambda m: m.stop_stream() if hasattr(m, "stop_stream") else None)
-    return out
+    with streaming(module, x.shape[0]):
+        return torch.cat([module(x[..., s:s + chunk]) for s in range(0, x.shape[-1], chunk)], -1)
 
 
 @pytest.mark.parametrize("kernel,stride,dilation", [(7, 1, 1), (3, 1, 4), (4, 2, 1), (16, 8, 1)])

@@ -65,10 +65,10 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     import sys
     import time
     steps = 6
-    subprocess.run([sys.executable, "-m", "codec.train", "--config", write_config(tmp_path, steps, "whole")],
+    subprocess.run([sys.executable, "-m", "codec", "train", "--config", write_config(tmp_path, steps, "whole")],
                    check=True, capture_output=True)
     config = write_config(tmp_path, steps, "killed")
-    process = subprocess.Popen([sys.executable, "-m", "codec.train", "--config", config],
+    process = subprocess.Popen([sys.executable, "-m", "codec", "train", "--config", config],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     pointer = tmp_path / "killed" / "checkpoints" / "latest"
     while process.poll() is None and not (pointer.is_file() and pointer.read_text() >= "step-00000002"):
@@ -77,7 +77,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert latest_checkpoint(tmp_path / "killed" / "checkpoints").name < f"step-{steps:08d}"
-    subprocess.run([sys.executable, "-m", "codec.train", "--config", config, "--resume"], check=True,
+    subprocess.run([sys.executable, "-m", "codec", "train", "--config", config, "--resume"], check=True,
                    capture_output=True)
     whole = load_file(str(tmp_path / "whole" / "weights.safetensors"))
     resumed = load_file(str(tmp_path / "killed" / "weights.safetensors"))
@@ -94,7 +94,7 @@ def test_two_processes_train_together(tmp_path):
     config = write_config(tmp_path, 2, "pair")
     result = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
                              "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                             "-m", "codec.train", "--config", config], capture_output=True, text=True)
+                             "-m", "codec", "train", "--config", config], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "2 process(es) on cpu" in result.stdout
     assert latest_checkpoint(tmp_path / "pair" / "checkpoints").name == "step-00000002"

@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-from codec.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from codec.train.checkpoint import latest_checkpoint, restore_checkpoint, save_checkpoint
 from codec.train.data import AudioCrops, StepBatches
 from codec.train.discriminators import Discriminators
 from codec.train.ema import EMA
@@ -135,7 +135,7 @@ def test_a_kill_mid_save_leaves_the_previous_checkpoint_whole(tmp_path):
     latest = latest_checkpoint(folder)
     assert latest.name == "step-00000001"
     model = nn.Linear(4, 4)
-    step, loaded = load_checkpoint(latest, {"codec": model}, {"codec": torch.optim.Adam(model.parameters())})
+    step, loaded = restore_checkpoint(latest, {"codec": model}, {"codec": torch.optim.Adam(model.parameters())})
     assert step == 1 and loaded == ["codec"] and not torch.all(model.weight == 7.0)
     save_checkpoint(folder, 2, {"codec": model}, {})  # the next save replaces the leftover
     assert latest_checkpoint(folder).name == "step-00000002" and not (folder / ".tmp-step-00000002").exists()

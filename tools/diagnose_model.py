@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 import codec
-from codec.audio import load
+from codec.audio import load_audio
 from codec.corpus import read_utterances
 from codec.metrics.quality import align, pesq_wideband, stoi
 
@@ -67,7 +67,7 @@ def main() -> None:
     scores = {name: [] for name in ["unquantized", *names.values(), *swaps]}
     print(f"frame-rate periodicity (peak at {model.hop_length} samples / median):")
     for utterance in utterances:
-        reference, _, _ = load(utterance.path, model.sample_rate)
+        reference, _, _ = load_audio(utterance.path, model.sample_rate)
         with torch.no_grad():
             outputs = {"unquantized": model.decoder(model.encoder(model._pad(reference[None, None])))[0, 0]}
             for q in counts:

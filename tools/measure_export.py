@@ -3,7 +3,7 @@ exported codes equal the codes `codec encode` writes (`files.encode_file`, the c
 
     python tools/measure_export.py --model bundled --every 15 --out /tmp/measure
 
-`--model random` builds an untrained model of recipes/bundled/config.yaml (seed 0) for when the bundled weights
+`--model random` builds an untrained model of configs/bundled.yaml (seed 0) for when the bundled weights
 do not exist yet. Throughput is counted in CPU time (user + system of this process, around the export call only),
 so that other jobs on a shared machine slow the wall clock but not the figure; wall time is printed beside it.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from codec.config import ModelConfig, from_dict
+from codec.config import ModelConfig, load_yaml
 from codec.corpus import read_utterances
 from codec.export import ExportConfig, export
 from codec.files import encode_file
@@ -27,15 +27,14 @@ from codec.model import Codec
 from codec.tokendata import TokenDataset
 from codec.weights import load
 
-RECIPE = Path(__file__).parents[1] / "recipes" / "bundled" / "config.yaml"
+MODEL = Path(__file__).parents[1] / "configs" / "bundled.yaml"
 
 
 def model(name: str) -> Codec:
     if name != "random":
         return load(name)
-    import yaml
     torch.manual_seed(0)
-    return Codec(from_dict(ModelConfig, yaml.safe_load(RECIPE.read_text())["model"])).fuse_weight_norm().eval()
+    return Codec(load_yaml(ModelConfig, MODEL)).fuse_weight_norm().eval()
 
 
 KINDS = ("parquet", "webdataset", "tokens")

@@ -124,7 +124,7 @@ def split_windows(audio: torch.Tensor) -> torch.Tensor:
     return torch.stack([audio[int(c * excess):int(c * excess) + WINDOW] for c in np.linspace(0, 1, count)])
 
 
-def weights_path() -> Path:
+def distillmos_weights_path() -> Path:
     # find_spec locates the package without importing it (its __init__ imports torchaudio).
     spec = importlib.util.find_spec("distillmos")
     if spec is None or not spec.submodule_search_locations:
@@ -143,7 +143,7 @@ class DistillMOS:
 
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
-        path = weights_path()
+        path = distillmos_weights_path()
         from ..weights import sha256
         if sha256(path) != WEIGHTS_SHA256:
             raise MetricUnavailable(f"{path}: not the DistillMOS v7 weights this code was checked against (sha256)")

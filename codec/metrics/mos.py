@@ -1,39 +1,26 @@
-"""No-reference MOS predictors: the ones we have, and what to say when one cannot be loaded.
+"""No-reference MOS predictors, loaded for the metric table (`table.py`).
 
 Each predictor takes mono audio at 16 kHz (the rate both were trained at; `quality.Pair.at` provides it) and
 returns one score per file. They are reported under their own names: `utmos` only ever means UTMOS22 strong.
 """
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable, Protocol
+from typing import Callable
 
-import numpy as np
-
-from ..errors import MetricUnavailable
+from .quality import Pair
 
 MOS_RATE = 16000
-NAMES = ("utmos", "distillmos")
 
 
-class Predictor(Protocol):
-    name: str
-
-    def __call__(self, audio: np.ndarray) -> float: ...
-
-
-def load_predictors(names: list[str], utmos_checkpoint: str | Path | None = None, device: str = "cpu"
-                    ) -> tuple[list[Predictor], dict[str, str]]:
-    """The predictors that can be loaded, on `device`, and for each one that is not installed, the message saying
-    how to get it. One that is installed but broken (a UTMOS checkpoint that does not load) is an error."""
-    from .distillmos import DistillMOS
+def utmos(device: str, checkpoint) -> Callable[[Pair], float]:
+    """UTMOS22 strong from the user's checkpoint: unavailable when none is found, an error when the one named or
+    found does not load."""
     from .utmos import UTMOS
-    builders: dict[str, Callable[[], Predictor]] = {"utmos": lambda: UTMOS(utmos_checkpoint, device),
-                                                     "distillmos": lambda: DistillMOS(device)}
-    predictors, unavailable = [], {}
-    for name in names:
-        try:
-            predictors.append(builders[name]())
-        except MetricUnavailable as error:
-            unavailable[name] = str(error)
-    return predictors, unavailable
+    predictor = UTMOS(checkpoint, device)
+    return lambda pair: predictor(pair.at(MOS_RATE)[1])
+
+
+def distillmos(device: str) -> Callable[[Pair], float]:
+    from .distillmos import DistillMOS
+    predictor = DistillMOS(device)
+    return lambda pair: predictor(pair.at(MOS_RATE)[1])

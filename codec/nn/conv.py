@@ -6,27 +6,23 @@ feeding a signal in pieces of any size therefore produces exactly the samples th
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 from torch.nn.utils.parametrizations import weight_norm
 
+from .streaming import LayerState, StreamingModule
 
-class StreamingModule(nn.Module):
-    """A module with an optional streaming state, reset with `reset_stream`."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._stream: dict | None = None
+@dataclass
+class ConvState(LayerState):
+    buffer: torch.Tensor  # (B, C_in, context + samples that do not yet fill a stride)
 
-    @property
-    def streaming(self) -> bool:
-        return self._stream is not None
 
-    def start_stream(self) -> None:
-        self._stream = {}
-
-    def stop_stream(self) -> None:
-        self._stream = None
+@dataclass
+class TransposedConvState(LayerState):
+    tail: torch.Tensor  # (B, C_out, kernel - stride): what past frames add to the next samples
 
 
 def _signal_preserving(conv: nn.Module, fan_in: float) -> nn.Module:
@@ -56,16 +52,17 @@ class StreamingConv1d(StreamingModule):
         self.context = effective_kernel - stride
         assert self.context >= 0, "kernel must be at least as long as the stride"
 
+    def init_state(self, batch_size: int) -> ConvState:
+        weight = self.conv.weight
+        return ConvState(weight.new_zeros(batch_size, self.conv.in_channels, self.context))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.streaming:
             return self.conv(nn.functional.pad(x, (self.context, 0)))
-        previous = self._stream.get("buffer")
-        if previous is None:
-            previous = x.new_zeros(x.shape[0], x.shape[1], self.context)
-        x = torch.cat([previous, x], dim=-1)
+        x = torch.cat([self.state.buffer, x], dim=-1)
         frames = (x.shape[-1] - self.context) // self.stride
         consumed = frames * self.stride
-        self._stream["buffer"] = x[..., consumed:]
+        self.state.buffer = x[..., consumed:]
         if frames == 0:
             return x.new_zeros(x.shape[0], self.conv.out_channels, 0)
         return self.conv(x[..., :consumed + self.context])
@@ -87,16 +84,18 @@ class StreamingConvTranspose1d(StreamingModule):
         self.stride = stride
         self.overlap = kernel_size - stride
 
+    def init_state(self, batch_size: int) -> TransposedConvState:
+        return TransposedConvState(self.bias.new_zeros(batch_size, self.bias.shape[0], self.overlap))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] == 0:
             return x.new_zeros(x.shape[0], self.bias.shape[0], 0)
         y = self.conv(x)
         if self.streaming:
-            tail = self._stream.get("tail")
-            if tail is not None:
-                y = torch.cat([y[..., :self.overlap] + tail, y[..., self.overlap:]], dim=-1)
+            # Adding the zero tail of a fresh stream leaves the samples exactly as they are.
+            y = torch.cat([y[..., :self.overlap] + self.state.tail, y[..., self.overlap:]], dim=-1)
             keep = x.shape[-1] * self.stride
-            self._stream["tail"] = y[..., keep:]
+            self.state.tail = y[..., keep:]
             y = y[..., :keep]
         else:
             y = y[..., : y.shape[-1] - self.overlap]

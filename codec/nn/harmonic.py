@@ -21,20 +21,29 @@ excitation that reaches only into the past, plus a second streaming path; here t
 head, whose framing and overlap-add already stream exactly. The oscillator sees f0 without gradient: gradients of
 a reconstruction loss through an oscillator's phase are notoriously misleading, so f0 learns from its labels.
 
-Streaming state (beside the parent's overlap and position): the running phase at the next frame's start (float64,
-so an hour of audio keeps it exact) and the last frame's f0, which the next frame's ramp starts from.
+Streaming state (`HarmonicState`: the parent's overlap and position, plus): the oscillator's running phase at the
+next frame's start (float64, so an hour of audio keeps it exact) and the last frame's f0, which the next frame's
+ramp starts from (NaN before the first frame: the first frame's ramp is flat, as offline). The noise is read at the
+state's position, so streams batched together each continue their own noise.
 """
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..config import HarmonicDecoderConfig, ISTFTDecoderConfig
-from .istft import ISTFTDecoder, ISTFTHead
+from .istft import HeadState, ISTFTDecoder, ISTFTHead
 
 NOISE_TABLE = 2 ** 17  # samples: 5.5 s at 24 kHz before the noise repeats
+
+
+@dataclass
+class HarmonicState(HeadState):
+    oscillator: torch.Tensor  # (B,) float64: the pulse train's phase at the next frame's first sample
+    last_f0: torch.Tensor     # (B,) float64 Hz: the previous frame's f0; NaN before the first frame
 
 
 def pulse_train(phase: torch.Tensor, harmonics: torch.Tensor) -> torch.Tensor:
@@ -75,19 +84,21 @@ class HarmonicHead(ISTFTHead):
         """f0 (B, F) in Hz -> each frame's band-limited pulse-train segment (B, F, n_fft), phase-continuous
         across frames and across streaming calls."""
         f0 = f0.double()
-        previous = self._stream.get("f0") if self.streaming else None
-        previous = f0[:, :1] if previous is None else previous[:, None]
+        previous = f0[:, :1]
+        if self.streaming:
+            previous = torch.where(self.state.last_f0.isnan()[:, None], previous, self.state.last_f0[:, None])
         start = torch.cat([previous, f0[:, :-1]], dim=1)
         per_sample = start[..., None] + (f0 - start)[..., None] * self.ramp  # (B, F, n_fft)
         increment = 2 * torch.pi * per_sample / self.sample_rate
         within = increment.cumsum(-1) - increment  # phase at sample j of a segment, from the segment's start
         advance = increment[..., :self.hop].sum(-1)  # how far the phase turns over a frame's own hop
-        origin = self._stream.get("phase", 0.0) if self.streaming else 0.0
-        frame_start = torch.remainder(advance.cumsum(1) - advance + (origin[:, None] if torch.is_tensor(origin)
-                                                                      else origin), 2 * torch.pi)
+        frame_start = advance.cumsum(1) - advance
+        if self.streaming:  # a fresh stream's phase is zero, as offline
+            frame_start = frame_start + self.state.oscillator[:, None]
+        frame_start = torch.remainder(frame_start, 2 * torch.pi)
         if self.streaming:
-            self._stream["phase"] = torch.remainder(frame_start[:, -1] + advance[:, -1], 2 * torch.pi)
-            self._stream["f0"] = f0[:, -1]
+            self.state.oscillator = torch.remainder(frame_start[:, -1] + advance[:, -1], 2 * torch.pi)
+            self.state.last_f0 = f0[:, -1]
         phase = torch.remainder(frame_start[..., None] + within, 2 * torch.pi)
         nyquist = self.sample_rate / 2
         harmonics = (torch.ceil(nyquist / per_sample) - 1).clamp(min=0)  # k f0 < Nyquist, strictly
@@ -98,11 +109,18 @@ class HarmonicHead(ISTFTHead):
         return (pulse_train(phase, harmonics) / (harmonics / 2).clamp(min=0.5).sqrt()).float()
 
     def noise_segments(self, count: int, batch: int) -> torch.Tensor:
-        """The noise table read at each frame's absolute samples: (batch, count, n_fft)."""
-        first = self._stream.get("position", 0) if self.streaming else 0
-        index = first + torch.arange(count, device=self.noise.device)[:, None] * self.hop + \
+        """The noise table read at each frame's absolute samples (each stream's own, when streaming):
+        (batch, count, n_fft)."""
+        index = torch.arange(count, device=self.noise.device)[:, None] * self.hop + \
             torch.arange(self.n_fft, device=self.noise.device)
-        return self.noise[index % NOISE_TABLE].expand(batch, -1, -1)
+        if not self.streaming:
+            return self.noise[index % NOISE_TABLE].expand(batch, -1, -1)
+        return self.noise[(self.state.position[:, None, None] + index) % NOISE_TABLE]
+
+    def init_state(self, batch_size: int) -> HarmonicState:
+        head = super().init_state(batch_size)
+        per_stream = torch.zeros(batch_size, dtype=torch.float64, device=self.window.device)
+        return HarmonicState(head.tail, head.position, head.phase, per_stream, torch.full_like(per_stream, math.nan))
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         features = x.transpose(1, 2)

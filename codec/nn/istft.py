@@ -13,11 +13,21 @@ head follows.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from ..config import ISTFTDecoderConfig
-from .conv import StreamingConv1d, StreamingModule
+from .conv import StreamingConv1d
+from .streaming import LayerState, StreamingModule
+
+
+@dataclass
+class HeadState(LayerState):
+    tail: torch.Tensor      # (B, n_fft - hop): the overhang of past frames onto the next samples
+    position: torch.Tensor  # (B,) int64: samples already returned (the window envelope depends on it)
+    phase: torch.Tensor     # (B, bins) float64: the last frame's phase (integrated phase only)
 
 
 class FrameLayerNorm(nn.LayerNorm):
@@ -67,6 +77,21 @@ class ISTFTHead(StreamingModule):
         # At the very first samples only the rising edge of frame 0 covers them; a floor keeps the division
         # from amplifying them (they come out faded in, over a few milliseconds).
         self.register_buffer("envelope", envelope.clamp(min=0.1 * envelope.max().item()), persistent=False)
+        # ONNX has no inverse FFT and no col2im before opset 18: `codec onnx` turns this on to synthesise each
+        # frame with two matrix products and overlap-add with shifted sums (equal to 1e-6, slower in PyTorch).
+        self.export_friendly = False
+
+    def synthesis_matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(bins, n_fft) matrices M_re, M_im with irfft(X) * window = Re(X) @ M_re + Im(X) @ M_im."""
+        bins, n = self.n_fft // 2 + 1, self.n_fft
+        time = torch.arange(n, dtype=torch.float64)
+        angle = 2 * torch.pi * torch.outer(torch.arange(bins, dtype=torch.float64), time) / n
+        weight = torch.full((bins, 1), 2.0, dtype=torch.float64)
+        weight[0], weight[-1] = 1.0, 1.0  # DC and Nyquist appear once in the spectrum; irfft ignores their Im
+        window = self.window.double().cpu()
+        real, imag = weight * torch.cos(angle) / n * window, -weight * torch.sin(angle) / n * window
+        imag[0], imag[-1] = 0.0, 0.0
+        return real.float().to(self.window.device), imag.float().to(self.window.device)
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         """(B, dim, F) -> windowed time-domain frames (B, n_fft, F)."""
@@ -74,6 +99,9 @@ class ISTFTHead(StreamingModule):
         if self.integrate_phase:
             phase = self.accumulate(phase)
         magnitude = log_magnitude.exp().clamp(max=100.0)
+        if self.export_friendly:
+            real, imag = self.synthesis_matrices()
+            return (magnitude * torch.cos(phase) @ real + magnitude * torch.sin(phase) @ imag).transpose(1, 2)
         spectrum = torch.complex(magnitude * torch.cos(phase), magnitude * torch.sin(phase))
         return (torch.fft.irfft(spectrum, n=self.n_fft, dim=-1) * self.window).transpose(1, 2)
 
@@ -81,24 +109,36 @@ class ISTFTHead(StreamingModule):
         """Per-frame phase deviations (B, F, bins) -> each frame's phase: the running sum of the bins' own
         advance plus the deviations, from the first frame of the stream (or of the call when not streaming)."""
         phase = (self.bin_advance + deviation.double()).cumsum(1)
-        if self.streaming and "phase" in self._stream:
-            phase = phase + self._stream["phase"][:, None]
+        if self.streaming:  # a fresh stream's phase is zero: adding it changes nothing
+            phase = phase + self.state.phase[:, None]
         phase = torch.remainder(phase, 2 * torch.pi)
         if self.streaming:
-            self._stream["phase"] = phase[:, -1].detach()
+            self.state.phase = phase[:, -1].detach()
         return phase.float()
 
     def overlap_add(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, n_fft, F) -> (B, (F - 1) * hop + n_fft)"""
         count = frames.shape[-1]
+        if self.export_friendly:  # frame f's i-th hop-long piece lands on hop f + i
+            ratio = self.n_fft // self.hop
+            pieces = frames.reshape(frames.shape[0], ratio, self.hop, count)
+            out = sum(nn.functional.pad(pieces[:, i], (i, ratio - 1 - i)) for i in range(ratio))
+            return out.transpose(1, 2).reshape(frames.shape[0], -1)
         length = (count - 1) * self.hop + self.n_fft
         return nn.functional.fold(frames, (1, length), (1, self.n_fft), stride=(1, self.hop))[:, 0, 0]
 
-    def normalizer(self, start: int, length: int) -> torch.Tensor:
-        """Summed squared windows at samples [start, start + length)."""
-        position = torch.arange(start, start + length, device=self.envelope.device)
+    def normalizer(self, start: int | torch.Tensor, length: int) -> torch.Tensor:
+        """Summed squared windows at samples [start, start + length): (length,), or (B, length) for starts (B,)."""
+        position = torch.arange(length, device=self.envelope.device)
+        position = position + (start[:, None] if isinstance(start, torch.Tensor) else start)
         steady = self.n_fft - self.hop + position % self.hop
         return self.envelope[torch.where(position < self.n_fft, position, steady)]
+
+    def init_state(self, batch_size: int) -> HeadState:
+        device = self.window.device
+        return HeadState(torch.zeros(batch_size, self.n_fft - self.hop, device=device),
+                         torch.zeros(batch_size, dtype=torch.long, device=device),
+                         torch.zeros(batch_size, self.n_fft // 2 + 1, dtype=torch.float64, device=device))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         count = x.shape[-1]
@@ -106,13 +146,12 @@ class ISTFTHead(StreamingModule):
             return x.new_zeros(x.shape[0], 1, 0)
         y = self.overlap_add(self.frames(x))
         keep = count * self.hop
-        start = 0
+        start: int | torch.Tensor = 0
         if self.streaming:
-            tail = self._stream.get("tail")
-            if tail is not None:
-                y = torch.cat([y[:, :tail.shape[-1]] + tail, y[:, tail.shape[-1]:]], dim=-1)
-            start = self._stream.get("position", 0)
-            self._stream["tail"], self._stream["position"] = y[:, keep:], start + keep
+            tail = self.state.tail
+            y = torch.cat([y[:, :tail.shape[-1]] + tail, y[:, tail.shape[-1]:]], dim=-1)
+            start = self.state.position
+            self.state.tail, self.state.position = y[:, keep:], start + keep
         return (y[:, :keep] / self.normalizer(start, keep))[:, None]
 
 

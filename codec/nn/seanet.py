@@ -2,12 +2,15 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from ..config import SEANetConfig
-from .conv import StreamingConv1d, StreamingConvTranspose1d, StreamingModule
+from .conv import StreamingConv1d, StreamingConvTranspose1d
+from .streaming import LayerState, StreamingModule
 
 
 class ResidualBlock(nn.Module):
@@ -25,6 +28,13 @@ class ResidualBlock(nn.Module):
         return x + self.block(x)
 
 
+@dataclass
+class LSTMState(LayerState):
+    hidden: torch.Tensor  # (layers, B, channels)
+    cell: torch.Tensor    # (layers, B, channels)
+    BATCH_DIMS: ClassVar[dict[str, int]] = {"hidden": 1, "cell": 1}
+
+
 class StreamingLSTM(StreamingModule):
     """LSTM over frames with a skip connection; in streaming mode the hidden state carries over between chunks."""
 
@@ -32,14 +42,17 @@ class StreamingLSTM(StreamingModule):
         super().__init__()
         self.lstm = nn.LSTM(channels, channels, num_layers)
 
+    def init_state(self, batch_size: int) -> LSTMState:
+        zeros = self.lstm.weight_ih_l0.new_zeros(self.lstm.num_layers, batch_size, self.lstm.hidden_size)
+        return LSTMState(zeros, zeros.clone())  # what nn.LSTM assumes when given no state
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] == 0:
             return x
         sequence = x.permute(2, 0, 1)
-        state = self._stream.get("state") if self.streaming else None
-        y, state = self.lstm(sequence, state)
-        if self.streaming:
-            self._stream["state"] = state
+        if not self.streaming:
+            return self.lstm(sequence)[0].permute(1, 2, 0) + x
+        y, (self.state.hidden, self.state.cell) = self.lstm(sequence, (self.state.hidden, self.state.cell))
         return y.permute(1, 2, 0) + x
 
 

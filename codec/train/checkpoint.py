@@ -81,7 +81,7 @@ def checkpoint_step(path: Path) -> int:
     return checkpoint_state(path)["step"]
 
 
-def load_checkpoint(path: Path, modules: dict[str, torch.nn.Module],
+def restore_checkpoint(path: Path, modules: dict[str, torch.nn.Module],
                     optimizers: dict[str, torch.optim.Optimizer]) -> tuple[int, list[str]]:
     """Restore what the checkpoint holds; returns (step, names restored). Modules it lacks (say, discriminators
     added to a run that had none) keep their fresh state, so a run can grow from an earlier one."""

@@ -49,10 +49,11 @@ class DiscriminatorConfig:
 
 @dataclass
 class LossConfig:
-    limits: typing.ClassVar = {name: (0, None) for name in ("mel", "stft", "quantizer", "adversarial",
-                                                            "feature_matching", "f0", "voicing")}
+    limits: typing.ClassVar = {name: (0, None) for name in ("mel", "stft", "complex_stft", "quantizer",
+                                                            "adversarial", "feature_matching", "f0", "voicing")}
     mel: float = 1.0
     stft: float = 1.0
+    complex_stft: float = 0.0       # compressed complex STFT (losses.CompressedSTFTLoss): asks for the phase too
     quantizer: float = 20.0         # the paper weighs it 1000 against mel 45; this keeps that ratio
     adversarial: float = 1.0
     feature_matching: float = 2.0
@@ -67,7 +68,9 @@ class TrainConfig:
                                "warmup_steps": (0, None), "grad_clip": (0, None), "quantizer_dropout": (0, 1),
                                "codebook_refit_every": (1, None), "codebook_refit_until": (0, None),
                                "ema_decay": (0, 0.99999), "checkpoint_every": (1, None), "valid_every": (1, None),
-                               "log_every": (1, None), "threads": (1, None)}
+                               "log_every": (1, None), "threads": (1, None),
+                               "minutes": (0.01, None), "curve_every_minutes": (0.01, None),
+                               "curve_codebooks": (1, None)}
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -84,9 +87,17 @@ class TrainConfig:
     codebook_refit_until: int = 500
     ema_decay: float = 0.999        # 0 turns the EMA off; exported weights are the EMA's when on
     # Parts of the generator left as they are. Freezing the encoder and the quantizer trains the decoder alone,
-    # and every code keeps its meaning: tokens made before still decode, with the new decoder.
+    # and every code keeps its meaning: codes made before still decode, with the new decoder.
     freeze: list[typing.Literal["encoder", "quantizer"]] = field(default_factory=list)
     mixed_precision: typing.Literal["no", "bf16", "fp16"] = "no"  # the quantizer's search stays fp32
+    # A wall-clock budget for this run (per start: a resumed run gets it anew). The trainer times its steps and
+    # sets the number of steps (at most `steps`) that fits, so the learning-rate schedule ends with the budget.
+    minutes: float | None = None
+    # Score the validation files (PESQ, STOI, mel distance; at every codebook count in `curve_codebooks`) every
+    # this many minutes of training, into out_dir/curve.jsonl: the learning curve against hours of training and
+    # hours of audio seen (`codec`'s reference curves are made this way).
+    curve_every_minutes: float | None = None
+    curve_codebooks: list[int] = field(default_factory=list)  # none: all of the model's
     checkpoint_every: int = 200
     valid_every: int = 500
     log_every: int = 20

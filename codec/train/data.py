@@ -1,14 +1,18 @@
 """Training data: a folder of audio (recursive, any format and rate) or a manifest, served as random crops."""
 from __future__ import annotations
 
+import functools
 import math
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import soundfile
 import torch
 from tqdm import tqdm
 
-from ..audio import info, load, resample
+from ..audio import info, load_audio, resample
 from ..corpus import read_utterances
 from ..errors import AudioError, ConfigError
 
@@ -36,23 +40,31 @@ class AudioCrops:
         self.clips: list[torch.Tensor] = []  # in memory only
         self.source_rates: list[int] = []  # read from files only
         lengths = []
-        for file in tqdm(files, desc="loading audio" if in_memory else "reading audio lengths", leave=False):
-            try:
+        # Decoding and resampling release the GIL: threads load a corpus several times faster on several cores.
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
+            results = pool.map(functools.partial(self._read, in_memory=in_memory), files)
+            for file, result in zip(files, tqdm(results, total=len(files), leave=False,
+                                                desc="loading audio" if in_memory else "reading audio lengths")):
+                if isinstance(result, AudioError):
+                    print(f"warning: skipping {result}", file=sys.stderr)
+                    continue
                 if in_memory:
-                    self.clips.append(load(file, sample_rate)[0])
-                    lengths.append(len(self.clips[-1]))
+                    self.clips.append(result)
+                    lengths.append(len(result))
                 else:
-                    meta = info(file)
-                    lengths.append(meta.frames * sample_rate // meta.samplerate)
-                    self.source_rates.append(meta.samplerate)
-            except AudioError as error:
-                print(f"warning: skipping {error}")
-                continue
-            self.files.append(file)
+                    lengths.append(result.frames * sample_rate // result.samplerate)
+                    self.source_rates.append(result.samplerate)
+                self.files.append(file)
         if not self.files or not sum(lengths):
             raise ConfigError("no readable audio in the training data")
         self.lengths = torch.tensor(lengths, dtype=torch.float64)
         self.weights = self.lengths / self.lengths.sum()
+
+    def _read(self, file: Path, in_memory: bool):
+        try:
+            return load_audio(file, self.rate)[0] if in_memory else info(file)
+        except AudioError as error:
+            return error
 
     def __getitem__(self, item: int) -> torch.Tensor:
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + item)
@@ -62,7 +74,7 @@ class AudioCrops:
         start = torch.randint(0, (length * (self.crop // length + 1) if repeated else length) - self.crop + 1,
                               (1,), generator=generator).item()
         if repeated or self.clips:
-            clip = self.clips[index] if self.clips else load(self.files[index], self.rate)[0]
+            clip = self.clips[index] if self.clips else load_audio(self.files[index], self.rate)[0]
             if repeated:
                 clip = clip.repeat(self.crop // len(clip) + 1)
             crop = clip[start:start + self.crop]

@@ -1,23 +1,11 @@
-"""Reconstruction losses: multi-scale mel L1 and multi-resolution STFT (log magnitude + spectral convergence)."""
+"""Reconstruction losses: multi-scale mel L1, multi-resolution STFT (log magnitude + spectral convergence) and
+power-law compressed complex STFT (magnitude and phase)."""
 from __future__ import annotations
 
-import functools
-
-import librosa
 import torch
 from torch import nn
 
-
-@functools.lru_cache(maxsize=None)
-def _mel_filters(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
-    return torch.from_numpy(librosa.filters.mel(sr=sample_rate, n_fft=n_fft, n_mels=n_mels)).float()
-
-
-def magnitude(audio: torch.Tensor, n_fft: int, hop: int) -> torch.Tensor:
-    """(B, T) -> (B, F, frames) magnitude with a Hann window."""
-    window = torch.hann_window(n_fft, device=audio.device)
-    spec = torch.stft(audio, n_fft, hop, window=window, return_complex=True, center=True)
-    return spec.abs().clamp(min=1e-7)
+from ..spectral import magnitude, mel_filters as _mel_filters
 
 
 class MultiScaleMelLoss(nn.Module):
@@ -54,6 +42,35 @@ class MultiResolutionSTFTLoss(nn.Module):
             # log10 with a 1e-5 floor, as for mel: a lower floor lets silent bins dominate the loss
             log_distance = (p.clamp(min=1e-5).log10() - t.clamp(min=1e-5).log10()).abs().mean()
             total = total + convergence + log_distance
+        return total / len(self.resolutions)
+
+
+class CompressedSTFTLoss(nn.Module):
+    """Mean squared error between power-law compressed complex spectra, |X|^0.3 e^(i angle X), plus the same on
+    the compressed magnitudes alone (Wilson et al. 2018, arXiv 1811.07030; ESC, arXiv 2404.19441, which reaches
+    PESQ 3.7 at 6 kbps with it and no discriminator). Unlike the mel and log-magnitude terms it sees the phase,
+    so it asks the decoder for the original waveform, not only its spectrogram; the compression keeps the loud
+    low harmonics from drowning the quiet upper ones. Windows of 2, 4 and 8 hops at 24 kHz: the phase of a short
+    window is what a frame-rate decoder can place."""
+
+    def __init__(self, resolutions=((320, 80), (640, 160), (1280, 320)), power: float = 0.3) -> None:
+        super().__init__()
+        self.resolutions, self.power = resolutions, power
+
+    def compressed(self, audio: torch.Tensor, n_fft: int, hop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        window = torch.hann_window(n_fft, device=audio.device)
+        spec = torch.stft(audio, n_fft, hop, window=window, return_complex=True, center=True)
+        # The floor keeps the gradient of |X|^-0.7 finite in silent bins.
+        scale = spec.abs().clamp(min=1e-5) ** (self.power - 1)
+        return torch.view_as_real(spec * scale), spec.abs().clamp(min=1e-5) ** self.power
+
+    def forward(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        prediction, target = prediction.flatten(0, -2), target.flatten(0, -2)
+        total = prediction.new_zeros(())
+        for n_fft, hop in self.resolutions:
+            p_complex, p_magnitude = self.compressed(prediction, n_fft, hop)
+            t_complex, t_magnitude = self.compressed(target, n_fft, hop)
+            total = total + (p_complex - t_complex).square().mean() + (p_magnitude - t_magnitude).square().mean()
         return total / len(self.resolutions)
 
 

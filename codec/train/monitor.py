@@ -1,12 +1,16 @@
 """What a training run shows: TensorBoard scalars (losses, gradient norms, learning rate, skipped steps,
-per-codebook utilization and perplexity) and, at validation, held-out scores, audio and mel spectrograms."""
+per-codebook utilization and perplexity), at validation held-out scores, audio and mel spectrograms, and the
+learning curve (out_dir/curve.jsonl): PESQ, STOI and mel distance of the validation files against minutes of
+training and hours of audio seen."""
 from __future__ import annotations
 
+import json
+import sys
 from pathlib import Path
 
 import torch
 
-from ..audio import load
+from ..audio import load_audio
 from ..errors import AudioError
 from .config import TrainConfig
 from .data import read_file_list
@@ -26,6 +30,7 @@ def codebook_usage(codes: torch.Tensor, sizes: list[int]) -> list[tuple[float, f
 class Monitor:
     def __init__(self, folder: Path, config: TrainConfig, active: bool) -> None:
         self.config, self.active, self.writer, self.logged_originals = config, active, None, False
+        self.folder = folder
         self.valid: list[torch.Tensor] = []
         if not active:
             return
@@ -35,9 +40,9 @@ class Monitor:
             limit = int(config.data.valid_seconds * config.model.sample_rate)
             for file in read_file_list(config.data.valid, config.data.valid_split)[:config.data.valid_files]:
                 try:
-                    self.valid.append(load(file, config.model.sample_rate)[0][:limit])
+                    self.valid.append(load_audio(file, config.model.sample_rate)[0][:limit])
                 except AudioError as error:
-                    print(f"warning: skipping validation file {error}")
+                    print(f"warning: skipping validation file {error}", file=sys.stderr)
 
     def log_step(self, step: int, stats: dict, codes: torch.Tensor, learning_rates: dict[str, float],
                  skipped: int) -> None:
@@ -78,6 +83,42 @@ class Monitor:
             self.writer.add_scalar(f"codebook_{q}/valid_utilization", used, step)
             self.writer.add_scalar(f"codebook_{q}/valid_perplexity", perplexity, step)
         model.train(was_training)
+
+    @torch.no_grad()
+    def score_curve(self, step: int, minutes: float, audio_hours: float, model) -> dict | None:
+        """One point of the learning curve, appended to curve.jsonl: mean scores over the validation files at
+        each codebook count of `curve_codebooks` (all of the model's when empty). PESQ and STOI are left out
+        when their packages are missing (pip install pesq pystoi)."""
+        if not self.active or not self.valid:
+            return None
+        from ..metrics.quality import align, mel_distance, pesq_wideband, stoi
+        metrics = {"mel_distance": mel_distance}
+        for name, metric, package in (("pesq", pesq_wideband, "pesq"), ("stoi", stoi, "pystoi")):
+            try:
+                __import__(package)
+                metrics[name] = metric
+            except ImportError:
+                pass
+        was_training = model.training
+        model.eval()
+        rate = self.config.model.sample_rate
+        device = next(model.parameters()).device
+        point = {"step": step, "minutes": round(minutes, 3), "audio_hours": round(audio_hours, 4)}
+        for count in self.config.curve_codebooks or [model.num_codebooks]:
+            totals = dict.fromkeys(metrics, 0.0)
+            for audio in self.valid:
+                decoded = model.decode(model.encode(audio.to(device), num_codebooks=count), length=len(audio))
+                pair = align(audio.numpy(), rate, decoded[0].cpu().numpy(), rate)
+                for name, metric in metrics.items():
+                    totals[name] += metric(pair) / len(self.valid)
+            kbps = model.bitrate_for(count) / 1000
+            for name, total in totals.items():
+                point[f"{name}@{kbps:g}kbps"] = round(total, 4)
+                self.writer.add_scalar(f"curve/{name}@{kbps:g}kbps", total, step)
+        with open(self.folder.parent / "curve.jsonl", "a") as file:
+            file.write(json.dumps(point) + "\n")
+        model.train(was_training)
+        return point
 
     def close(self) -> None:
         if self.writer:

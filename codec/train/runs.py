@@ -14,6 +14,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from ..audio import check_folder
 from ..config import ModelConfig, to_dict
 from ..errors import ConfigError, ModelError, OutputError
 from ..model import Codec
@@ -37,10 +38,11 @@ def prepare(config: TrainConfig, resume: bool = False, force: bool = False, init
                           "run in out_dir: give one")
     if init_weights:  # the decoder may differ: a new decoder then starts fresh (see Trainer)
         source = Path(init_weights)
-        weights = run_weights(find_checkpoint(source)) if source.is_dir() else source
+        weights = run_weights(find_run_checkpoint(source)) if source.is_dir() else source
         _check_same_model(config.model, weights, "--init-weights", free=("name", "decoder", "istft", "harmonic"))
     _check_data(config)
     out = Path(config.out_dir)
+    check_folder(out, "out_dir")  # before the data is read and the model built, not at the first checkpoint
     checkpoint = latest_checkpoint(out / "checkpoints")
     if resume:
         if checkpoint is None:
@@ -90,7 +92,7 @@ def _flatten(tree: dict, prefix: str = "") -> dict:
     return flat
 
 
-def find_checkpoint(source: str | Path) -> Path:
+def find_run_checkpoint(source: str | Path) -> Path:
     """A checkpoint folder as given, or the latest checkpoint of a run folder."""
     source = Path(source)
     if (source / "trainer.json").is_file():
@@ -112,7 +114,7 @@ def checkpoint_codec(source: str | Path, raw: bool = False,
                      model: ModelConfig | None = None) -> tuple[Codec, int]:
     """The generator of a checkpoint (or of a run's latest): its EMA, or its raw weights if `raw`. The model
     config comes from `model`, else from the run's weights.safetensors. Returns (codec, step)."""
-    checkpoint = find_checkpoint(source)
+    checkpoint = find_run_checkpoint(source)
     if model is None:
         weights = run_weights(checkpoint)
         if not weights.is_file():

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import time
 from pathlib import Path
 
 import torch
@@ -22,16 +23,16 @@ from tqdm import tqdm
 
 from ..model import Codec
 from ..weights import load_weights, save_weights
-from .checkpoint import checkpoint_state, latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_state, latest_checkpoint, restore_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import AudioCrops, StepBatches, read_file_list
 from .discriminators import Discriminators
 from .ema import EMA
-from .losses import (MultiResolutionSTFTLoss, MultiScaleMelLoss, adversarial_loss, discriminator_loss,
-                     feature_matching_loss)
+from .losses import (CompressedSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, adversarial_loss,
+                     discriminator_loss, feature_matching_loss)
 from .monitor import Monitor
 from .pitch import pitch_labels, pitch_losses
-from .runs import checkpoint_codec, find_checkpoint
+from .runs import checkpoint_codec, find_run_checkpoint
 
 
 def learning_rate_factor(step: int, warmup: int, total: int) -> float:
@@ -66,7 +67,8 @@ class Trainer:
         self.log(f"{self.accelerator.num_processes} process(es) on {self.accelerator.device.type}")
         codec = Codec(config.model)
         d = config.discriminator
-        discriminators = Discriminators(d.periods, d.scales, d.stft_windows, d.width, d.stft_spectrum) if d else None
+        discriminators = Discriminators(periods=d.periods, scales=d.scales, stft_windows=d.stft_windows,
+                                        width=d.width, stft_spectrum=d.stft_spectrum) if d else None
         if init_weights:
             self.warm_start(codec, discriminators, init_weights)
         for part in config.freeze:  # no gradient, so the optimizer leaves them as they are
@@ -83,7 +85,7 @@ class Trainer:
         self.step, self.skipped = 0, 0  # skipped: steps not taken for a non-finite loss or gradient
         checkpoint = latest_checkpoint(self.out / "checkpoints")
         if checkpoint:
-            self.step, loaded = load_checkpoint(checkpoint, self.modules, self.optimizers)
+            self.step, loaded = restore_checkpoint(checkpoint, self.modules, self.optimizers)
             self.skipped = checkpoint_state(checkpoint).get("skipped_steps", 0)
             if self.ema and "ema" not in loaded:  # a checkpoint from a run without EMA: start it here
                 self.ema.model.load_state_dict(codec.state_dict())
@@ -96,13 +98,17 @@ class Trainer:
                 self.modules["discriminators"], self.optimizers["discriminators"])
         self.mel_loss = MultiScaleMelLoss(config.model.sample_rate)
         self.stft_loss = MultiResolutionSTFTLoss()
+        self.complex_stft_loss = CompressedSTFTLoss() if config.loss.complex_stft else None
+        if self.accelerator.device.type == "cuda":  # TF32 matrix products: ~fp32 accuracy at several times the speed
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        self.total_steps = config.steps  # lowered to what fits in `minutes`, once the steps are timed
 
     def warm_start(self, codec: Codec, discriminators: Discriminators | None, source: str) -> None:
         """Copy the generator of a weights file, or of another run's checkpoint (its EMA) together with that
         run's discriminators when both runs have the same ones. Decoder tensors of another shape (a new head on a
         trained decoder) or kind (a new decoder on a trained encoder and quantizer) keep their fresh values."""
         if Path(source).is_dir():
-            checkpoint = find_checkpoint(source)
+            checkpoint = find_run_checkpoint(source)
             previous, _ = checkpoint_codec(checkpoint, raw=not (checkpoint / "ema.safetensors").is_file())
             file = checkpoint / "discriminators.safetensors"
             if discriminators is not None and file.is_file():
@@ -160,6 +166,8 @@ class Trainer:
         output = self.codec(real, codebooks_for_step(step, config, config.model.quantizer.num_codebooks))
         losses = {"mel": self.mel_loss(output.audio, real), "stft": self.stft_loss(output.audio, real),
                   "quantizer": output.loss}
+        if self.complex_stft_loss is not None:
+            losses["complex_stft"] = self.complex_stft_loss(output.audio, real)
         if config.model.decoder == "harmonic":
             decoder = self.accelerator.unwrap_model(self.codec).decoder
             labels = pitch_labels(real, config.model.sample_rate, decoder.hop_length, output.codes.shape[-1])
@@ -189,7 +197,7 @@ class Trainer:
         return stats, output.codes
 
     def set_learning_rates(self, step: int) -> None:
-        factor = learning_rate_factor(step, self.config.warmup_steps, self.config.steps)
+        factor = learning_rate_factor(step, self.config.warmup_steps, self.total_steps)
         for group in self.codec_optimizer.param_groups:
             group["lr"] = self.config.learning_rate * factor
         if self.config.discriminator:
@@ -225,12 +233,15 @@ class Trainer:
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=data.workers,
                                              pin_memory=self.accelerator.device.type == "cuda")
         monitor = Monitor(self.out / "logs", config, self.accelerator.is_main_process)
+        clock = TrainingClock(self, monitor, data.crop_seconds * data.batch_size * self.accelerator.num_processes)
         self.codec.train()
         for part in config.freeze:  # a frozen quantizer must not fit itself to a batch either
             getattr(self.accelerator.unwrap_model(self.codec), part).eval()
-        progress = tqdm(range(self.step, config.steps), initial=self.step, total=config.steps, desc="training",
+        progress = tqdm(initial=self.step, total=self.total_steps, desc="training",
                         disable=not self.accelerator.is_main_process)
-        for step, batch in zip(progress, loader):
+        for step, batch in zip(range(self.step, config.steps), loader):
+            if step >= self.total_steps:
+                break
             self.set_learning_rates(step)
             if "quantizer" not in config.freeze and 0 < step < config.codebook_refit_until and \
                     step % config.codebook_refit_every == 0:
@@ -243,12 +254,67 @@ class Trainer:
                 monitor.log_step(step, stats, codes, self.learning_rates(), self.skipped)
                 progress.set_postfix(mel=f"{stats['mel'].item():.3f}", skipped=self.skipped)
             done = step + 1
-            if done % config.valid_every == 0 or done == config.steps:
+            clock.tick(done)
+            progress.total = self.total_steps
+            progress.update()
+            if done % config.valid_every == 0 or done == self.total_steps:
                 monitor.validate(done, self.inference_model())
-            if done % config.checkpoint_every == 0 or done == config.steps:
+            if done % config.checkpoint_every == 0 or done == self.total_steps:
                 self.save(done)
+        progress.close()
+        clock.finish(self.total_steps)
         monitor.close()
         return self.out / "weights.safetensors"
+
+
+class TrainingClock:
+    """Minutes of training (the time spent scoring curve points left out) and hours of audio seen, for the
+    `minutes` budget and the learning curve. With a budget, the step count is planned from the average speed so
+    far, after every step, so that the cosine schedule ends with the budget."""
+
+    TIMED = 2  # steps before the first plan; planned again after every step as the average speed settles
+
+    def __init__(self, trainer: Trainer, monitor: Monitor, audio_seconds_per_step: float) -> None:
+        self.trainer, self.monitor, self.per_step = trainer, monitor, audio_seconds_per_step
+        self.config = trainer.config
+        self.start, self.first_step = time.monotonic(), trainer.step
+        self.scoring, self.points = 0.0, 0  # seconds spent on curve points, and their number
+        self.next_point = self.config.curve_every_minutes
+        if self.first_step == 0 and self.config.curve_every_minutes:
+            self.point(0)
+
+    def training_minutes(self) -> float:
+        return (time.monotonic() - self.start - self.scoring) / 60
+
+    def point(self, done: int) -> None:
+        began = time.monotonic()
+        self.monitor.score_curve(done, self.training_minutes(), done * self.per_step / 3600,
+                                 self.trainer.inference_model())
+        self.scoring += time.monotonic() - began
+        self.points += 1
+
+    def plan(self, done: int) -> None:
+        """Set the step count that ends the run at its budget, curve points to come included."""
+        elapsed = time.monotonic() - self.start
+        per_step = (elapsed - self.scoring) / (done - self.first_step)
+        left = self.config.minutes * 60 - elapsed
+        if self.config.curve_every_minutes and self.points:
+            left -= left / 60 / self.config.curve_every_minutes * self.scoring / self.points
+        self.trainer.total_steps = min(self.config.steps, done + max(0, int(left / per_step)))
+
+    def tick(self, done: int) -> None:
+        if self.config.minutes and done - self.first_step >= self.TIMED:
+            self.plan(done)
+        minutes = self.training_minutes()
+        if self.next_point and minutes >= self.next_point and done < self.trainer.total_steps:
+            self.point(done)
+            every = self.config.curve_every_minutes
+            self.next_point = (minutes // every + 1) * every  # a step longer than `every` skips points
+
+    def finish(self, done: int) -> None:
+        """The curve's last point: the final weights."""
+        if self.config.curve_every_minutes:
+            self.point(done)
 
 
 def train(config: TrainConfig, init_weights: str | None = None) -> Path:

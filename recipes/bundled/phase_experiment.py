@@ -2,11 +2,12 @@
 each kind on the bundled model's frozen encoder and quantizer, 800 steps of reconstruction losses each (~10 min
 each on 2 cores), from the same initial weights and batches. Run from the repository root:
 
-    python recipes/bundled/phase_experiment.py
+    python recipes/bundled/phase_experiment.py --data ../shared/data/MANIFEST.tsv     # its `train` split
     python tools/diagnose_model.py --model runs/phase-absolute/raw.safetensors     # and runs/phase-integrated/
     codec eval --model runs/phase-absolute/raw.safetensors --data ../shared/data/MANIFEST.tsv --split train \
         --subset 12 --out results/phase-absolute                                    # DistillMOS
 """
+import argparse
 from pathlib import Path
 
 import torch
@@ -35,10 +36,13 @@ def fresh_decoder(out: Path) -> Path:
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="manifest whose `train` rows the decoders train on")
+    data = parser.parse_args().data
     init = fresh_decoder(Path("runs/phase-init.safetensors"))
     for phase in ("absolute", "integrated"):
         config = load_yaml(TrainConfig, HERE / "stage5.yaml", [
-            "discriminator=null", "loss={mel: 1.0, stft: 1.0, quantizer: 0.067}", "steps=800",
+            f"data.train={data}", "discriminator=null", "loss={mel: 1.0, stft: 1.0, quantizer: 0.067}", "steps=800",
             "learning_rate=0.0005", "checkpoint_every=800", f"model.istft.phase={phase}",
             f"out_dir=runs/phase-{phase}"])
         prepare(config, force=True, init_weights=str(init))

@@ -1,9 +1,12 @@
-"""Train the bundled model from nothing, in its five stages: `python recipes/bundled/train.py` from the
-repository root (README.md says why). A stage that was interrupted resumes from its last checkpoint; a finished
-one is skipped. The final weights land in runs/bundled-stage5/weights.safetensors (EMA) and
-runs/bundled-stage5/checkpoints; `python tools/export_bundled.py runs/bundled-stage5/checkpoints/step-00001600
-recipes/bundled/stage5.yaml` ships them.
+"""Train the bundled model from nothing, in its five stages, from the repository root (README.md says why):
+
+    python recipes/bundled/train.py --data MANIFEST.tsv     # its rows of split `train`; a folder: --split none
+
+A stage that was interrupted resumes from its last checkpoint; a finished one is skipped. The final weights land
+in runs/bundled-stage5/weights.safetensors (EMA) and runs/bundled-stage5/checkpoints; `python
+tools/export_bundled.py runs/bundled-stage5/checkpoints/step-00001600 recipes/bundled/stage5.yaml` ships them.
 """
+import argparse
 from pathlib import Path
 
 from codec.config import load_yaml
@@ -16,9 +19,10 @@ from unfactorize import unfactorize
 HERE = Path(__file__).parent
 
 
-def stage(config_name: str, init_weights: Path | None = None) -> tuple[TrainConfig, Path]:
-    """Run (or resume, or skip) one stage; returns its config and final checkpoint."""
-    config = load_yaml(TrainConfig, HERE / config_name)
+def stage(config_name: str, data: list[str], init_weights: Path | None = None) -> tuple[TrainConfig, Path]:
+    """Run (or resume, or skip) one stage on `data` (overrides of the data section); returns its config and final
+    checkpoint."""
+    config = load_yaml(TrainConfig, HERE / config_name, data)
     checkpoint = latest_checkpoint(Path(config.out_dir) / "checkpoints")
     if checkpoint is None or checkpoint_step(checkpoint) < config.steps:
         train(config, None if checkpoint else str(init_weights) if init_weights else None)
@@ -26,16 +30,21 @@ def stage(config_name: str, init_weights: Path | None = None) -> tuple[TrainConf
 
 
 if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="folder or manifest of training audio")
+    parser.add_argument("--split", default="train", help="manifest rows to train on (default train; none: all)")
+    args = parser.parse_args()
+    data = [f"data.train={args.data}", f"data.split={'null' if args.split == 'none' else args.split}"]
     # 1: SEANet encoder and decoder, factorized SimVQ codes.
-    config, checkpoint = stage("stage1.yaml")
+    config, checkpoint = stage("stage1.yaml", data)
     first = Path(config.out_dir) / "raw.safetensors"
     export_weights(checkpoint, first, raw=True, force=True, model=config.model)
     # 2: a new inverse-STFT decoder on stage 1's encoder and quantizer.
-    config, checkpoint = stage("stage2.yaml", first)
+    config, checkpoint = stage("stage2.yaml", data, first)
     # 3: the same codes as low-rank SimVQ stages searched by distance, trained on.
     second = unfactorize(checkpoint, config.model, Path(config.out_dir) / "unfactorized.safetensors")
-    config, _ = stage("config.yaml", second)
+    config, _ = stage("stage3.yaml", data, second)
     # 4: discriminators join, on stage 3's EMA generator.
-    config, _ = stage("stage4.yaml", Path(config.out_dir) / "weights.safetensors")
+    config, _ = stage("stage4.yaml", data, Path(config.out_dir) / "weights.safetensors")
     # 5: the decoder alone, from stage 4's EMA generator with fresh discriminators; the codes stay stage 4's.
-    stage("stage5.yaml", Path(config.out_dir) / "weights.safetensors")
+    stage("stage5.yaml", data, Path(config.out_dir) / "weights.safetensors")

@@ -1,9 +1,9 @@
 """The collapse experiment: plain VQ against SimVQ at several codebook sizes, same model, data and steps.
 
-    python recipes/collapse/run.py [--steps N] [--sizes 1024 4096 ...] [--eval-files N]
+    python recipes/collapse/run.py --data MANIFEST.tsv [--steps N] [--sizes 1024 4096 ...] [--eval-files N]
 
 Trains one small codec per (kind, K) under runs/collapse/ (a finished run is reused, so the script resumes),
-then counts the codes each model uses over the held-out `eval` split and writes recipes/collapse/results.json
+then counts the codes each model uses over the held-out `eval` split (the manifest's `train` and `eval` rows) and writes recipes/collapse/results.json
 and utilization.png (utilization and perplexity against K, one line per quantizer).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 import codec
-from codec.audio import load
+from codec.audio import load_audio
 from codec.config import load_yaml
 from codec.corpus import read_utterances
 from codec.metrics.codebook import CodeCounter
@@ -44,7 +44,7 @@ def usage(weights: Path, files: list[Path]) -> dict:
     model = codec.load(weights)
     counter = CodeCounter(model.codebook_sizes)
     for file in files:
-        counter.add(model.encode(load(file, model.sample_rate)[0])[0])
+        counter.add(model.encode(load_audio(file, model.sample_rate)[0])[0])
     (stats,) = counter.stats()
     return {"frames": int(counter.counts[0].sum()), "used": stats.used, "utilization": stats.utilization,
             "perplexity": stats.perplexity, "entropy_bits": stats.entropy_bits}
@@ -86,6 +86,7 @@ def plot(results: list[dict], path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="manifest with `train` and `eval` rows (a `split` column)")
     parser.add_argument("--steps", type=int, help="training steps per run (default: the config's)")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1024, 4096, 16384, 65536])
     parser.add_argument("--eval-files", type=int, help="measure on the first N eval files (default: all)")
@@ -93,7 +94,7 @@ def main() -> None:
                         help="which quantizers to run; the others keep their rows in results.json")
     parser.add_argument("--out", type=Path, default=HERE, help="where results.json and utilization.png go")
     args = parser.parse_args()
-    base = load_yaml(TrainConfig, HERE / "config.yaml")
+    base = load_yaml(TrainConfig, HERE / "config.yaml", [f"data.train={args.data}"])
     if args.steps:
         base = replace(base, steps=args.steps, checkpoint_every=args.steps)
     files = [u.path for u in read_utterances(base.data.train, "eval")][:args.eval_files]

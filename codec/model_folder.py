@@ -1,0 +1,86 @@
+"""A model as a folder, in the layout Hugging Face users expect: `model.safetensors` (the weights file, config in
+its metadata as everywhere in codec), a readable `config.json` and a model card `README.md`.
+
+`Codec.save_pretrained(folder)` writes one; `Codec.from_pretrained(folder_or_file)` reads one (or any weights
+file, or "bundled"). Nothing is downloaded: a name that is not a folder, a file or "bundled" is an error.
+A model loaded for inference (weight norm folded) is saved as the very file it was loaded from, so its sha256,
+and with it every `.codes` file made with it, still matches.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from .audio import AtomicOutput
+from .config import to_dict
+from .errors import ModelError, OutputError
+from .model import Codec
+
+WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
+
+
+def save_pretrained(codec: Codec, folder: str | Path, force: bool = False) -> Path:
+    from .weights import BUNDLED, save_weights
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"{folder}: a model folder is a folder, and this is a file")
+    if (folder / WEIGHTS).exists() and not force:
+        raise OutputError(f"{folder / WEIGHTS}: exists (force=True to overwrite)")
+    folder.mkdir(parents=True, exist_ok=True)
+    source = getattr(codec, "weights_path", None)
+    folded = any(k.endswith(".conv.weight") for k in codec.state_dict())
+    if folded:
+        if source is None:
+            raise ModelError("this model was built for inference without a weights file; save it from the "
+                             "training form (load_weights(..., for_training=True))")
+        with AtomicOutput(folder / WEIGHTS, force=True) as temporary:
+            shutil.copyfile(source, temporary)
+    else:
+        save_weights(codec, folder / WEIGHTS)
+    config = {"format": "codec", "model_type": "codec", **to_dict(codec.config),
+              "frame_rate": codec.frame_rate, "hop_length": codec.hop_length, "bitrate": codec.bitrate}
+    with AtomicOutput(folder / CONFIG, force=True) as temporary:
+        temporary.write_text(json.dumps(config, indent=2) + "\n")
+    bundled_card = BUNDLED.parent / "README.md"
+    with AtomicOutput(folder / CARD, force=True) as temporary:
+        if source is not None and Path(source) == BUNDLED and bundled_card.is_file():
+            shutil.copyfile(bundled_card, temporary)
+        else:
+            temporary.write_text(_card(codec))
+    return folder
+
+
+def _card(codec: Codec) -> str:
+    seanet = codec.config.seanet
+    decoder = "ConvNeXt + inverse-STFT" if codec.config.decoder == "istft" else "SEANet"
+    return (f"# {codec.name}\n\nA model of the `codec` toolkit: SEANet encoder (ratios "
+            f"{seanet.ratios}, hop {codec.hop_length}), residual {codec.config.quantizer.kind} quantizer of "
+            f"{codec.num_codebooks} codebooks x {codec.codebook_size} codes, {decoder} decoder; causal, streaming.\n\n"
+            f"| | |\n|---|---|\n| Sample rate | {codec.sample_rate} Hz |\n| Frame rate | {codec.frame_rate:g} Hz |\n"
+            f"| Bitrate | {codec.bitrate / 1000:g} kbps with every codebook |\n"
+            f"| Weights sha256 | {codec.weights_sha256 or 'saved from training'} |\n\n"
+            f"```python\nfrom codec import Codec\nmodel = Codec.from_pretrained(\"path/to/this/folder\")\n```\n")
+
+
+def from_pretrained(path: str | Path) -> Codec:
+    from .weights import load
+    path = Path(path)
+    if str(path) != "bundled" and not path.exists():
+        raise ModelError(f"{path}: no such model folder or weights file (nothing is downloaded)")
+    if not path.is_dir():
+        return load(path)
+    if not (path / WEIGHTS).is_file():
+        raise ModelError(f"{path}: a model folder holds {WEIGHTS}, and this one does not")
+    codec = load(path / WEIGHTS)
+    if (path / CONFIG).is_file():
+        try:
+            written = json.loads((path / CONFIG).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ModelError(f"{path / CONFIG}: not JSON ({error})") from None
+        expected = to_dict(codec.config)
+        differing = [k for k in expected if k in written and written[k] != expected[k]]
+        if differing:
+            raise ModelError(f"{path / CONFIG}: '{differing[0]}' differs from the config inside {WEIGHTS}, "
+                             f"which is the one the weights were made with")
+    return codec

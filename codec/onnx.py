@@ -1,0 +1,160 @@
+"""`codec onnx`: the model as ONNX graphs that run without PyTorch (onnxruntime, C++, C#, a browser).
+
+Four graphs, each a file in the output folder:
+- encoder.onnx: audio (B, T) float32 at the model's rate -> codes (B, Q, ceil(T / hop)) int64, all Q codebooks.
+- decoder.onnx: codes (B, Q, F) int64 (-1: a dropped stage) -> audio (B, F * hop).
+- encoder_streaming.onnx: audio (B, n * hop) and the state -> codes (B, Q, n) and the next state.
+- decoder_streaming.onnx: codes (B, Q, n) and the state -> audio (B, n * hop) and the next state.
+The streaming state is explicit: inputs named `state.<layer>.<field>`, outputs `next.<layer>.<field>`; a new
+stream starts from zeros of the shapes in the metadata (`state`: name, shape with "batch", dtype), and a streaming
+graph takes whole frames only (the host keeps the samples that do not yet fill one). Every graph carries the
+model's metadata (format, version, name, weights and tokenizer sha256, rates, codebooks), which `OnnxCodec` checks.
+
+What changes for export: the inverse-STFT head synthesises with matrix products and overlap-adds with shifted
+sums (ONNX has no inverse FFT), and the nearest-code search is the plain fp32 one (K x D scores at once).
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .audio import AtomicOutput
+from .config import to_dict
+from .errors import ModelError
+from .model import Codec
+from .nn.streaming import StreamState, bound
+from .quantize import FactorizedQuantizer
+from .quantize.search import _squared_norms
+
+FORMAT, FORMAT_VERSION = "codec-onnx", "1"
+GRAPHS = ("encoder", "decoder", "encoder_streaming", "decoder_streaming")
+OPSET = 17
+
+
+class _Search(nn.Module):
+    """One stage's nearest code, as `quantize.search` finds it in fp32: argmin ||c||^2 - 2 x.c."""
+
+    def __init__(self, stage: nn.Module) -> None:
+        super().__init__()
+        self.stage = stage
+        basis, transform, bias = (t.detach().float() if t is not None else None for t in stage.codebook_parts())
+        self.register_buffer("basis_t", basis.T.contiguous())
+        self.register_buffer("transform", transform if transform is not None else torch.eye(basis.shape[1]))
+        self.register_buffer("norms", _squared_norms(basis, transform, bias))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        query = nn.functional.normalize(self.stage.project_in(x), dim=1) \
+            if isinstance(self.stage, FactorizedQuantizer) else x
+        ids = (self.norms - 2 * (query @ self.transform) @ self.basis_t).argmin(1)
+        return ids, self.stage.vectors(ids)
+
+
+def _state_names(state: StreamState) -> list[tuple[str, str]]:
+    return [(layer, field) for layer, layer_state in state.layers.items() for field, _ in layer_state._tensors()]
+
+
+class _Graph(nn.Module):
+    """The model's encode or decode path with the streaming state as plain tensors in and out."""
+
+    def __init__(self, codec: Codec, encoder: bool, streaming: bool) -> None:
+        super().__init__()
+        self.codec, self.is_encoder, self.streaming = codec, encoder, streaming
+        self.part = codec.encoder if encoder else codec.decoder
+        self.searches = nn.ModuleList(_Search(stage) for stage in codec.quantizer.stages)
+        self.template = StreamState.init(self.part, 1)
+        self.names = _state_names(self.template)
+
+    def _run(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.is_encoder:
+            latents = sum(stage.vectors(x[:, i]) for i, stage in enumerate(self.codec.quantizer.stages))
+            return self.part(latents.transpose(1, 2))[:, 0]
+        if not self.streaming:  # zero-pad the last partial frame, as Codec.encode does
+            x = nn.functional.pad(x, (0, (-x.shape[-1]) % self.codec.hop_length))
+        latents = self.part(x[:, None])
+        batch, residual, ids = latents.shape[0], latents.transpose(1, 2).reshape(-1, latents.shape[1]), []
+        for search in self.searches:
+            stage_ids, vectors = search(residual)
+            residual = residual - vectors
+            ids.append(stage_ids.reshape(batch, -1))
+        return torch.stack(ids, 1)
+
+    def forward(self, x: torch.Tensor, *states: torch.Tensor):
+        if not self.streaming:
+            return self._run(x)
+        layers: dict[str, dict[str, torch.Tensor]] = {}
+        for (layer, field), tensor in zip(self.names, states):
+            layers.setdefault(layer, {})[field] = tensor
+        state = StreamState({layer: type(self.template.layers[layer])(**fields) for layer, fields in layers.items()},
+                            x.shape[0])
+        with bound(self.part, state):
+            out = self._run(x)
+        return (out, *[getattr(state.layers[layer], field) for layer, field in self.names])
+
+
+def metadata(codec: Codec, graph: str, state: list[dict] | None = None) -> dict[str, str]:
+    return {"format": FORMAT, "format_version": FORMAT_VERSION, "graph": graph, "model_name": codec.name,
+            "weights_sha256": codec.weights_sha256 or "", "tokenizer_sha256": codec.tokenizer_sha256 or "",
+            "sample_rate": str(codec.sample_rate), "hop_length": str(codec.hop_length),
+            "frame_rate": str(codec.frame_rate), "num_codebooks": str(codec.num_codebooks),
+            "codebook_sizes": json.dumps(codec.codebook_sizes), "config": json.dumps(to_dict(codec.config)),
+            "state": json.dumps(state or [])}
+
+
+def _export_graph(codec: Codec, graph: str, path: Path) -> None:
+    import onnx
+    encoder, streaming = graph.startswith("encoder"), graph.endswith("streaming")
+    module = _Graph(codec, encoder, streaming).eval()
+    frames = 3
+    x = torch.randn(2, frames * codec.hop_length + (0 if streaming else 5)) * 0.1 if encoder else \
+        torch.randint(0, min(codec.codebook_sizes), (2, codec.num_codebooks, frames))
+    main_in, main_out = ("audio", "codes") if encoder else ("codes", "audio")
+    time_axis = {0: "batch", 1: "samples"} if encoder else {0: "batch", 2: "frames"}
+    out_axis = {0: "batch", 2: "frames"} if encoder else {0: "batch", 1: "samples"}
+    states = StreamState.init(module.part, 2) if streaming else None
+    state_inputs = [getattr(states.layers[layer], field) for layer, field in module.names] if streaming else []
+    in_names = [main_in] + [f"state.{layer}.{field}" for layer, field in module.names] * streaming
+    out_names = [main_out] + [f"next.{layer}.{field}" for layer, field in module.names] * streaming
+    dynamic = {main_in: time_axis, main_out: out_axis}
+    described = []
+    for (layer, field), tensor in zip(module.names, state_inputs):
+        batch_dim = type(module.template.layers[layer]).BATCH_DIMS.get(field, 0)
+        dynamic[f"state.{layer}.{field}"] = dynamic[f"next.{layer}.{field}"] = {batch_dim: "batch"}
+        shape = ["batch" if i == batch_dim else n for i, n in enumerate(tensor.shape)]
+        described.append({"name": f"state.{layer}.{field}", "shape": shape, "dtype": str(tensor.dtype)[6:]})
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with AtomicOutput(path, force=True) as temporary:
+            torch.onnx.export(module, (x, *state_inputs), str(temporary), input_names=in_names,
+                              output_names=out_names, dynamic_axes=dynamic, opset_version=OPSET, dynamo=False)
+            model = onnx.load(str(temporary))
+            for key, value in metadata(codec, graph, described).items():
+                entry = model.metadata_props.add()
+                entry.key, entry.value = key, value
+            onnx.save(model, str(temporary))
+
+
+def export_onnx(codec: Codec, folder: str | Path, graphs: tuple[str, ...] = GRAPHS) -> list[Path]:
+    """Write the model's graphs into `folder` (created); returns their paths."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        raise ModelError("ONNX export needs the onnx package: pip install onnx onnxruntime") from None
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    heads = [m for m in codec.modules() if hasattr(m, "export_friendly")]
+    for head in heads:
+        head.export_friendly = True
+    try:
+        paths = []
+        for graph in graphs:
+            _export_graph(codec, graph, folder / f"{graph}.onnx")
+            paths.append(folder / f"{graph}.onnx")
+        return paths
+    finally:
+        for head in heads:
+            head.export_friendly = False
+
