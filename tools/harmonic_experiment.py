@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from codec.audio import load
+from codec.audio import load_audio
 from codec.config import HarmonicDecoderConfig, ISTFTDecoderConfig
 from codec.corpus import read_utterances
 from codec.metrics.quality import align, pesq_wideband, stoi
@@ -49,7 +49,7 @@ def score(folder: Path, files: int, step: int | None) -> dict[str, float]:
     utterances = read_utterances(MANIFEST, "eval")[::max(1, 102 // files)][:files]
     rows = []
     for utterance in utterances:
-        audio, rate, _ = load(utterance.path, codec.sample_rate)
+        audio, rate, _ = load_audio(utterance.path, codec.sample_rate)
         decoded = codec.decode(codec.encode(audio[None]), audio.shape[-1])[0]
         pair = align(audio, codec.sample_rate, decoded, codec.sample_rate)
         row = {"pesq": pesq_wideband(pair), "stoi": stoi(pair)}
