@@ -68,6 +68,25 @@ class ISTFTDecoderConfig:
 
 
 @dataclass
+class HarmonicDecoderConfig:
+    """The source-filter decoder (`nn/harmonic.py`): the ISTFT decoder's backbone, then f0, voicing and harmonic
+    and noise envelopes that shape an oscillator's pulse train and noise, frame by frame in the STFT domain."""
+    limits: typing.ClassVar = {"dim": (1, None), "hidden_dim": (1, None), "num_layers": (0, None),
+                               "n_fft": (2, None), "f0_min": (1, None), "f0_max": (1, None)}
+    dim: int = 384
+    hidden_dim: int = 1152
+    num_layers: int = 8
+    n_fft: int = 640                # a multiple of the hop, as for `istft`
+    f0_min: float = 50.0            # Hz: the predicted f0 lies between these, on a log scale
+    f0_max: float = 500.0
+
+    def problem(self) -> str | None:
+        if self.f0_min >= self.f0_max:
+            return f"f0_min ({self.f0_min}) must be below f0_max ({self.f0_max})"
+        return None
+
+
+@dataclass
 class ModelConfig:
     limits: typing.ClassVar = {"sample_rate": (1, None)}
     name: str = "codec"
@@ -75,9 +94,11 @@ class ModelConfig:
     seanet: SEANetConfig = field(default_factory=SEANetConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     # SEANet's sample-rate decoder (EnCodec), or the frame-rate ConvNeXt + inverse STFT (Vocos), configured by
-    # `istft`, which trains and decodes several times cheaper on a CPU.
-    decoder: typing.Literal["seanet", "istft"] = "seanet"
+    # `istft`, which trains and decodes several times cheaper on a CPU; or that backbone driving an oscillator
+    # from a predicted f0 (`harmonic`, configured by `harmonic`; docs/harmonic-decoder.md).
+    decoder: typing.Literal["seanet", "istft", "harmonic"] = "seanet"
     istft: ISTFTDecoderConfig = field(default_factory=ISTFTDecoderConfig)
+    harmonic: HarmonicDecoderConfig = field(default_factory=HarmonicDecoderConfig)
 
     def problem(self) -> str | None:
         hop = math.prod(self.seanet.ratios)

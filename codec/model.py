@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .nn import ISTFTDecoder, SEANetDecoder, SEANetEncoder
+from .nn import HarmonicDecoder, ISTFTDecoder, SEANetDecoder, SEANetEncoder
 from .quantize import FactorizedQuantizer, ResidualQuantizer, SimVQ, VectorQuantizer
 from .streams import StreamingDecoder, StreamingEncoder, decode_streams, encode_streams
 
@@ -49,6 +49,9 @@ class Codec(nn.Module):
         self.quantizer = build_quantizer(config)
         if config.decoder == "istft":
             self.decoder = ISTFTDecoder(config.seanet.dimension, config.istft, self.encoder.hop_length)
+        elif config.decoder == "harmonic":
+            self.decoder = HarmonicDecoder(config.seanet.dimension, config.harmonic, self.encoder.hop_length,
+                                           config.sample_rate)
         else:
             self.decoder = SEANetDecoder(config.seanet)
         # Set when loaded from a file; token files record both (see weights.tokenizer_sha256).

@@ -53,7 +53,8 @@ def save_pretrained(codec: Codec, folder: str | Path, force: bool = False) -> Pa
 
 def _card(codec: Codec) -> str:
     seanet = codec.config.seanet
-    decoder = "ConvNeXt + inverse-STFT" if codec.config.decoder == "istft" else "SEANet"
+    decoder = {"istft": "ConvNeXt + inverse-STFT", "harmonic": "ConvNeXt + harmonic-plus-noise (f0-driven)"}.get(
+        codec.config.decoder, "SEANet")
     return (f"# {codec.name}\n\nA model of the `codec` toolkit: SEANet encoder (ratios "
             f"{seanet.ratios}, hop {codec.hop_length}), residual {codec.config.quantizer.kind} quantizer of "
             f"{codec.num_codebooks} codebooks x {codec.codebook_size} codes, {decoder} decoder; causal, streaming.\n\n"

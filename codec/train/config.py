@@ -50,13 +50,16 @@ class DiscriminatorConfig:
 @dataclass
 class LossConfig:
     limits: typing.ClassVar = {name: (0, None) for name in ("mel", "stft", "complex_stft", "quantizer",
-                                                            "adversarial", "feature_matching")}
+                                                            "adversarial", "feature_matching", "f0", "voicing")}
     mel: float = 1.0
     stft: float = 1.0
     complex_stft: float = 0.0       # compressed complex STFT (losses.CompressedSTFTLoss): asks for the phase too
     quantizer: float = 20.0         # the paper weighs it 1000 against mel 45; this keeps that ratio
     adversarial: float = 1.0
     feature_matching: float = 2.0
+    # The harmonic decoder's pitch supervision (train/pitch.py); only that decoder computes these losses.
+    f0: float = 1.0                 # L1 on log-f0 over voiced frames
+    voicing: float = 1.0            # BCE on the voicing decision
 
 
 @dataclass

@@ -39,7 +39,7 @@ def prepare(config: TrainConfig, resume: bool = False, force: bool = False, init
     if init_weights:  # the decoder may differ: a new decoder then starts fresh (see Trainer)
         source = Path(init_weights)
         weights = run_weights(find_run_checkpoint(source)) if source.is_dir() else source
-        _check_same_model(config.model, weights, "--init-weights", free=("name", "decoder", "istft"))
+        _check_same_model(config.model, weights, "--init-weights", free=("name", "decoder", "istft", "harmonic"))
     _check_data(config)
     out = Path(config.out_dir)
     check_folder(out, "out_dir")  # before the data is read and the model built, not at the first checkpoint

@@ -31,6 +31,7 @@ from .ema import EMA
 from .losses import (CompressedSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, adversarial_loss,
                      discriminator_loss, feature_matching_loss)
 from .monitor import Monitor
+from .pitch import pitch_labels, pitch_losses
 from .runs import checkpoint_codec, find_run_checkpoint
 
 
@@ -167,6 +168,10 @@ class Trainer:
                   "quantizer": output.loss}
         if self.complex_stft_loss is not None:
             losses["complex_stft"] = self.complex_stft_loss(output.audio, real)
+        if config.model.decoder == "harmonic":
+            decoder = self.accelerator.unwrap_model(self.codec).decoder
+            labels = pitch_labels(real, config.model.sample_rate, decoder.hop_length, output.codes.shape[-1])
+            losses.update(pitch_losses(*decoder.pitch_prediction, labels))
         adversarial = config.discriminator is not None and step >= config.discriminator.start_step
         if adversarial:
             parts = self.discriminator_step(real, output.audio)

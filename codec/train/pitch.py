@@ -1,0 +1,63 @@
+"""Pitch labels for the harmonic decoder's training, from `pyworld` (WORLD's DIO + StoneMask), per batch.
+
+Used only in training: the decoder never sees a label at inference, only codes. Labels are computed on the fly
+from each training crop (no cache to keep in step with the data pipeline); DIO + StoneMask costs a few
+milliseconds per second of audio, Harvest several times more (measured in docs/harmonic-decoder.md).
+
+Alignment: the decoder's frame f ramps its f0 towards its own value over samples [f hop, (f + 1) hop), so its
+f0 is the f0 at the frame's end, (f + 1) hop: label index f + 1 of a track taken every hop from sample 0.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..errors import CodecError
+
+
+def _world():
+    try:
+        import pyworld
+    except ImportError:
+        raise CodecError("the harmonic decoder's training needs pyworld: pip install 'codec[harmonic]'") from None
+    return pyworld
+
+
+def pitch_labels(audio: torch.Tensor, sample_rate: int, hop_length: int, frames: int,
+                 method: str = "dio") -> torch.Tensor:
+    """(B, 1, T) or (B, T) audio -> f0 in Hz per decoder frame (B, frames); 0 where unvoiced."""
+    world = _world()
+    period = 1000.0 * hop_length / sample_rate
+    labels = np.zeros((audio.shape[0], frames))
+    for row, signal in enumerate(audio.detach().reshape(audio.shape[0], -1).double().cpu().numpy()):
+        signal = np.ascontiguousarray(signal)
+        if method == "harvest":
+            f0, times = world.harvest(signal, sample_rate, f0_floor=50.0, f0_ceil=500.0, frame_period=period)
+        else:
+            f0, times = world.dio(signal, sample_rate, f0_floor=50.0, f0_ceil=500.0, frame_period=period)
+            f0 = world.stonemask(signal, f0, times, sample_rate)
+        track = f0[1:frames + 1]
+        labels[row, :len(track)] = track
+    return torch.from_numpy(labels).float().to(audio.device)
+
+
+def pitch_losses(log_f0: torch.Tensor, voicing_logit: torch.Tensor,
+                 labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """L1 on log-f0 over the frames voiced in the labels, and BCE of the voicing logit against voiced/unvoiced."""
+    voiced = labels > 0
+    error = (log_f0 - labels.clamp(min=1.0).log()).abs()
+    f0 = (error * voiced).sum() / voiced.sum().clamp(min=1)
+    voicing = torch.nn.functional.binary_cross_entropy_with_logits(voicing_logit, voiced.float())
+    return {"f0": f0, "voicing": voicing}
+
+
+def pitch_errors(log_f0: torch.Tensor, voicing_logit: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Scores against labels: mean absolute f0 error in cents and the share of octave errors (off by more than
+    600 cents) over the frames voiced in the labels (the f0 head predicts on every frame, whatever the voicing
+    head says), and the share of frames whose voicing decision is wrong."""
+    voiced = labels > 0
+    cents = 1200 * (log_f0 - labels.clamp(min=1.0).log()).abs() / np.log(2)
+    count = voiced.sum().clamp(min=1)
+    return {"f0_cents": float((cents * voiced).sum() / count),
+            "octave_errors": float(((cents > 600) & voiced).sum() / count),
+            "voicing_errors": float(((voicing_logit > 0) != voiced).float().mean())}

@@ -1,0 +1,164 @@
+"""The harmonic decoder: shapes, exact streaming, a phase-continuous band-limited oscillator, pitch training."""
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from codec.config import HarmonicDecoderConfig
+from codec.model import Codec
+from codec.nn.harmonic import HarmonicHead
+from codec.nn.streaming import streaming
+from codec.train.config import DataConfig, TrainConfig
+from codec.train.pitch import pitch_errors, pitch_labels, pitch_losses
+from codec.train.trainer import train
+from codec.weights import load, load_weights, save_weights
+
+from conftest import EXAMPLE, tiny_config
+
+
+def harmonic_config():
+    config = tiny_config(decoder="harmonic")
+    config.harmonic = HarmonicDecoderConfig(dim=16, hidden_dim=32, num_layers=2, n_fft=16)
+    return config
+
+
+@pytest.fixture
+def codec():
+    torch.manual_seed(0)
+    return Codec(harmonic_config()).eval()
+
+
+def test_shapes_and_pitch_range(codec):
+    audio = torch.randn(2, 1, 803) * 0.3
+    output = codec(audio)
+    assert output.audio.shape == (2, 1, 803) and torch.isfinite(output.audio).all()
+    log_f0, voicing = codec.decoder.pitch_prediction
+    assert log_f0.shape == voicing.shape == (2, 101)
+    assert (log_f0.exp() >= 50 - 1e-3).all() and (log_f0.exp() <= 500 + 1e-3).all()
+
+
+def test_bad_f0_range_is_refused():
+    from codec.config import ModelConfig, from_dict
+    from codec.errors import ConfigError
+    with pytest.raises(ConfigError, match="f0_min"):
+        from_dict(ModelConfig, {"decoder": "harmonic", "harmonic": {"f0_min": 400, "f0_max": 100}})
+
+
+def test_chunked_decoding_equals_offline(codec):
+    audio = torch.randn(2, 1, 8000) * 0.3
+    codes = codec.encode(audio)
+    offline = codec.decode(codes)
+    for seed in range(3):  # random chunkings, from single frames up to 40
+        sizes = torch.Generator().manual_seed(seed)
+        pieces, start = [], 0
+        with codec.stream_decoder() as stream:
+            while start < codes.shape[-1]:
+                size = int(torch.randint(1, 40, (1,), generator=sizes))
+                pieces.append(stream.push(codes[..., start:start + size]))
+                start += size
+        streamed = torch.cat(pieces, -1)
+        assert streamed.shape == offline.shape
+        assert torch.allclose(streamed, offline, atol=1e-5), (streamed - offline).abs().max()
+
+
+def test_streams_keep_their_own_oscillator_and_noise(codec):
+    """Three streams started at different times, pushed together in batched calls with their own chunk sizes:
+    each continues its own phase, last f0 and noise position, and equals its offline decoding."""
+    codes = {i: codec.encode(torch.randn(1, 1, 400 + 80 * i) * 0.3) for i in range(3)}
+    decoders = {i: codec.stream_decoder() for i in codes}
+    audio = {i: [] for i in codes}
+    size = {i: 1 + i for i in codes}  # frames a push
+    for step in range(max(c.shape[-1] for c in codes.values()) + 2):
+        pushes = {decoders[i]: c[..., (step - i) * size[i]:(step - i + 1) * size[i]] for i, c in codes.items()
+                  if 0 <= (step - i) * size[i] < c.shape[-1]}
+        for stream, piece in codec.decode_streams(pushes).items():
+            audio[next(i for i, s in decoders.items() if s is stream)].append(piece)
+    for i, c in codes.items():
+        offline = codec.decode(c)
+        streamed = torch.cat(audio[i], -1)
+        assert streamed.shape == offline.shape
+        assert (streamed - offline).abs().max() < 1e-5
+
+
+def run_head(head, f0_hz, chunk=None):
+    """Drive the oscillator alone with a given f0 track (B, F): excitation segments' first hops, concatenated."""
+    if chunk is None:
+        segments = head.excitation(f0_hz)
+    else:
+        with streaming(head, f0_hz.shape[0]):
+            segments = torch.cat([head.excitation(f0_hz[:, s:s + chunk])
+                                  for s in range(0, f0_hz.shape[1], chunk)], 1)
+    return segments[..., :head.hop].reshape(f0_hz.shape[0], -1)
+
+
+def test_oscillator_is_phase_continuous_across_chunks():
+    head = HarmonicHead(4, 64, 32, 8000, 50.0, 500.0)
+    f0 = torch.linspace(100, 300, 60)[None]  # a glide: the ramp and the phase both carry over
+    whole = run_head(head, f0)
+    for chunk in (1, 7, 13):
+        assert torch.allclose(run_head(head, f0, chunk), whole, atol=1e-5)
+    # No jump where frames meet: the largest step between samples stays that of a smooth band-limited signal.
+    steps = whole.diff(dim=-1).abs()
+    boundary = steps[0, 31::32]
+    assert boundary.max() <= steps.max() + 1e-6
+
+
+def test_excitation_has_its_energy_at_the_harmonics_and_none_above_nyquist():
+    rate, hop, f0 = 8000, 32, 330.0  # 12 harmonics below 4 kHz
+    head = HarmonicHead(4, 64, hop, rate, 50.0, 500.0)
+    signal = run_head(head, torch.full((1, 250), f0))[0].double()
+    spectrum = torch.fft.rfft(signal * torch.hann_window(len(signal), dtype=torch.float64)).abs() ** 2
+    frequencies = torch.fft.rfftfreq(len(signal), 1 / rate)
+    near = torch.zeros_like(frequencies, dtype=torch.bool)
+    for k in range(1, int(rate / 2 / f0) + 1):
+        near |= (frequencies - k * f0).abs() < 15
+    assert spectrum[near].sum() / spectrum.sum() > 0.99
+    # Each harmonic below Nyquist is there, with about the same power (unit amplitudes).
+    peaks = torch.stack([spectrum[(frequencies - k * f0).abs() < 15].max() for k in range(1, 13)])
+    assert peaks.min() > 0.5 * peaks.max()
+
+
+def test_pitch_labels_and_losses_on_speech():
+    audio, rate = soundfile.read(EXAMPLE, dtype="float32")
+    audio = torch.from_numpy(audio[:rate * 2])[None, None]
+    hop = rate // 100
+    labels = pitch_labels(audio, rate, hop, 200)
+    voiced = labels[labels > 0]
+    assert 0.3 < (labels > 0).float().mean() < 0.95 and 60 < voiced.median() < 400
+    perfect = pitch_losses(labels.clamp(min=1).log(), (labels > 0).float() * 20 - 10, labels)
+    assert perfect["f0"] < 1e-6 and perfect["voicing"] < 1e-3
+    octave = pitch_errors(labels.clamp(min=1).log() + np.log(2), (labels > 0).float() * 2 - 1, labels)
+    assert octave["octave_errors"] == 1.0 and abs(octave["f0_cents"] - 1200) < 1e-2
+    assert octave["voicing_errors"] == 0.0
+
+
+def test_training_with_pitch_losses_then_weights_round_trip(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    audio, rate = soundfile.read(EXAMPLE, dtype="float32")
+    for i in range(2):
+        soundfile.write(data / f"{i}.wav", audio[i * rate:(i + 1) * rate], rate)
+    config = TrainConfig(model=harmonic_config(), data=DataConfig(train=str(data), crop_seconds=0.5, batch_size=2),
+                         steps=2, checkpoint_every=2, valid_every=2, warmup_steps=1, out_dir=str(tmp_path / "run"))
+    from codec.train.trainer import Trainer
+    trainer = Trainer(config)
+    batch = torch.from_numpy(audio[rate:rate + 4000]).reshape(1, 1, -1).repeat(2, 1, 1)
+    stats, _ = trainer.generator_step(batch, 0)
+    assert {"f0", "voicing"} <= stats.keys() and stats["f0"] > 0 and stats["voicing"] > 0
+    weights = train(config)
+    model = load(weights)
+    assert model.config.decoder == "harmonic"
+    codes = model.encode(torch.from_numpy(audio[:4000])[None])
+    resaved = tmp_path / "again.safetensors"
+    save_weights(load_weights(weights, for_training=True), resaved)
+    assert torch.equal(load(resaved).decode(codes), model.decode(codes))
+
+
+def test_a_harmonic_decoder_may_start_from_an_istft_models_weights(tmp_path):
+    from codec.train.runs import prepare
+    torch.manual_seed(0)
+    source = tmp_path / "istft.safetensors"
+    save_weights(Codec(tiny_config(decoder="istft")), source)
+    config = TrainConfig(model=harmonic_config(), data=DataConfig(train=str(EXAMPLE)), out_dir=str(tmp_path / "run"))
+    config.model.harmonic.f0_max = 400.0  # harmonic settings are free to differ, as the decoder kind is
+    prepare(config, init_weights=str(source))
