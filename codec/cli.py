@@ -106,8 +106,11 @@ def cmd_eval(args) -> int:
         counts = [_num_codebooks(codec, n, b) for n, b in choices] or [codec.num_codebooks]
         systems = [ModelSystem(codec, n, args.name) for n in counts] + systems
     check_systems(systems, Path(args.out), args.force)
+    predictors = [m.name for m in table.select(args.mos or ["mos"])]
+    if any(table.BY_NAME[name].family != "mos" for name in predictors):
+        raise CodecError(f"--mos takes MOS predictors: {', '.join(m.name for m in table.select(['mos']))}")
     chosen = [m for m in table.select(args.metrics or [m.name for m in table.METRICS])
-              if m.family != "mos" or (not args.no_mos and m.name in args.mos)]
+              if m.family != "mos" or (not args.no_mos and m.name in predictors)]
     metrics, unavailable = table.load(chosen, table.Settings(str(device), args.utmos_checkpoint))
     for message in unavailable.values():
         print(f"note: {message}", file=sys.stderr)
@@ -304,9 +307,6 @@ def build_parser() -> argparse.ArgumentParser:
     _threads_option(decode)
     decode.set_defaults(run=cmd_decode)
 
-    from .metrics.table import FAMILIES, METRICS
-    metric_names, metric_families = [m.name for m in METRICS], list(FAMILIES)
-    mos_names = [m.name for m in METRICS if m.family == "mos"]
     evaluation = commands.add_parser(
         "eval", help="encode + decode a set of files with a model and/or baselines, and score them",
         description="Writes one folder per system (model at each bitrate, each baseline) under --out: "
@@ -322,11 +322,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluation.add_argument("--baseline", action="extend", nargs="+", default=[], metavar="SPEC",
                             help="also run classic codecs: opus:KBPS, codec2:MODE (3200, 1200, ...) or original "
                                  "(the reference itself); several after one flag, or the flag repeated")
-    evaluation.add_argument("--metrics", nargs="+", metavar="METRIC", choices=[*metric_names, *metric_families],
-                            help=f"metrics or families to compute (default: all; an unavailable one is reported "
-                                 f"as such, with what to install): {', '.join([*metric_names, *metric_families])}")
-    evaluation.add_argument("--mos", nargs="+", default=mos_names, choices=mos_names,
-                            help="MOS predictors (default all)")
+    # Names are checked against the metric table when eval runs, so that the other verbs never load it.
+    evaluation.add_argument("--metrics", nargs="+", metavar="METRIC",
+                            help="metrics or families to compute (default: all; an unavailable one is reported as "
+                                 "such, with what to install); `python -m codec.metrics.table` lists them")
+    evaluation.add_argument("--mos", nargs="+", metavar="PREDICTOR",
+                            help="MOS predictors (default: every one in the metric table: utmos, distillmos)")
     evaluation.add_argument("--no-mos", action="store_true", help="skip the MOS predictors")
     evaluation.add_argument("--text-column", help="manifest column holding what each file says, WER's reference "
                                                   "(default: 'text' where every file has one; without a text, "
