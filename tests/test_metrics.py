@@ -319,6 +319,15 @@ def test_wer_rises_when_words_are_cut_out(example16k):
 
 
 @needs_data
+def test_a_transcript_does_not_depend_on_what_was_transcribed_before():
+    from codec.metrics import asr
+    clip = load_audio(DATA / "LJSpeech/TTS/LJ001-0002.wav", 16000)[0].numpy()  # heard differently by a reused decoder
+    first = asr.transcribe(clip)
+    asr.transcribe(load_audio(DATA / "VCTK/VALL-E-X/vctk_p233_gt.wav", 16000)[0].numpy())
+    assert asr.transcribe(clip) == first and "comparatively" in first
+
+
+@needs_data
 def test_speaker_similarity_falls_for_another_speaker(example16k):
     from codec.audio import resample
     from codec.metrics import speaker

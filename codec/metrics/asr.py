@@ -16,7 +16,6 @@ is). CER counts characters of the normalised words joined by single spaces.
 """
 from __future__ import annotations
 
-import functools
 import re
 
 import numpy as np
@@ -32,15 +31,12 @@ def normalise(text: str) -> str:
     return " ".join(_NOT_WORD.sub(" ", text.lower()).split())
 
 
-@functools.lru_cache(maxsize=1)
-def _decoder():
-    from pocketsphinx import Decoder
-    return Decoder(samprate=ASR_RATE, loglevel="FATAL")
-
-
 def transcribe(audio: np.ndarray) -> str:
     """Mono float audio at 16 kHz -> PocketSphinx's best hypothesis ("" for nothing recognised)."""
-    decoder = _decoder()
+    from pocketsphinx import Decoder
+    # A fresh decoder per utterance (0.2 s): one kept across utterances carries state from the last one, so the
+    # same audio could be heard differently after different files and the original's WER would not be 0.
+    decoder = Decoder(samprate=ASR_RATE, loglevel="FATAL")
     decoder.start_utt()
     decoder.process_raw((np.clip(audio, -1, 1) * 32767).round().astype("<i2").tobytes(), full_utt=True)
     decoder.end_utt()
