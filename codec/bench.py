@@ -201,8 +201,8 @@ def serving(codec, threads: int = 2, clips: int = 32, streams: int = 16, frames:
     for device in devices:
         model, on = codec.to(device), [a.to(device) for a in audio]
         sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-        alone = _best_of(lambda: ([model.encode(a) for a in on], sync()), 1)
-        batched = _best_of(lambda: (model.encode(on), sync()), 1)
+        alone = _best_of(lambda: ([model.encode(a) for a in on], sync()), 2)
+        batched = _best_of(lambda: (model.encode(on), sync()), 2)
         lines.append(f"| {device}: encode {clips} clips, {seconds:.0f} s | {seconds / alone:.1f}x real time | "
                      f"{seconds / batched:.1f}x real time | {alone / batched:.2f}x |")
         alone = _stream_frames(model, streams, frames, together=False)

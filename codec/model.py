@@ -14,10 +14,11 @@ from .streams import StreamingDecoder, StreamingEncoder, decode_streams, encode_
 
 MAX_CHANNELS = 16  # a (T, C) array with at most this many columns is taken for multi-channel audio, not a batch
 # Clips of different lengths encode in calls of at most this many padded samples (or one clip, if longer). The
-# encoder's first layers hold 32-64 channels at the audio rate: on a CPU, calls past a few hundred thousand
-# samples run slower per sample (measured, bundled model, 1 thread: 32 clips of 1-8 s in calls of 2,000,000
-# samples took 1.7x as long as one by one); a GPU wants large calls, bounded near 2 GB of activations.
-BATCH_SAMPLES = {"cpu": 400_000, "other": 4_000_000}
+# encoder's first layers hold 32-64 channels at the audio rate: on a CPU, larger calls run slower per sample, as
+# their activations leave the cache (measured, bundled model, 2 threads, 32 clips of 1-8 s against one by one:
+# 1.06-1.07x at 100,000-150,000 samples, 0.98-1.18x at 200,000, 0.80x at 400,000); a GPU wants large calls,
+# bounded near 2 GB of activations.
+BATCH_SAMPLES = {"cpu": 150_000, "other": 4_000_000}
 
 
 @dataclass
