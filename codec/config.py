@@ -91,17 +91,25 @@ class ModelConfig:
     limits: typing.ClassVar = {"sample_rate": (1, None)}
     name: str = "codec"
     sample_rate: int = 24000
+    # The encoder, from `codec.nn.ENCODERS`: SEANet's strided convolutions (configured by `seanet`, whose
+    # `ratios` set the hop and whose `dimension` sets the latents every decoder reads).
+    encoder: typing.Literal["seanet"] = "seanet"
     seanet: SEANetConfig = field(default_factory=SEANetConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
-    # SEANet's sample-rate decoder (EnCodec), or the frame-rate ConvNeXt + inverse STFT (Vocos), configured by
-    # `istft`, which trains and decodes several times cheaper on a CPU; or that backbone driving an oscillator
-    # from a predicted f0 (`harmonic`, configured by `harmonic`; docs/harmonic-decoder.md).
+    # The decoder, from `codec.nn.DECODERS`: SEANet's sample-rate decoder (EnCodec), or the frame-rate ConvNeXt
+    # + inverse STFT (Vocos), configured by `istft`, which trains and decodes several times cheaper on a CPU; or
+    # that backbone driving an oscillator from a predicted f0 (`harmonic`; docs/harmonic-decoder.md).
     decoder: typing.Literal["seanet", "istft", "harmonic"] = "seanet"
     istft: ISTFTDecoderConfig = field(default_factory=ISTFTDecoderConfig)
     harmonic: HarmonicDecoderConfig = field(default_factory=HarmonicDecoderConfig)
 
+    @property
+    def hop_length(self) -> int:
+        """Samples per frame: the product of the encoder's strides."""
+        return math.prod(self.seanet.ratios)
+
     def problem(self) -> str | None:
-        hop = math.prod(self.seanet.ratios)
+        hop = self.hop_length
         if self.decoder == "istft" and (self.istft.n_fft % hop or self.istft.n_fft % 2):
             return (f"istft.n_fft {self.istft.n_fft} must be an even multiple of the hop ({hop}, the product of "
                     f"seanet.ratios), e.g. {2 * hop}")

@@ -1,4 +1,4 @@
-"""Codec: SEANet encoder -> residual quantizer -> SEANet or inverse-STFT decoder, offline or chunk by chunk."""
+"""Codec: an encoder, a residual quantizer and a decoder composed from configuration; offline or chunk by chunk."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 from .config import ModelConfig
-from .nn import HarmonicDecoder, ISTFTDecoder, SEANetDecoder, SEANetEncoder
-from .quantize import FactorizedQuantizer, ResidualQuantizer, SimVQ, VectorQuantizer
+from .nn import DECODERS, ENCODERS
+from .quantize import ResidualQuantizer, build_quantizer
 from .streams import StreamingDecoder, StreamingEncoder, decode_streams, encode_streams
 
 MAX_CHANNELS = 16  # a (T, C) array with at most this many columns is taken for multi-channel audio, not a batch
@@ -28,37 +28,27 @@ class CodecOutput:
     loss: torch.Tensor    # quantizer loss (codebook + beta * commitment)
 
 
-def build_quantizer(config: ModelConfig) -> ResidualQuantizer:
-    q = config.quantizer
-    dim = q.code_dim or config.seanet.dimension
-    if q.kind == "simvq":
-        stages = [SimVQ(dim, q.codebook_size, q.basis_dim, q.beta, seed=q.seed + i) for i in range(q.num_codebooks)]
-    else:
-        stages = [VectorQuantizer(dim, q.codebook_size, q.beta, seed=q.seed + i) for i in range(q.num_codebooks)]
-    if q.code_dim:
-        stages = [FactorizedQuantizer(config.seanet.dimension, q.code_dim, stage) for stage in stages]
-    return ResidualQuantizer(stages)
-
-
 class Codec(nn.Module):
-    """A neural audio codec. `encode` turns mono audio into integer codes (B, Q, F); `decode` turns them back."""
+    """A neural audio codec: an encoder (audio (B, 1, T) -> latents (B, D, F)), a residual quantizer (latents ->
+    codes (B, Q, F) and back) and a decoder (latents -> audio). `encode` turns mono audio into integer codes;
+    `decode` turns them back. `from_config` builds the parts a `ModelConfig` names."""
 
-    def __init__(self, config: ModelConfig) -> None:
+    def __init__(self, encoder: nn.Module, quantizer: ResidualQuantizer, decoder: nn.Module,
+                 config: ModelConfig) -> None:
         super().__init__()
         self.config = config
-        self.encoder = SEANetEncoder(config.seanet)
-        self.quantizer = build_quantizer(config)
-        if config.decoder == "istft":
-            self.decoder = ISTFTDecoder(config.seanet.dimension, config.istft, self.encoder.hop_length)
-        elif config.decoder == "harmonic":
-            self.decoder = HarmonicDecoder(config.seanet.dimension, config.harmonic, self.encoder.hop_length,
-                                           config.sample_rate)
-        else:
-            self.decoder = SEANetDecoder(config.seanet)
-        # Set when loaded from a file; token files record both (see weights.tokenizer_sha256).
+        self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
+        # Set when loaded from a file; codes files record both (see tokenizer_sha256).
         self.weights_sha256: str | None = None
         self.tokenizer_sha256: str | None = None
         self.weights_path = None  # the file it was loaded from (save_pretrained copies it)
+
+    @classmethod
+    def from_config(cls, config: ModelConfig) -> "Codec":
+        """A freshly initialised model of this configuration (the encoder and decoder from `codec.nn`'s tables,
+        the quantizer from `codec.quantize`'s)."""
+        return cls(ENCODERS[config.encoder](config), build_quantizer(config.seanet.dimension, config.quantizer),
+                   DECODERS[config.decoder](config), config)
 
     @classmethod
     def from_pretrained(cls, path_or_folder) -> "Codec":
@@ -129,12 +119,12 @@ class Codec(nn.Module):
     # --- the forward pass used by training ---------------------------------------------------------------
     def forward(self, audio: torch.Tensor, num_codebooks: int | None = None) -> CodecOutput:
         length = audio.shape[-1]
-        latents = self.encoder(self._pad(audio))
+        latents = self.encoder(self.pad_to_frames(audio))
         quantized = self.quantizer(latents, num_codebooks)
         return CodecOutput(self.decoder(quantized.quantized)[..., :length], quantized.codes, quantized.loss)
 
     # --- inference --------------------------------------------------------------------------------------
-    def _pad(self, audio: torch.Tensor) -> torch.Tensor:
+    def pad_to_frames(self, audio: torch.Tensor) -> torch.Tensor:
         """Zero-pad on the right to whole frames: the last partial frame is encoded, not dropped."""
         return nn.functional.pad(audio, (0, (-audio.shape[-1]) % self.hop_length))
 
@@ -174,7 +164,7 @@ class Codec(nn.Module):
         audio = self.as_batch(audio, sample_rate)
         if audio.shape[-1] == 0:
             raise ValueError("the audio is empty")
-        return self.quantizer.encode(self.encoder(self._pad(audio)), num_codebooks)
+        return self.quantizer.encode(self.encoder(self.pad_to_frames(audio)), num_codebooks)
 
     def _clips(self, audio, lengths) -> list[torch.Tensor]:
         """A list of clips or a padded batch with lengths -> a list of (T_i,) tensors, checked."""
@@ -215,7 +205,7 @@ class Codec(nn.Module):
         codes: list[torch.Tensor | None] = [None] * len(clips)
         for group in groups:
             batch = nn.utils.rnn.pad_sequence([clips[i] for i in group], batch_first=True)[:, None]
-            for i, c in zip(group, self.quantizer.encode(self.encoder(self._pad(batch)), num_codebooks)):
+            for i, c in zip(group, self.quantizer.encode(self.encoder(self.pad_to_frames(batch)), num_codebooks)):
                 codes[i] = c[:, :math.ceil(len(clips[i]) / self.hop_length)]
         return codes
 

@@ -52,12 +52,11 @@ def save_pretrained(codec: Codec, folder: str | Path, force: bool = False) -> Pa
 
 
 def _card(codec: Codec) -> str:
-    seanet = codec.config.seanet
-    decoder = {"istft": "ConvNeXt + inverse-STFT", "harmonic": "ConvNeXt + harmonic-plus-noise (f0-driven)"}.get(
-        codec.config.decoder, "SEANet")
-    return (f"# {codec.name}\n\nA model of the `codec` toolkit: SEANet encoder (ratios "
-            f"{seanet.ratios}, hop {codec.hop_length}), residual {codec.config.quantizer.kind} quantizer of "
-            f"{codec.num_codebooks} codebooks x {codec.codebook_size} codes, {decoder} decoder; causal, streaming.\n\n"
+    config = codec.config
+    return (f"# {codec.name}\n\nA model of the `codec` toolkit: {type(codec.encoder).__name__} ({config.encoder}, "
+            f"hop {codec.hop_length}), residual {config.quantizer.kind} quantizer of {codec.num_codebooks} codebooks "
+            f"x {codec.codebook_size} codes, {type(codec.decoder).__name__} ({config.decoder}); causal, streaming."
+            f"\n\n"
             f"| | |\n|---|---|\n| Sample rate | {codec.sample_rate} Hz |\n| Frame rate | {codec.frame_rate:g} Hz |\n"
             f"| Bitrate | {codec.bitrate / 1000:g} kbps with every codebook |\n"
             f"| Weights sha256 | {codec.weights_sha256 or 'saved from training'} |\n\n"

@@ -83,7 +83,7 @@ def read_config(path: str | Path) -> ModelConfig:
 def load_weights(path: str | Path, for_training: bool = False) -> Codec:
     """A Codec from a weights file, in eval mode with weight norm folded in, unless `for_training`."""
     path = Path(path)
-    codec = Codec(read_config(path))
+    codec = Codec.from_config(read_config(path))
     try:
         state = load_file(str(path))
         _check_finite(path, state)

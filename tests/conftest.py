@@ -21,14 +21,14 @@ def tiny_config(name: str = "tiny", kind: str = "simvq", num_codebooks: int = 3,
 @pytest.fixture
 def tiny_codec() -> Codec:
     torch.manual_seed(0)
-    return Codec(tiny_config()).eval()
+    return Codec.from_config(tiny_config()).eval()
 
 
 @pytest.fixture
 def tiny_weights(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "tiny.safetensors"
-    save_weights(Codec(tiny_config()), path)
+    save_weights(Codec.from_config(tiny_config()), path)
     return path
 
 

@@ -20,7 +20,7 @@ CONFIG = Path(__file__).parents[1] / "configs" / "codec-16khz.yaml"
 
 def test_the_16khz_configuration():
     config = load_yaml(ModelConfig, CONFIG)
-    model = codec.Codec(config)
+    model = codec.Codec.from_config(config)
     assert model.sample_rate == 16000 and model.hop_length == 320 and model.frame_rate == 50
     assert model.bitrate == 4000 and config.istft.n_fft % model.hop_length == 0
 

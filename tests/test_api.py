@@ -72,11 +72,10 @@ def test_untrained_encoder_latents_follow_the_input_not_the_biases():
     otherwise every frame looks alike and the first codebook fit uses a handful of codes."""
     import soundfile
     from pathlib import Path
-    from codec.config import SEANetConfig
-    from codec.nn import SEANetEncoder
+    from codec.nn import ENCODERS
     torch.manual_seed(0)
     audio, _ = soundfile.read(Path(__file__).parents[1] / "examples" / "LJ001-0004.wav", dtype="float32")
-    latents = SEANetEncoder(SEANetConfig())(torch.from_numpy(audio)[None, None, :24000])[0]
+    latents = ENCODERS["seanet"](ModelConfig())(torch.from_numpy(audio)[None, None, :24000])[0]
     spread = latents.var(dim=1).sum()            # variance across frames, summed over channels
     offset = latents.mean(dim=1).square().sum()  # squared norm of the mean frame
     assert spread > offset

@@ -53,7 +53,7 @@ def test_yaml_syntax_error_is_one_line(tmp_path, capsys):
 def nan_weights(tmp_path):
     torch.manual_seed(0)
     path = tmp_path / "tiny.safetensors"
-    save_weights(Codec(tiny_config()), path)
+    save_weights(Codec.from_config(tiny_config()), path)
     state = load_file(str(path))
     key = next(k for k in state if k.startswith("decoder.") and state[k].is_floating_point())
     state[key][0] = math.nan
@@ -71,7 +71,7 @@ def test_weights_with_non_finite_tensors_are_refused(nan_weights, tmp_path, spee
     assert run("encode", "--model", path, speech, tmp_path / "a.codes") == 1
     one_line_error(capsys, key)
     assert not (tmp_path / "a.codes").exists()
-    codec = Codec(tiny_config())
+    codec = Codec.from_config(tiny_config())
     with torch.no_grad():
         next(codec.decoder.parameters())[:] = math.inf
     with pytest.raises(ModelError, match="NaN or infinite"):

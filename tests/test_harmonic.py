@@ -25,7 +25,7 @@ def harmonic_config():
 @pytest.fixture
 def codec():
     torch.manual_seed(0)
-    return Codec(harmonic_config()).eval()
+    return Codec.from_config(harmonic_config()).eval()
 
 
 def test_shapes_and_pitch_range(codec):
@@ -158,7 +158,7 @@ def test_a_harmonic_decoder_may_start_from_an_istft_models_weights(tmp_path):
     from codec.train.runs import prepare
     torch.manual_seed(0)
     source = tmp_path / "istft.safetensors"
-    save_weights(Codec(tiny_config(decoder="istft")), source)
+    save_weights(Codec.from_config(tiny_config(decoder="istft")), source)
     config = TrainConfig(model=harmonic_config(), data=DataConfig(train=str(EXAMPLE)), out_dir=str(tmp_path / "run"))
     config.model.harmonic.f0_max = 400.0  # harmonic settings are free to differ, as the decoder kind is
     prepare(config, init_weights=str(source))

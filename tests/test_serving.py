@@ -77,7 +77,7 @@ def tiny(request):
     torch.manual_seed(0)
     config = tiny_config(decoder=request.param)
     config.istft.phase = "integrated"
-    return Codec(config).eval()
+    return Codec.from_config(config).eval()
 
 
 def test_many_streams_with_their_own_chunkings_equal_offline(tiny):

@@ -50,7 +50,7 @@ def codec(request):
     decoder, phase = request.param
     config = tiny_config(decoder=decoder)
     config.istft.phase = phase
-    return Codec(config).eval()
+    return Codec.from_config(config).eval()
 
 
 @pytest.mark.parametrize("chunk", [1, 3, 7, 8, 9, 100, 1001])

@@ -248,7 +248,7 @@ def test_non_finite_steps_are_skipped_counted_and_resumed(tmp_path):
     checkpoint = latest_checkpoint(tmp_path / "run" / "checkpoints")
     assert checkpoint_state(checkpoint) == {"step": 2, "skipped_steps": 2}
     torch.manual_seed(config.seed)
-    initial = Codec(config.model).decoder.state_dict()
+    initial = Codec.from_config(config.model).decoder.state_dict()
     trained = load_file(str(checkpoint / "codec.safetensors"))
     assert all(torch.equal(trained[f"decoder.{k}"], v) for k, v in initial.items())
     config.steps = 3

@@ -69,7 +69,7 @@ def main() -> None:
     for utterance in utterances:
         reference, _, _ = load_audio(utterance.path, model.sample_rate)
         with torch.no_grad():
-            outputs = {"unquantized": model.decoder(model.encoder(model._pad(reference[None, None])))[0, 0]}
+            outputs = {"unquantized": model.decoder(model.encoder(model.pad_to_frames(reference[None, None])))[0, 0]}
             for q in counts:
                 outputs[names[q]] = model.decode(model.encode(reference, num_codebooks=q))[0]
         full = outputs[names[counts[0]]][:len(reference)]

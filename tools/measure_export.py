@@ -34,7 +34,7 @@ def model(name: str) -> Codec:
     if name != "random":
         return load(name)
     torch.manual_seed(0)
-    return Codec(load_yaml(ModelConfig, MODEL)).fuse_weight_norm().eval()
+    return Codec.from_config(load_yaml(ModelConfig, MODEL)).fuse_weight_norm().eval()
 
 
 KINDS = ("parquet", "webdataset", "tokens")

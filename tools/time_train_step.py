@@ -19,8 +19,8 @@ from codec.config import load_yaml
 from codec.model import Codec
 from codec.train.config import TrainConfig
 from codec.train.discriminators import Discriminators
-from codec.train.losses import (CompressedSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, adversarial_loss,
-                                discriminator_loss, feature_matching_loss)
+from codec.train.losses import (ADVERSARIAL_LOSSES, CompressedSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss,
+                                feature_matching_loss)
 
 
 class Stopwatch:
@@ -36,7 +36,7 @@ class Stopwatch:
 
 def measure(config: TrainConfig, steps: int, precision: str) -> dict[str, float]:
     torch.manual_seed(0)
-    model = Codec(config.model).train()
+    model = Codec.from_config(config.model).train()
     d = config.discriminator
     discriminators = Discriminators(periods=d.periods, scales=d.scales, stft_windows=d.stft_windows, width=d.width,
                                     stft_spectrum=d.stft_spectrum) if d else None
@@ -54,7 +54,7 @@ def measure(config: TrainConfig, steps: int, precision: str) -> dict[str, float]
         if step == 1:
             watch = Stopwatch()
         with networks():
-            latents = model.encoder(model._pad(audio))
+            latents = model.encoder(model.pad_to_frames(audio))
             watch.lap("encoder")
             quantized = model.quantizer(latents)
             watch.lap("quantizer")
@@ -66,7 +66,8 @@ def measure(config: TrainConfig, steps: int, precision: str) -> dict[str, float]
             watch.lap(f"loss {name}")
         if discriminators:
             with networks():
-                d_loss = discriminator_loss(discriminators(audio), discriminators(decoded.detach()), d.loss)
+                d_loss = ADVERSARIAL_LOSSES[d.loss].discriminator_loss(discriminators(audio),
+                                                                       discriminators(decoded.detach()))
             d_optimizer.zero_grad()
             d_loss.float().backward()
             d_optimizer.step()
@@ -76,7 +77,7 @@ def measure(config: TrainConfig, steps: int, precision: str) -> dict[str, float]
                 with torch.no_grad():
                     real = discriminators(audio)
                 fake = discriminators(decoded)
-                total = total + config.loss.adversarial * adversarial_loss(fake, d.loss).float() + \
+                total = total + config.loss.adversarial * ADVERSARIAL_LOSSES[d.loss].generator_loss(fake).float() + \
                     config.loss.feature_matching * feature_matching_loss(real, fake).float()
             discriminators.requires_grad_(True)
             watch.lap("discriminators: generator terms")

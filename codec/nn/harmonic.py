@@ -34,7 +34,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import HarmonicDecoderConfig, ISTFTDecoderConfig
 from .istft import HeadState, ISTFTDecoder, ISTFTHead
 
 NOISE_TABLE = 2 ** 17  # samples: 5.5 s at 24 kHz before the noise repeats
@@ -144,11 +143,10 @@ class HarmonicDecoder(ISTFTDecoder):
     """Latents (B, D, F) -> waveform (B, 1, F * hop_length): the `ISTFTDecoder`'s backbone with a `HarmonicHead`.
     `pitch_prediction` holds the last call's (log-f0, voicing logit), each (B, F)."""
 
-    def __init__(self, latent_dim: int, config: HarmonicDecoderConfig, hop_length: int, sample_rate: int) -> None:
-        backbone = ISTFTDecoderConfig(dim=config.dim, hidden_dim=config.hidden_dim, num_layers=config.num_layers,
-                                      n_fft=config.n_fft)
-        super().__init__(latent_dim, backbone, hop_length)
-        self.head = HarmonicHead(config.dim, config.n_fft, hop_length, sample_rate, config.f0_min, config.f0_max)
+    def __init__(self, latent_dim: int, hop_length: int, dim: int, hidden_dim: int, num_layers: int, n_fft: int,
+                 sample_rate: int, f0_min: float, f0_max: float) -> None:
+        super().__init__(latent_dim, hop_length, dim, hidden_dim, num_layers, n_fft)
+        self.head = HarmonicHead(dim, n_fft, hop_length, sample_rate, f0_min, f0_max)
 
     @property
     def pitch_prediction(self) -> tuple[torch.Tensor, torch.Tensor] | None:

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..config import ISTFTDecoderConfig
 from .conv import StreamingConv1d
 from .streaming import LayerState, StreamingModule
 
@@ -158,15 +157,15 @@ class ISTFTHead(StreamingModule):
 class ISTFTDecoder(nn.Module):
     """Latents (B, D, F) -> waveform (B, 1, F * hop_length)."""
 
-    def __init__(self, latent_dim: int, config: ISTFTDecoderConfig, hop_length: int) -> None:
+    def __init__(self, latent_dim: int, hop_length: int, dim: int, hidden_dim: int, num_layers: int, n_fft: int,
+                 integrate_phase: bool = False) -> None:
         super().__init__()
         self.hop_length = hop_length
-        self.embed = StreamingConv1d(latent_dim, config.dim, 7)
-        self.norm = FrameLayerNorm(config.dim)
-        self.blocks = nn.Sequential(*[ConvNeXtBlock(config.dim, config.hidden_dim, 1 / config.num_layers)
-                                      for _ in range(config.num_layers)])
-        self.final_norm = FrameLayerNorm(config.dim)
-        self.head = ISTFTHead(config.dim, config.n_fft, hop_length, config.phase == "integrated")
+        self.embed = StreamingConv1d(latent_dim, dim, 7)
+        self.norm = FrameLayerNorm(dim)
+        self.blocks = nn.Sequential(*[ConvNeXtBlock(dim, hidden_dim, 1 / num_layers) for _ in range(num_layers)])
+        self.final_norm = FrameLayerNorm(dim)
+        self.head = ISTFTHead(dim, n_fft, hop_length, integrate_phase)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.final_norm(self.blocks(self.norm(self.embed(x)))))

@@ -8,7 +8,6 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from ..config import SEANetConfig
 from .conv import StreamingConv1d, StreamingConvTranspose1d
 from .streaming import LayerState, StreamingModule
 
@@ -75,24 +74,25 @@ def _residual_stack(channels: int, num_blocks: int) -> list[nn.Module]:
 class SEANetEncoder(nn.Module):
     """Waveform (B, 1, T) -> latents (B, D, T // hop_length), hop_length = prod(ratios)."""
 
-    def __init__(self, config: SEANetConfig, channels: int = 1) -> None:
+    def __init__(self, n_filters: int, ratios: list[int], num_residual_layers: int, lstm_layers: int,
+                 dimension: int, normalize_latents: bool = False, standardize_latents: bool = False,
+                 channels: int = 1) -> None:
         super().__init__()
-        n_filters, ratios = config.n_filters, config.ratios
         self.hop_length = math.prod(ratios)
         # The encoder downsamples in the reverse order of the decoder's upsampling (EnCodec convention).
         layers: list[nn.Module] = [StreamingConv1d(channels, n_filters, KERNEL)]
         width = n_filters
         for ratio in reversed(ratios):
-            layers += _residual_stack(width, config.num_residual_layers)
+            layers += _residual_stack(width, num_residual_layers)
             layers += [nn.ELU(), StreamingConv1d(width, width * 2, 2 * ratio, stride=ratio)]
             width *= 2
-        if config.lstm_layers:
-            layers.append(StreamingLSTM(width, config.lstm_layers))
-        layers += [nn.ELU(), StreamingConv1d(width, config.dimension, LAST_KERNEL)]
-        if config.normalize_latents:
+        if lstm_layers:
+            layers.append(StreamingLSTM(width, lstm_layers))
+        layers += [nn.ELU(), StreamingConv1d(width, dimension, LAST_KERNEL)]
+        if normalize_latents:
             layers.append(ChannelNorm())
-        if config.standardize_latents:
-            layers.append(nn.BatchNorm1d(config.dimension, affine=False, momentum=0.01))
+        if standardize_latents:
+            layers.append(nn.BatchNorm1d(dimension, affine=False, momentum=0.01))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,18 +102,18 @@ class SEANetEncoder(nn.Module):
 class SEANetDecoder(nn.Module):
     """Latents (B, D, F) -> waveform (B, 1, F * hop_length)."""
 
-    def __init__(self, config: SEANetConfig, channels: int = 1) -> None:
+    def __init__(self, n_filters: int, ratios: list[int], num_residual_layers: int, lstm_layers: int,
+                 dimension: int, channels: int = 1) -> None:
         super().__init__()
-        n_filters, ratios = config.n_filters, config.ratios
         self.hop_length = math.prod(ratios)
         width = n_filters * 2 ** len(ratios)
-        layers: list[nn.Module] = [StreamingConv1d(config.dimension, width, KERNEL)]
-        if config.lstm_layers:
-            layers.append(StreamingLSTM(width, config.lstm_layers))
+        layers: list[nn.Module] = [StreamingConv1d(dimension, width, KERNEL)]
+        if lstm_layers:
+            layers.append(StreamingLSTM(width, lstm_layers))
         for ratio in ratios:
             layers += [nn.ELU(), StreamingConvTranspose1d(width, width // 2, 2 * ratio, stride=ratio)]
             width //= 2
-            layers += _residual_stack(width, config.num_residual_layers)
+            layers += _residual_stack(width, num_residual_layers)
         layers += [nn.ELU(), StreamingConv1d(width, channels, LAST_KERNEL)]
         self.layers = nn.Sequential(*layers)
 

@@ -1,6 +1,9 @@
 """Reconstruction losses: multi-scale mel L1, multi-resolution STFT (log magnitude + spectral convergence) and
-power-law compressed complex STFT (magnitude and phase)."""
+power-law compressed complex STFT (magnitude and phase); the adversarial objectives and feature matching."""
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -74,22 +77,29 @@ class CompressedSTFTLoss(nn.Module):
         return total / len(self.resolutions)
 
 
-def discriminator_loss(real, fake, kind: str) -> torch.Tensor:
-    """Hinge (MelGAN, SimVQ's MPD/MRD) or least squares (HiFi-GAN, DAC), averaged over sub-discriminators."""
-    total = 0.0
-    for (real_logits, _), (fake_logits, _) in zip(real, fake):
-        if kind == "hinge":
-            total = total + torch.relu(1 - real_logits).mean() + torch.relu(1 + fake_logits).mean()
-        else:
-            total = total + (1 - real_logits).square().mean() + fake_logits.square().mean()
-    return total / len(real)
+@dataclass(frozen=True)
+class AdversarialLoss:
+    """A GAN objective on one logit map: what the discriminator pays on real and on generated audio, and what the
+    generator pays on generated audio."""
+    real: Callable[[torch.Tensor], torch.Tensor]
+    fake: Callable[[torch.Tensor], torch.Tensor]
+    generator: Callable[[torch.Tensor], torch.Tensor]
+
+    def discriminator_loss(self, real, fake) -> torch.Tensor:
+        """Averaged over sub-discriminators; `real`, `fake`: lists of (logits, features)."""
+        return sum(self.real(r).mean() + self.fake(f).mean() for (r, _), (f, _) in zip(real, fake)) / len(real)
+
+    def generator_loss(self, fake) -> torch.Tensor:
+        return sum(self.generator(logits).mean() for logits, _ in fake) / len(fake)
 
 
-def adversarial_loss(fake, kind: str) -> torch.Tensor:
-    total = 0.0
-    for logits, _ in fake:
-        total = total + (torch.relu(1 - logits).mean() if kind == "hinge" else (1 - logits).square().mean())
-    return total / len(fake)
+# `DiscriminatorConfig.loss` -> its objective: hinge (MelGAN, SimVQ's MPD/MRD) or least squares (HiFi-GAN, DAC).
+ADVERSARIAL_LOSSES = {
+    "hinge": AdversarialLoss(real=lambda x: torch.relu(1 - x), fake=lambda x: torch.relu(1 + x),
+                             generator=lambda x: torch.relu(1 - x)),
+    "least_squares": AdversarialLoss(real=lambda x: (1 - x).square(), fake=lambda x: x.square(),
+                                     generator=lambda x: (1 - x).square()),
+}
 
 
 def feature_matching_loss(real, fake) -> torch.Tensor:

@@ -127,7 +127,7 @@ def checkpoint_codec(source: str | Path, raw: bool = False,
     state = load_file(str(file))
     if not raw:  # the EMA module holds its copy of the generator as `model`, beside its update count
         state = {key.removeprefix("model."): value for key, value in state.items() if key.startswith("model.")}
-    codec = Codec(model)
+    codec = Codec.from_config(model)
     try:
         codec.load_state_dict(state)
     except RuntimeError as error:

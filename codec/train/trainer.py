@@ -28,8 +28,8 @@ from .config import TrainConfig
 from .data import AudioCrops, StepBatches, read_file_list
 from .discriminators import Discriminators
 from .ema import EMA
-from .losses import (CompressedSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss, adversarial_loss,
-                     discriminator_loss, feature_matching_loss)
+from .losses import (ADVERSARIAL_LOSSES, CompressedSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss,
+                     feature_matching_loss)
 from .monitor import Monitor
 from .pitch import pitch_labels, pitch_losses
 from .runs import checkpoint_codec, find_run_checkpoint
@@ -65,7 +65,7 @@ class Trainer:
         self.accelerator = Accelerator(mixed_precision=config.mixed_precision, kwargs_handlers=[ddp],
                                        cpu=several_cpus)
         self.log(f"{self.accelerator.num_processes} process(es) on {self.accelerator.device.type}")
-        codec = Codec(config.model)
+        codec = Codec.from_config(config.model)
         d = config.discriminator
         discriminators = Discriminators(periods=d.periods, scales=d.scales, stft_windows=d.stft_windows,
                                         width=d.width, stft_spectrum=d.stft_spectrum) if d else None
@@ -136,8 +136,8 @@ class Trainer:
             tqdm.write(message)
 
     def discriminator_step(self, real: torch.Tensor, fake: torch.Tensor) -> dict[str, torch.Tensor]:
-        kind = self.config.discriminator.loss
-        loss = discriminator_loss(self.discriminators(real), self.discriminators(fake.detach()), kind)
+        objective = ADVERSARIAL_LOSSES[self.config.discriminator.loss]
+        loss = objective.discriminator_loss(self.discriminators(real), self.discriminators(fake.detach()))
         norm = self.update(loss, self.discriminators, self.discriminator_optimizer)
         return {"discriminator": loss.detach(), **({} if norm is None else {"grad_norm/discriminators": norm})}
 
@@ -168,10 +168,11 @@ class Trainer:
                   "quantizer": output.loss}
         if self.complex_stft_loss is not None:
             losses["complex_stft"] = self.complex_stft_loss(output.audio, real)
-        if config.model.decoder == "harmonic":
-            decoder = self.accelerator.unwrap_model(self.codec).decoder
+        decoder = self.accelerator.unwrap_model(self.codec).decoder
+        pitch = getattr(decoder, "pitch_prediction", None)  # decoders that predict f0 (harmonic) learn it too
+        if pitch is not None:
             labels = pitch_labels(real, config.model.sample_rate, decoder.hop_length, output.codes.shape[-1])
-            losses.update(pitch_losses(*decoder.pitch_prediction, labels))
+            losses.update(pitch_losses(*pitch, labels))
         adversarial = config.discriminator is not None and step >= config.discriminator.start_step
         if adversarial:
             parts = self.discriminator_step(real, output.audio)
@@ -182,7 +183,7 @@ class Trainer:
                 real_out = self.discriminators(real)
             fake_out = self.discriminators(output.audio)
             self.discriminators.requires_grad_(True)  # the graph above is already built without them
-            losses["adversarial"] = adversarial_loss(fake_out, config.discriminator.loss)
+            losses["adversarial"] = ADVERSARIAL_LOSSES[config.discriminator.loss].generator_loss(fake_out)
             losses["feature_matching"] = feature_matching_loss(real_out, fake_out)
         total = sum(getattr(config.loss, name) * value for name, value in losses.items())
         stats = {name: value.detach() for name, value in losses.items()}

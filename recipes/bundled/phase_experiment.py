@@ -27,7 +27,7 @@ def fresh_decoder(out: Path) -> Path:
     """The bundled encoder and quantizer with a newly initialised decoder (seed 1)."""
     bundled = load_weights(weights_path("bundled"), for_training=True)
     torch.manual_seed(1)
-    codec = Codec(bundled.config)
+    codec = Codec.from_config(bundled.config)
     codec.encoder.load_state_dict(bundled.encoder.state_dict())
     codec.quantizer.load_state_dict(bundled.quantizer.state_dict())
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -30,7 +30,7 @@ def unfactorize(checkpoint: Path, model: ModelConfig, out: Path) -> Path:
     """Write the raw weights of a factorized `checkpoint` (of `model`) as the equivalent low-rank SimVQ model."""
     factorized, _ = checkpoint_codec(checkpoint, raw=True, model=model)
     rank = model.quantizer.code_dim
-    plain = Codec(dataclasses.replace(model, quantizer=dataclasses.replace(model.quantizer, code_dim=None,
+    plain = Codec.from_config(dataclasses.replace(model, quantizer=dataclasses.replace(model.quantizer, code_dim=None,
                                                                            basis_dim=rank)))
     plain.encoder.load_state_dict(factorized.encoder.state_dict())
     plain.decoder.load_state_dict(factorized.decoder.state_dict())
