@@ -6,9 +6,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .config import ModelConfig, QuantizerConfig, SEANetConfig
-from .model import Codec
+from .model import Codec, load
 from .tokendata import TokenDataset
-from .weights import load
 
 __all__ = ["Codec", "ModelConfig", "QuantizerConfig", "SEANetConfig", "TokenDataset", "load"]
 __version__ = "0.1.0"

@@ -1,4 +1,5 @@
-"""Reading, checking, resampling and writing audio. The one place where audio enters or leaves the toolkit.
+"""Reading, checking, resampling and writing audio, and where outputs go (checked, written atomically, paired
+with their inputs for folders). The one place where audio enters or leaves the toolkit.
 
 Channel policy: the codec is mono. Multi-channel input is downmixed by averaging the channels (a stereo file
 becomes one stream of codes); the .codes file records how many channels the source had.
@@ -18,7 +19,7 @@ import soundfile
 import soxr
 import torch
 
-from .errors import AudioError, OutputError
+from .errors import AudioError, CodecError, OutputError
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aiff", ".aif", ".au", ".w64"}
 
@@ -285,3 +286,42 @@ def save(path: str | Path, audio: torch.Tensor | np.ndarray, sample_rate: int, f
     kind, subtype = output_format(path)
     with AtomicOutput(path, force) as temporary:
         soundfile.write(str(temporary), array, sample_rate, subtype=subtype, format=kind)
+
+
+def pair_outputs(inputs: list[str], output: str, suffix: str,
+                 input_suffixes: set[str]) -> tuple[list[tuple[Path, Path]], bool]:
+    """Map inputs to outputs; returns (pairs, folder_mode). One file in: `output` is the file. Several inputs or
+    a folder: `output` is a folder and each output keeps the input's path relative to the folder it came from,
+    with a new suffix; folders are searched for files with `input_suffixes`."""
+    sources = [Path(p) for p in inputs]
+    if len(sources) == 1 and not sources[0].is_dir():
+        return [(sources[0], Path(output))], False
+    out = Path(output)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"{out}: several inputs or a folder need an output folder, and this is a file")
+    if not out.exists() and out.suffix.lower() in AUDIO_EXTENSIONS | input_suffixes | {suffix}:  # x.codes/: a slip
+        raise OutputError(f"{out}: several inputs or a folder need an output folder, and this names a file")
+    pairs = []
+    for source in sources:
+        if source.is_dir():
+            files = list_audio([source], input_suffixes)
+            pairs += [(f, out / f.relative_to(source).with_suffix(suffix)) for f in files]
+        else:
+            pairs.append((source, out / source.with_suffix(suffix).name))
+    if not pairs:
+        raise CodecError(f"no input files found in {', '.join(inputs)}")
+    sources_of: dict[Path, Path] = {}
+    for source, target in pairs:
+        if target in sources_of:
+            raise CodecError(f"{sources_of[target]} and {source} would both write {target}; "
+                             f"give them separate folders or runs")
+        sources_of[target] = source
+    return pairs, True
+
+
+def make_output_folders(pairs: list[tuple[Path, Path]], folder_mode: bool) -> None:
+    for folder in sorted({target.parent for _, target in pairs} if folder_mode else ()):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"{folder}: cannot create the output folder ({error.strerror})") from None

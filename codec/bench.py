@@ -221,7 +221,7 @@ def run(model: str = "bundled", sizes=(4096, 65536, 262144), threads: int = 2, s
     from tqdm import tqdm
 
     from .errors import CodecError
-    from .weights import load
+    from .model import load
     if threads < 1:
         raise CodecError(f"--threads must be at least 1, got {threads}")
     if min(sizes) < 1:

@@ -8,7 +8,7 @@ import signal
 import sys
 from pathlib import Path
 
-from .errors import CodecError, OutputError, printable
+from .errors import CodecError, printable
 
 EXIT_FAILURE = 1
 THREADS_DEFAULT = 2  # with OMP_WAIT_POLICY=passive (codec/__init__.py): measured in docs/hardening.md
@@ -38,7 +38,7 @@ def _signals_raise():
 
 
 def _load_model(name: str):
-    from .weights import load
+    from .model import load
     return load(name)
 
 
@@ -56,37 +56,53 @@ def _num_codebooks(codec, num_codebooks: int | None, bandwidth: float | None) ->
     return None
 
 
+def _run_files(pairs, folder_mode: bool, description: str, run) -> int:
+    """`run(done, failed)` over (source, target) pairs with a progress bar of files; returns the exit code. In a
+    folder a file's failure is one line and the others go on (exit code 1 at the end); for a single file the error
+    ends the command."""
+    from tqdm import tqdm
+    from .audio import make_output_folders
+    make_output_folders(pairs, folder_mode)
+    failures = 0
+    with tqdm(total=len(pairs), desc=description, unit="file", disable=not folder_mode) as bar:
+        def failed(source, error):
+            nonlocal failures
+            failures += 1
+            bar.update()
+            tqdm.write(f"error: {printable(str(error))}", file=sys.stderr)
+        run(lambda source: bar.update(), failed if folder_mode else None)
+    if failures:
+        print(f"error: {failures} of {len(pairs)} files failed", file=sys.stderr)
+    return EXIT_FAILURE if failures else 0
+
+
 def cmd_encode(args) -> int:
-    from .audio import AUDIO_EXTENSIONS
-    from .files import CODES_SUFFIX, check_encode, pair_outputs, run_encode
+    from .audio import AUDIO_EXTENSIONS, pair_outputs
+    from .files import CODES_SUFFIX, check_encode, encode_files
     pairs, folder_mode = pair_outputs(args.paths[:-1], args.paths[-1], CODES_SUFFIX, AUDIO_EXTENSIONS)
     if not folder_mode:
         check_encode(*pairs[0], args.force)  # a single bad input or output is reported before the model loads
     codec = _load_model(args.model)
     n = _num_codebooks(codec, args.num_codebooks, args.bandwidth)
-    return run_encode(codec, pairs, folder_mode, n, args.force)
+    return _run_files(pairs, folder_mode, "encoding",
+                      lambda done, failed: encode_files(codec, pairs, n, args.force, done=done, failed=failed))
 
 
 def cmd_decode(args) -> int:
-    from .files import CODES_SUFFIX, check_decode, decode_file, pair_outputs, run_pairs
+    from .audio import pair_outputs
+    from .files import CODES_SUFFIX, check_decode, decode_files
     pairs, folder_mode = pair_outputs(args.paths[:-1], args.paths[-1], ".wav", {CODES_SUFFIX})
     if not folder_mode:
         check_decode(*pairs[0], args.force)
     codec = _load_model(args.model)
-    return run_pairs(pairs, folder_mode, lambda s, t: decode_file(codec, s, t, args.force), "decoding")
+    return _run_files(pairs, folder_mode, "decoding",
+                      lambda done, failed: decode_files(codec, pairs, args.force, done=done, failed=failed))
 
 
 def cmd_info(args) -> int:
-    from .tokens import load_tokens
+    from .files import load_codes
     for path in args.files:
-        tokens = load_tokens(path)
-        tokenizer = f", tokenizer {tokens.tokenizer_sha256[:16]}" if tokens.tokenizer_sha256 else ""
-        name = printable(tokens.model_name)  # a name may hold a newline or a terminal escape
-        print(f"{printable(str(path))}\n  model: {name} (weights sha256 {tokens.weights_sha256[:16]}{tokenizer})\n"
-              f"  sample rate: {tokens.sample_rate} Hz, frame rate: {tokens.frame_rate:g} Hz\n"
-              f"  frames: {tokens.num_frames}, codebooks: {tokens.num_codebooks} x {tokens.codebook_sizes[0]}"
-              f" codes\n  duration: {tokens.duration:.3f} s ({tokens.num_samples} samples, source channels:"
-              f" {tokens.channels})\n  nominal bitrate: {tokens.bitrate / 1000:.3g} kbps")
+        print(load_codes(path).describe(path))
     return 0
 
 
@@ -106,12 +122,8 @@ def cmd_eval(args) -> int:
         counts = [_num_codebooks(codec, n, b) for n, b in choices] or [codec.num_codebooks]
         systems = [ModelSystem(codec, n, args.name) for n in counts] + systems
     check_systems(systems, Path(args.out), args.force)
-    predictors = [m.name for m in table.select(args.mos or ["mos"])]
-    if any(table.BY_NAME[name].family != "mos" for name in predictors):
-        raise CodecError(f"--mos takes MOS predictors: {', '.join(m.name for m in table.select(['mos']))}")
-    chosen = [m for m in table.select(args.metrics or [m.name for m in table.METRICS])
-              if m.family != "mos" or (not args.no_mos and m.name in predictors)]
-    metrics, unavailable = table.load(chosen, table.Settings(str(device), args.utmos_checkpoint))
+    chosen = table.choose(args.metrics, args.mos, args.no_mos)
+    metrics, unavailable = table.load_scorers(chosen, table.Settings(str(device), args.utmos_checkpoint))
     for message in unavailable.values():
         print(f"note: {message}", file=sys.stderr)
     if any(m.family == "asr" for m, _ in metrics):
@@ -185,7 +197,7 @@ def cmd_train(args) -> int:
     from .train.config import TrainConfig
     from .train.runs import prepare
     from .train.trainer import train
-    from .weights import weights_path
+    from .model import weights_path
     _warn_if_single_process("train")
     overrides = args.overrides + ([f"threads={args.threads}"] if args.threads is not None else [])
     config = load_yaml(TrainConfig, args.config, overrides)
@@ -206,15 +218,11 @@ def cmd_export_weights(args) -> int:
 
 
 def cmd_onnx(args) -> int:
-    from .onnx import GRAPHS, export_onnx
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise OutputError(f"{out}: the ONNX output must be a folder, and this is a file")
-    existing = [g for g in GRAPHS if (out / f"{g}.onnx").exists()]
-    if existing and not args.force:
-        raise OutputError(f"{out}: holds {existing[0]}.onnx already (use --force to overwrite)")
-    paths = export_onnx(_load_model(args.model), out)
-    print(f"wrote {', '.join(p.name for p in paths)} to {out}")
+    from .audio import check_folder
+    from .onnx import export_onnx
+    check_folder(args.out, "the ONNX output")  # before the model loads
+    paths = export_onnx(_load_model(args.model), args.out, force=args.force)
+    print(f"wrote {', '.join(p.name for p in paths)} to {args.out}")
     return 0
 
 
@@ -420,7 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "MODEL is a weights file or 'bundled' (docs/serving.md)")
     onnx.add_argument("model", help="weights file (.safetensors) or 'bundled'")
     onnx.add_argument("out", help="output folder")
-    onnx.add_argument("--force", action="store_true", help="overwrite existing graphs")
+    _force_option(onnx, "overwrite existing graphs")
     onnx.set_defaults(run=cmd_onnx)
 
     info = commands.add_parser("info", help="what is inside a .codes file")

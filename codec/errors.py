@@ -9,7 +9,7 @@ class AudioError(CodecError):
     """An input that cannot be read as audio, or audio that cannot be encoded (empty, NaN, inf)."""
 
 
-class TokenFileError(CodecError):
+class CodesFileError(CodecError):
     """A .codes file that is corrupt, truncated, foreign, or made by another model."""
 
 

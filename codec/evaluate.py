@@ -81,7 +81,7 @@ class ModelSystem:
 @dataclass
 class Options:
     reference_rate: int = DEFAULT_REFERENCE_RATE
-    metrics: list[tuple[Metric, Scorer]] = field(default_factory=list)   # from metrics.table.load
+    metrics: list[tuple[Metric, Scorer]] = field(default_factory=list)   # from metrics.table.load_scorers
     unavailable: dict[str, str] = field(default_factory=dict)   # metric -> how to get it
     texts: dict[Path, str] = field(default_factory=dict)   # what each file says, when the data has it
     text_source: str = ""   # where the texts come from (a manifest column), recorded with the results

@@ -15,13 +15,12 @@ from pathlib import Path
 from .audio import AtomicOutput
 from .config import to_dict
 from .errors import ModelError, OutputError
-from .model import Codec
+from .model import BUNDLED, Codec, load, save_weights
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 
 
 def save_pretrained(codec: Codec, folder: str | Path, force: bool = False) -> Path:
-    from .weights import BUNDLED, save_weights
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"{folder}: a model folder is a folder, and this is a file")
@@ -64,7 +63,6 @@ def _card(codec: Codec) -> str:
 
 
 def from_pretrained(path: str | Path) -> Codec:
-    from .weights import load
     path = Path(path)
     if str(path) != "bundled" and not path.exists():
         raise ModelError(f"{path}: no such model folder or weights file (nothing is downloaded)")

@@ -22,9 +22,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .audio import AtomicOutput
+from .audio import AtomicOutput, check_folder
 from .config import to_dict
-from .errors import ModelError
+from .errors import ModelError, OutputError
 from .model import Codec
 from .nn.streaming import StreamState, bound
 from .quantize import FactorizedQuantizer
@@ -137,13 +137,18 @@ def _export_graph(codec: Codec, graph: str, path: Path) -> None:
             onnx.save(model, str(temporary))
 
 
-def export_onnx(codec: Codec, folder: str | Path, graphs: tuple[str, ...] = GRAPHS) -> list[Path]:
-    """Write the model's graphs into `folder` (created); returns their paths."""
+def export_onnx(codec: Codec, folder: str | Path, graphs: tuple[str, ...] = GRAPHS, force: bool = True) -> list[Path]:
+    """Write the model's graphs into `folder` (created); returns their paths. Graphs already there are refused
+    before any work unless `force`."""
+    folder = Path(folder)
+    check_folder(folder, "the ONNX output")
+    existing = [g for g in graphs if (folder / f"{g}.onnx").exists()]
+    if existing and not force:
+        raise OutputError(f"{folder}: holds {existing[0]}.onnx already (use --force to overwrite)")
     try:
         import onnx  # noqa: F401
     except ImportError:
         raise ModelError("ONNX export needs the onnx package: pip install onnx onnxruntime") from None
-    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     heads = [m for m in codec.modules() if hasattr(m, "export_friendly")]
     for head in heads:

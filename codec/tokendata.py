@@ -16,10 +16,9 @@ import numpy as np
 import torch
 
 from .audio import AtomicOutput
-from .errors import TokenFileError
-from .files import check_model
+from .errors import CodesFileError
+from .files import CodesFile
 from .model import Codec
-from .tokens import TokenFile
 
 MANIFEST = "manifest.json"
 FORMAT = "codec-token-shards"
@@ -55,9 +54,9 @@ def read_manifest(folder: str | Path) -> dict:
     try:
         manifest = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise TokenFileError(f"{path}: not a readable export manifest ({error})") from None
+        raise CodesFileError(f"{path}: not a readable export manifest ({error})") from None
     if manifest.get("format") != FORMAT or manifest.get("format_version") != FORMAT_VERSION:
-        raise TokenFileError(f"{path}: not a '{FORMAT}' version {FORMAT_VERSION} manifest")
+        raise CodesFileError(f"{path}: not a '{FORMAT}' version {FORMAT_VERSION} manifest")
     return manifest
 
 
@@ -69,7 +68,7 @@ def join_token_stream(folder: str | Path, target: str | Path, force: bool = Fals
     folder, target = Path(folder), Path(target)
     manifest = read_manifest(folder)
     if "token_stream" not in manifest:
-        raise TokenFileError(f"{folder}: exported without --token-stream")
+        raise CodesFileError(f"{folder}: exported without --token-stream")
     itemsize = np.dtype(manifest["token_stream"]["dtype"]).itemsize
     entries, start = [], 0
     with AtomicOutput(target, force) as temporary, open(temporary, "wb") as joined:
@@ -148,12 +147,12 @@ class TokenDataset(torch.utils.data.Dataset):
 
     def check_model(self, codec: Codec) -> None:
         """Refuse a model that neither made these codes nor shares their tokenizer (its encoder and quantizer),
-        with the TokenFileError that decoding a .codes file from another model raises."""
+        with the CodesFileError that decoding a .codes file from another model raises."""
         made_by = self.manifest
-        check_model(codec, TokenFile(  # the export described as a token file, without its frames
+        CodesFile(  # the export described as a codes file, without its frames
             torch.zeros(made_by["num_codebooks"], 0, dtype=torch.long), made_by["model_name"],
             made_by["weights_sha256"], made_by["sample_rate"], made_by["frame_rate"], 0, 1,
-            made_by["codebook_sizes"], made_by["tokenizer_sha256"]), self.folder / MANIFEST)
+            made_by["codebook_sizes"], made_by["tokenizer_sha256"]).check_model(codec, self.folder / MANIFEST)
 
     def audio_path(self, index: int) -> Path:
         """The source audio of utterance `index`: its `path` is relative to the manifest's `data_root`."""

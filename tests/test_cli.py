@@ -9,7 +9,7 @@ import soundfile
 import torch
 
 from codec.cli import main
-from codec.weights import load
+from codec.model import load
 
 from conftest import EXAMPLE, write
 
@@ -92,8 +92,8 @@ def test_stereo_is_downmixed(tmp_path, tiny_weights):
     write(tmp_path / "mono.wav", (left + right) / 2, 8000, subtype="FLOAT")
     assert run("encode", "--model", tiny_weights, tmp_path / "stereo.wav", tmp_path / "s.codes") == 0
     assert run("encode", "--model", tiny_weights, tmp_path / "mono.wav", tmp_path / "m.codes") == 0
-    from codec.tokens import load_tokens
-    stereo, mono = load_tokens(tmp_path / "s.codes"), load_tokens(tmp_path / "m.codes")
+    from codec.files import load_codes
+    stereo, mono = load_codes(tmp_path / "s.codes"), load_codes(tmp_path / "m.codes")
     assert stereo.channels == 2 and mono.channels == 1
     assert (stereo.codes == mono.codes).float().mean() > 0.95  # equal up to 16-bit rounding of the input
 
@@ -158,7 +158,7 @@ def test_wrong_model_for_token_file(tmp_path, tiny_weights, speech, capsys):
 def test_tokens_decode_with_another_decoder_of_the_same_tokenizer(tmp_path, tiny_weights, speech, capsys):
     """A model whose decoder alone changed reads the tokens of the one before (same encoder and quantizer);
     a changed quantizer does not."""
-    from codec.weights import load_weights, save_weights
+    from codec.model import load_weights, save_weights
     assert run("encode", "--model", tiny_weights, speech, tmp_path / "a.codes") == 0
     for part, path in (("decoder", tmp_path / "new-decoder.safetensors"),
                        ("quantizer", tmp_path / "new-quantizer.safetensors")):
@@ -212,15 +212,15 @@ def test_inputs_that_would_write_the_same_output_are_refused(tmp_path, tiny_weig
 
 def test_token_file_that_does_not_fit_the_model(tmp_path, tiny_weights, speech, capsys):
     """Consistent metadata from the same model's hash, but more codebooks than the model has."""
-    from codec.tokens import load_tokens, save_tokens
+    from codec.files import load_codes, save_codes
     assert run("encode", "--model", tiny_weights, speech, tmp_path / "a.codes") == 0
-    tokens = load_tokens(tmp_path / "a.codes")
+    tokens = load_codes(tmp_path / "a.codes")
     tokens.codes, tokens.codebook_sizes = torch.cat([tokens.codes, tokens.codes[:1]]), tokens.codebook_sizes + [16]
-    save_tokens(tmp_path / "more.codes", tokens)
+    save_codes(tmp_path / "more.codes", tokens)
     assert run("decode", "--model", tiny_weights, tmp_path / "more.codes", tmp_path / "a.wav") == 1
     assert "do not fit the model" in capsys.readouterr().err
     assert run("info", speech) == 1
-    assert "not a .codes token file" in capsys.readouterr().err
+    assert "not a .codes file" in capsys.readouterr().err
 
 
 def _never(*args, **kwargs):
@@ -295,12 +295,12 @@ def test_sigterm_leaves_no_temporary_file(tmp_path, tiny_weights):
     import signal
     import time
 
-    from codec.tokens import TokenFile, save_tokens
+    from codec.files import CodesFile, save_codes
     model = load(tiny_weights)
     seconds = 600  # ~20 s of decoding for the tiny model, far longer than it takes to notice the file: killed
     # after a fraction of a second, the test stays short, and a loaded machine cannot finish before the signal
     codes = torch.randint(0, 16, (3, int(seconds * model.frame_rate)))
-    save_tokens(tmp_path / "long.codes", TokenFile(codes, model.name, model.weights_sha256, model.sample_rate,
+    save_codes(tmp_path / "long.codes", CodesFile(codes, model.name, model.weights_sha256, model.sample_rate,
                                                    model.frame_rate, seconds * model.sample_rate, 1, [16] * 3))
     out = tmp_path / "out"
     out.mkdir()
@@ -322,7 +322,7 @@ def test_long_input_crosses_blocks_and_equals_the_offline_api(tmp_path, tiny_wei
     """Blocks of BLOCK_SECONDS read, resampled (a stream of soxr) and encoded: a stereo 44.1 kHz input several
     blocks long gives the offline API's codes on its downmix, and decodes to its audio."""
     from codec.files import BLOCK_SECONDS
-    from codec.tokens import load_tokens
+    from codec.files import load_codes
     model = load(tiny_weights)
     rate, seconds = 44100, 3.5 * BLOCK_SECONDS
     stereo = np.random.default_rng(0).standard_normal((int(seconds * rate), 2)).astype(np.float32) * 0.1
@@ -330,7 +330,7 @@ def test_long_input_crosses_blocks_and_equals_the_offline_api(tmp_path, tiny_wei
     assert run("encode", "--model", tiny_weights, tmp_path / "long.wav", tmp_path / "a.codes") == 0
     assert run("decode", "--model", tiny_weights, tmp_path / "a.codes", tmp_path / "a.wav") == 0
     offline = model.encode(torch.from_numpy(stereo.mean(1)), rate)
-    tokens = load_tokens(tmp_path / "a.codes")
+    tokens = load_codes(tmp_path / "a.codes")
     assert tokens.channels == 2 and tokens.num_samples == int(seconds * model.sample_rate)
     assert torch.equal(tokens.codes, offline[0])
     decoded, _ = soundfile.read(tmp_path / "a.wav", dtype="float32")

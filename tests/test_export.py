@@ -23,12 +23,12 @@ import codec.shards
 from codec import TokenDataset
 from codec.cli import main
 from codec.corpus import read_utterances
-from codec.errors import OutputError, TokenFileError
+from codec.errors import OutputError, CodesFileError
 from codec.export import encode_batch
 from codec.files import encode_file
 from codec.shards import webdataset_key
 from codec.tokendata import from_token_stream, join_token_stream, to_token_stream
-from codec.weights import load, load_weights, save_weights
+from codec.model import load, load_weights, save_weights
 
 from conftest import write
 
@@ -279,7 +279,7 @@ def test_token_dataset_checks_the_model_as_token_files_do(tmp_path, tiny_weights
                 parameter.add_(0.01)
         save_weights(model, tmp_path / f"new-{part}.safetensors")
     dataset.check_model(load(tmp_path / "new-decoder.safetensors"))  # the same tokenizer: its tokens decode
-    with pytest.raises(TokenFileError, match="manifest.json: made by model 'tiny'"):
+    with pytest.raises(CodesFileError, match="manifest.json: made by model 'tiny'"):
         dataset.check_model(load(tmp_path / "new-quantizer.safetensors"))
 
 

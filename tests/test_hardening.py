@@ -10,8 +10,8 @@ from safetensors.torch import load_file, save_file
 from codec.cli import main
 from codec.errors import AudioError, ModelError
 from codec.model import Codec
-from codec.tokens import TokenFile, load_tokens, save_tokens
-from codec.weights import load, save_weights
+from codec.files import CodesFile, load_codes, save_codes
+from codec.model import load, save_weights
 
 from conftest import tiny_config
 
@@ -99,16 +99,16 @@ def forged(tmp_path, tiny_weights, speech, **changes):
     fields themselves can refuse it."""
     if not (tmp_path / "a.codes").exists():
         assert run("encode", "--model", tiny_weights, speech, tmp_path / "a.codes") == 0
-    tokens = load_tokens(tmp_path / "a.codes")
+    tokens = load_codes(tmp_path / "a.codes")
     for name, value in changes.items():
         setattr(tokens, name, value)
-    save_tokens(tmp_path / "forged.codes", tokens, force=True)
+    save_codes(tmp_path / "forged.codes", tokens, force=True)
     return tmp_path / "forged.codes"
 
 
 def test_frame_rate_must_be_the_models(tmp_path, tiny_weights, speech, capsys):
     """150 Hz of metadata on 75 Hz codes decoded with exit code 0 to half the audio (here 2000 on 1000)."""
-    tokens = load_tokens(forged(tmp_path, tiny_weights, speech))  # 1000 Hz: the tiny model's hop is 8
+    tokens = load_codes(forged(tmp_path, tiny_weights, speech))  # 1000 Hz: the tiny model's hop is 8
     frames = math.ceil(tokens.num_samples / tokens.sample_rate * 2000)
     path = forged(tmp_path, tiny_weights, speech, frame_rate=2000.0, codes=tokens.codes.repeat(1, 2)[:, :frames])
     (tmp_path / "out").mkdir()
@@ -194,7 +194,7 @@ def test_temporary_of_a_killed_decode_is_removed_by_the_next_run(tmp_path, tiny_
     model = load(tiny_weights)
     seconds = 600  # far longer to decode than the moment it takes to see the temporary file
     codes = torch.randint(0, 16, (3, int(seconds * model.frame_rate)))
-    save_tokens(tmp_path / "long.codes", TokenFile(codes, model.name, model.weights_sha256, model.sample_rate,
+    save_codes(tmp_path / "long.codes", CodesFile(codes, model.name, model.weights_sha256, model.sample_rate,
                                                    model.frame_rate, seconds * model.sample_rate, 1, [16] * 3))
     out = tmp_path / "out"
     out.mkdir()
@@ -208,7 +208,7 @@ def test_temporary_of_a_killed_decode_is_removed_by_the_next_run(tmp_path, tiny_
     process.wait(timeout=60)
     stale = [p.name for p in out.iterdir() if p.name.startswith(".long.wav.")]
     assert len(stale) == 1 and f"-{process.pid}." in stale[0]
-    save_tokens(tmp_path / "short.codes", TokenFile(codes[:, :100], model.name, model.weights_sha256,
+    save_codes(tmp_path / "short.codes", CodesFile(codes[:, :100], model.name, model.weights_sha256,
                                                     model.sample_rate, model.frame_rate, 800, 1, [16] * 3))
     assert run("decode", "--model", tiny_weights, tmp_path / "short.codes", out / "short.wav") == 0
     assert sorted(p.name for p in out.iterdir()) == [".notes.1234.abcdefgh.tmp.txt", "short.wav"]

@@ -17,7 +17,7 @@ from conftest import EXAMPLE
 
 def load_predictors(names, checkpoint=None):
     """The scorers of MOS predictors as `codec eval` loads them, and the unavailable ones' messages."""
-    return table.load(table.select(names), table.Settings(utmos_checkpoint=checkpoint))
+    return table.load_scorers(table.select(names), table.Settings(utmos_checkpoint=checkpoint))
 
 
 def test_codebook_statistics_and_bitrates():
@@ -46,7 +46,7 @@ def test_align_resamples_removes_delay_and_pads():
 
 def test_quality_metrics_of_a_perfect_and_a_noisy_copy(speech):
     audio = load_audio(speech, 16000)[0].numpy()
-    scorers, _ = table.load(table.select(["signal"]), table.Settings())
+    scorers, _ = table.load_scorers(table.select(["signal"]), table.Settings())
 
     def score(pair):
         return {metric.name: scorer(pair) for metric, scorer in scorers}
@@ -372,7 +372,7 @@ def test_f0_rmse_is_near_zero_for_the_same_audio_and_1200_cents_an_octave_up(exa
 def test_a_metric_whose_package_is_missing_is_unavailable_with_its_install_line(monkeypatch):
     monkeypatch.setitem(__import__("sys").modules, "pocketsphinx", None)
     monkeypatch.setitem(__import__("sys").modules, "resemblyzer", None)
-    loaded, unavailable = table.load(table.select(["asr", "speaker", "si_sdr"]), table.Settings())
+    loaded, unavailable = table.load_scorers(table.select(["asr", "speaker", "si_sdr"]), table.Settings())
     assert [m.name for m, _ in loaded] == ["si_sdr"]
     assert unavailable == {"wer": "WER needs pocketsphinx: pip install pocketsphinx jiwer",
                            "cer": "CER needs pocketsphinx: pip install pocketsphinx jiwer",

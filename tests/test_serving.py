@@ -161,7 +161,7 @@ def test_streams_refuse_bad_pushes(tiny_weights):
 def test_save_and_from_pretrained(tmp_path, tiny_weights):
     import json
     from codec.errors import ModelError, OutputError
-    from codec.weights import load_weights
+    from codec.model import load_weights
     bundled = Codec.from_pretrained("bundled")
     folder = bundled.save_pretrained(tmp_path / "bundled")
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]
@@ -199,13 +199,13 @@ def test_many_files_encode_together_as_each_alone(tmp_path, tiny_weights):
     """`codec encode` steps several files' streams together: each .codes file holds the file's own codes."""
     from codec.audio import load_audio
     from codec.cli import main
-    from codec.tokens import load_tokens
+    from codec.files import load_codes
     model = codec.load(tiny_weights)
     for i, (ms, rate) in enumerate(((1300, 8000), (250, 16000), (2100, 22050))):
         soundfile.write(tmp_path / f"{i}.wav", speech_clips(rate, (ms,))[0].numpy(), rate)
     assert main(["encode", *(str(tmp_path / f"{i}.wav") for i in range(3)), str(tmp_path / "out"),
                  "--model", str(tiny_weights)]) == 0
     for i in range(3):
-        tokens = load_tokens(tmp_path / "out" / f"{i}.codes")
+        tokens = load_codes(tmp_path / "out" / f"{i}.codes")
         audio = load_audio(tmp_path / f"{i}.wav", model.sample_rate)[0]
         assert torch.equal(tokens.codes, model.encode(audio)[0])

@@ -9,7 +9,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from codec.cli import main
-from codec.tokens import DTYPES, _checksum, load_tokens
+from codec.files import DTYPES, _checksum, load_codes
 
 VALUES = [0, -1, 1, "nan", "inf", "-inf", "1e308", "Infinity", "[]", "[Infinity]", f"[{2**63}]", "[1.5]", "[16.0]",
           "[true]", "[0]", "[16, 16, 16, 16]", '""', "x", "150.0", "1.5", "   8000", "8_000", "[[[[[[[", "\x1b[2J\n",
@@ -61,7 +61,7 @@ def byte_mutation(rng, original, target):
 
 def test_mutated_token_files_are_refused_in_one_line(tmp_path, original, tiny_weights, capsys):
     rng = random.Random(19)
-    written = load_tokens(original)
+    written = load_codes(original)
     out = tmp_path / "out"
     out.mkdir()
     capsys.readouterr()
@@ -76,7 +76,7 @@ def test_mutated_token_files_are_refused_in_one_line(tmp_path, original, tiny_we
             err = capsys.readouterr().err
             assert "Traceback" not in err
             if code == 0:
-                tokens = load_tokens(mutated)
+                tokens = load_codes(mutated)
                 assert torch.equal(tokens.codes, written.codes), trial
                 if trial % 2 == 0:  # bytes changed under the checksum: only a change that does not matter
                     assert {**vars(tokens), "codes": None} == {**vars(written), "codes": None}, trial

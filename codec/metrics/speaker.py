@@ -48,7 +48,7 @@ class VoiceEncoder(nn.Module):
         return embedding / embedding.norm(dim=1, keepdim=True).clamp(min=1e-12)
 
 
-def weights_path() -> Path:
+def resemblyzer_weights() -> Path:
     """pretrained.pt inside the installed package, found without importing it (its __init__ needs webrtcvad)."""
     spec = importlib.util.find_spec("resemblyzer")
     path = Path(spec.submodule_search_locations[0]) / "pretrained.pt" if spec and spec.submodule_search_locations \
@@ -60,8 +60,8 @@ def weights_path() -> Path:
 
 @functools.lru_cache(maxsize=None)
 def load_encoder(device: str = "cpu") -> VoiceEncoder:
-    path = weights_path()
-    from ..weights import sha256
+    path = resemblyzer_weights()
+    from ..model import sha256
     if sha256(path) != WEIGHTS_SHA256:
         raise MetricUnavailable(f"{path}: not the Resemblyzer 0.1.4 weights this code was checked against (sha256); "
                                 f"{INSTALL.replace('install', 'install --force-reinstall')}")

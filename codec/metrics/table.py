@@ -94,7 +94,17 @@ def select(choices: list[str]) -> list[Metric]:
     return [m for m in METRICS if m.name in choices or m.family in choices]
 
 
-def load(metrics: list[Metric], settings: Settings) -> tuple[list[tuple[Metric, Scorer]], dict[str, str]]:
+def choose(metrics: list[str] | None, mos: list[str] | None, no_mos: bool) -> list[Metric]:
+    """What `codec eval --metrics ... --mos ... [--no-mos]` asks for: the metrics (default all), of which the MOS
+    predictors named by `mos` (default every one), or none with `no_mos`."""
+    predictors = select(mos or ["mos"])
+    if any(m.family != "mos" for m in predictors):
+        raise CodecError(f"--mos takes MOS predictors: {', '.join(m.name for m in select(['mos']))}")
+    return [m for m in select(metrics or [m.name for m in METRICS])
+            if m.family != "mos" or (not no_mos and m in predictors)]
+
+
+def load_scorers(metrics: list[Metric], settings: Settings) -> tuple[list[tuple[Metric, Scorer]], dict[str, str]]:
     """The scorers of the metrics that can run, and for each that cannot, the one line saying what to install.
     A metric that is installed but broken (a UTMOS checkpoint that does not load) is an error."""
     loaded, unavailable = [], {}
