@@ -183,3 +183,28 @@ def test_codes_out_of_range_are_a_clear_error(tiny_weights):
             model.decode(wrong)
         with model.stream_decoder() as decoder, pytest.raises(CodesError):
             decoder.push(wrong)
+
+
+def test_a_codec_is_composed_from_the_parts_its_config_names():
+    """Codec.from_config takes each part from its family's table, and a Codec composed by hand from the same parts
+    encodes and decodes the same way."""
+    from codec.model import Codec
+    from codec.nn import DECODERS, ENCODERS, ISTFTDecoder, SEANetDecoder, SEANetEncoder
+    from codec.quantize import QUANTIZERS, SimVQ, VectorQuantizer, build_quantizer
+    from conftest import tiny_config
+    assert set(DECODERS) == {"seanet", "istft", "harmonic"} and set(QUANTIZERS) == {"simvq", "vq"}
+    built = Codec.from_config(tiny_config(kind="vq", decoder="istft"))
+    assert isinstance(built.encoder, SEANetEncoder) and isinstance(built.decoder, ISTFTDecoder)
+    assert all(isinstance(stage, VectorQuantizer) for stage in built.quantizer.stages)
+    config = tiny_config(decoder="seanet")
+    torch.manual_seed(0)
+    composed = Codec(ENCODERS["seanet"](config), build_quantizer(config.seanet.dimension, config.quantizer),
+                     DECODERS["seanet"](config), config).eval()
+    torch.manual_seed(0)
+    configured = Codec.from_config(config).eval()
+    assert isinstance(configured.decoder, SEANetDecoder)
+    assert all(isinstance(stage, SimVQ) for stage in configured.quantizer.stages)
+    audio = torch.randn(1, 1, 800) * 0.1
+    codes = composed.encode(audio)
+    assert torch.equal(codes, configured.encode(audio))
+    assert torch.allclose(composed.decode(codes), configured.decode(codes))
