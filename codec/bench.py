@@ -176,13 +176,16 @@ def latency(codec, threads: int = 2, frames: int = 75) -> list[str]:
              f"Algorithmic latency: {frame_ms:.1f} ms (one frame of {codec.hop_length} samples at "
              f"{codec.sample_rate} Hz; no look-ahead: every layer is causal). Mimi publishes 80 ms.", "",
              "| device | compute per frame, encode + decode (ms) | share of the frame's duration |", "|---|---|---|"]
-    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    for device in devices:
+    # A frame is a small call, whose ops are too short to split among threads: one thread may be faster.
+    runs = [("cpu", n) for n in sorted({1, threads})] + ([("cuda", threads)] if torch.cuda.is_available() else [])
+    for device, count in runs:
+        torch.set_num_threads(count)
         model = codec.to(device)
         _stream_frames(model, 1, 3, True)  # warm-up
         per_frame = 1000 * _stream_frames(model, 1, frames, True) / frames
-        name = f"CPU, {threads} threads" if device == "cpu" else torch.cuda.get_device_name()
+        name = f"CPU, {count} threads" if device == "cpu" else torch.cuda.get_device_name()
         lines.append(f"| {name} | {per_frame:.2f} | {per_frame / frame_ms:.0%} |")
+    torch.set_num_threads(threads)
     codec.to("cpu")
     return lines
 

@@ -43,6 +43,19 @@ def test_transposed_conv_stream_equals_offline(chunk):
     assert torch.allclose(stream(conv, x, chunk), offline, atol=1e-6)
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 8, 9, 40])
+def test_lstm_stream_equals_offline_whether_stepped_by_hand_or_not(chunk):
+    """Short chunks without gradients step the LSTM's equations by hand (faster on a CPU); longer ones run
+    nn.LSTM: both continue the same state and equal the offline pass."""
+    from codec.nn.seanet import HAND_STEPPED_FRAMES, StreamingLSTM
+    torch.manual_seed(0)
+    lstm = StreamingLSTM(6, 2).eval()
+    x = torch.randn(2, 6, 40)
+    with torch.no_grad():
+        assert lstm._step_by_hand(x[..., :chunk].permute(2, 0, 1)) == (chunk <= HAND_STEPPED_FRAMES)
+        assert torch.allclose(stream(lstm, x, chunk), lstm(x), atol=1e-6)
+
+
 @pytest.fixture(params=[("seanet", "absolute"), ("istft", "absolute"), ("istft", "integrated")],
                 ids=["seanet", "istft", "istft-integrated-phase"])
 def codec(request):
