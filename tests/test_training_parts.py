@@ -91,6 +91,20 @@ def test_crops_read_from_files_equal_crops_held_in_memory(clips):
         assert torch.allclose(a, b, atol=1e-4), item
 
 
+@pytest.mark.parametrize("in_memory", [True, False])
+def test_files_recorded_above_16khz_can_be_drawn_more_often(clips, in_memory):
+    """high_rate_weight multiplies the chance of a second of a file recorded above 16 kHz (the only ones with a
+    band above 8 kHz); within each group, files keep their shares by duration."""
+    plain = AudioCrops(clips, 24000, 2400, seed=0, in_memory=in_memory)
+    weighted = AudioCrops(clips, 24000, 2400, seed=0, in_memory=in_memory, high_rate_weight=4.0)
+    high = torch.tensor([rate > 16000 for rate in (16000, 44100, 24000, 22050)])
+    share = lambda weights: float(weights[high].sum())  # noqa: E731
+    assert share(plain.weights) == pytest.approx(4.5 / 6.5, abs=1e-3)   # by duration alone: 4.5 of 6.5 s
+    assert share(weighted.weights) == pytest.approx(4 * 4.5 / (4 * 4.5 + 2.0), abs=1e-3)
+    assert torch.allclose(weighted.weights[high] / weighted.weights[high].sum(),
+                          plain.weights[high] / plain.weights[high].sum())
+
+
 def test_a_data_loader_with_workers_gives_the_same_batches(clips):
     dataset = AudioCrops(clips, 24000, 2400, seed=0, in_memory=False)
     batches = StepBatches(2, 5, batch_size=3, rank=0, processes=1)

@@ -11,7 +11,7 @@ from ..config import ModelConfig
 class DataConfig:
     limits: typing.ClassVar = {"valid_files": (1, None), "valid_seconds": (0.01, None),
                                "crop_seconds": (0.01, None), "batch_size": (1, None),
-                               "workers": (0, None)}
+                               "workers": (0, None), "high_rate_weight": (0.01, None)}
     train: str = ""                 # folder (recursive), list of paths, or TSV/CSV manifest
     split: str | None = None        # keep only manifest rows whose `split` column equals this
     valid: str | None = None        # held-out validation audio (same forms); none: no validation pass
@@ -24,6 +24,9 @@ class DataConfig:
     # file: for a corpus of hundreds of hours, with `workers` data-loader processes reading ahead.
     in_memory: bool = True
     workers: int = 0                # data-loader processes per training process; 0 reads in the training loop
+    # A second of a file recorded above 16 kHz is drawn this many times as often as one of a 16 kHz file: a 24 kHz
+    # model learns the band above 8 kHz from those files alone.
+    high_rate_weight: float = 1.0
 
 
 @dataclass

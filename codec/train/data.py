@@ -29,16 +29,18 @@ class AudioCrops:
 
     `in_memory` holds every file decoded at the model's rate (fast; ~350 MB per hour of audio); otherwise only
     the files' lengths are read up front and each crop is read from its file (a corpus of hundreds of hours).
-    Files are drawn by duration, so every second is equally likely. Clips shorter than a crop are repeated to fill
-    it, so no batch is mostly silence. Unreadable files are skipped with a warning rather than ending a run.
+    Files are drawn by duration, so every second is equally likely, except that a second of a file recorded above
+    16 kHz is `high_rate_weight` times as likely: in a corpus of mostly 16 kHz speech only those files teach a
+    24 kHz model the band above 8 kHz. Clips shorter than a crop are repeated to fill it, so no batch is mostly
+    silence. Unreadable files are skipped with a warning rather than ending a run.
     """
 
     def __init__(self, files: list[Path], sample_rate: int, crop_samples: int, seed: int = 0,
-                 in_memory: bool = True) -> None:
+                 in_memory: bool = True, high_rate_weight: float = 1.0) -> None:
         self.rate, self.crop, self.seed = sample_rate, crop_samples, seed
         self.files: list[Path] = []
         self.clips: list[torch.Tensor] = []  # in memory only
-        self.source_rates: list[int] = []  # read from files only
+        self.source_rates: list[int] = []
         lengths = []
         # Decoding and resampling release the GIL: threads load a corpus several times faster on several cores.
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1)) as pool:
@@ -48,21 +50,24 @@ class AudioCrops:
                 if isinstance(result, AudioError):
                     print(f"warning: skipping {result}", file=sys.stderr)
                     continue
+                meta, clip = result
                 if in_memory:
-                    self.clips.append(result)
-                    lengths.append(len(result))
+                    self.clips.append(clip)
+                    lengths.append(len(clip))
                 else:
-                    lengths.append(result.frames * sample_rate // result.samplerate)
-                    self.source_rates.append(result.samplerate)
+                    lengths.append(meta.frames * sample_rate // meta.samplerate)
+                self.source_rates.append(meta.samplerate)
                 self.files.append(file)
         if not self.files or not sum(lengths):
             raise ConfigError("no readable audio in the training data")
         self.lengths = torch.tensor(lengths, dtype=torch.float64)
-        self.weights = self.lengths / self.lengths.sum()
+        high_rate = torch.tensor([rate > 16000 for rate in self.source_rates])
+        weights = self.lengths * torch.where(high_rate, high_rate_weight, 1.0)
+        self.weights = weights / weights.sum()
 
     def _read(self, file: Path, in_memory: bool):
         try:
-            return load_audio(file, self.rate)[0] if in_memory else info(file)
+            return info(file), load_audio(file, self.rate)[0] if in_memory else None
         except AudioError as error:
             return error
 

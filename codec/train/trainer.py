@@ -228,7 +228,7 @@ class Trainer:
         data = config.data
         crop = int(data.crop_seconds * config.model.sample_rate)
         dataset = AudioCrops(read_file_list(data.train, data.split), config.model.sample_rate, crop, config.seed,
-                             data.in_memory)
+                             data.in_memory, data.high_rate_weight)
         batches = StepBatches(self.step, config.steps, data.batch_size, self.accelerator.process_index,
                               self.accelerator.num_processes)
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, num_workers=data.workers,
