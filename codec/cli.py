@@ -120,10 +120,11 @@ def cmd_eval(args) -> int:
         codec = _load_model(args.model or "bundled").to(device)
         choices = [(None, b) for b in args.bandwidth or []] + [(n, None) for n in args.num_codebooks or []]
         counts = [_num_codebooks(codec, n, b) for n, b in choices] or [codec.num_codebooks]
-        systems = [ModelSystem(codec, n, args.name) for n in counts] + systems
+        systems = [ModelSystem(codec, num_codebooks=n, name=args.name) for n in counts] + systems
     check_systems(systems, Path(args.out), args.force)
     chosen = table.choose(args.metrics, args.mos, args.no_mos)
-    metrics, unavailable = table.load_scorers(chosen, table.Settings(str(device), args.utmos_checkpoint))
+    settings = table.Settings(device=str(device), utmos_checkpoint=args.utmos_checkpoint)
+    metrics, unavailable = table.load_scorers(chosen, settings)
     for message in unavailable.values():
         print(f"note: {message}", file=sys.stderr)
     if any(m.family == "asr" for m, _ in metrics):
