@@ -162,3 +162,37 @@ def test_a_harmonic_decoder_may_start_from_an_istft_models_weights(tmp_path):
     config = TrainConfig(model=harmonic_config(), data=DataConfig(train=str(EXAMPLE)), out_dir=str(tmp_path / "run"))
     config.model.harmonic.f0_max = 400.0  # harmonic settings are free to differ, as the decoder kind is
     prepare(config, init_weights=str(source))
+
+
+def test_teacher_forced_f0_drives_the_oscillator_on_voiced_frames_only(codec):
+    audio = torch.randn(1, 1, 800) * 0.3
+    codes = codec.encode(audio)
+    own = codec.decode(codes, 800)
+    frames = codes.shape[-1]
+    codec.decoder.head.given_f0 = torch.zeros(1, frames)  # all unvoiced: the f0 head drives it, as without labels
+    assert torch.equal(codec.decode(codes, 800), own)
+    given = torch.zeros(1, frames)
+    given[:, frames // 2:] = 220.0
+    codec.decoder.head.given_f0 = given
+    forced = codec.decode(codes, 800)
+    half = (frames // 2) * codec.hop_length  # frame f's segment starts at f hop
+    assert torch.equal(forced[..., :half], own[..., :half]) and not torch.allclose(forced[..., half:], own[..., half:])
+
+
+def test_a_teacher_forced_training_step_uses_the_labels_and_leaves_the_f0_head_in_charge_after(tmp_path):
+    from codec.train.trainer import Trainer
+    audio, rate = soundfile.read(EXAMPLE, dtype="float32")
+    config = TrainConfig(model=harmonic_config(), data=DataConfig(train=str(EXAMPLE), crop_seconds=0.5,
+                                                                  batch_size=2),
+                         teacher_forced_f0=True, out_dir=str(tmp_path / "run"))
+    trainer = Trainer(config)
+    head = trainer.codec.decoder.head
+    seen = []
+    original = head.excitation
+    head.excitation = lambda f0: (seen.append(f0.clone()), original(f0))[1]
+    batch = torch.from_numpy(audio[rate:rate + 4000]).reshape(1, 1, -1).repeat(2, 1, 1)
+    stats, _ = trainer.generator_step(batch, 0)
+    labels = pitch_labels(batch, config.model.sample_rate, trainer.codec.decoder.hop_length, seen[0].shape[1])
+    voiced = labels > 0
+    assert voiced.any() and torch.allclose(seen[0][voiced].float(), labels[voiced], rtol=1e-5)
+    assert head.given_f0 is None and {"f0", "voicing"} <= stats.keys()

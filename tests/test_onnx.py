@@ -88,3 +88,26 @@ def test_graphs_from_another_model_or_version_are_refused(exported, tmp_path, ti
         OnnxCodec(mixed)
     assert main(["onnx", str(tiny_weights), str(mixed)]) == 1  # graphs there, no --force
     assert "use --force" in capsys.readouterr().err
+
+
+def test_a_harmonic_decoder_exports_offline_and_streaming(tmp_path):
+    from codec.config import HarmonicDecoderConfig
+    from codec.model import Codec, save_weights
+    from conftest import tiny_config
+    config = tiny_config(decoder="harmonic")
+    config.harmonic = HarmonicDecoderConfig(dim=16, hidden_dim=32, num_layers=2, n_fft=64)
+    torch.manual_seed(0)
+    weights = tmp_path / "harmonic.safetensors"
+    save_weights(Codec.from_config(config), weights)
+    model = codec.load(str(weights))
+    assert main(["onnx", str(weights), str(tmp_path / "onnx")]) == 0
+    runtime = OnnxCodec(tmp_path / "onnx")
+    audio = speech(model, 0.5)[None]
+    codes = runtime.encode(audio)
+    expected = model.decode(torch.from_numpy(codes)).numpy()
+    assert np.abs(runtime.decode(codes) - expected).max() < 1e-4 and np.abs(expected).max() > 1e-3
+    state, pieces = runtime.stream_state("decoder_streaming", 1), []
+    for start in range(0, codes.shape[-1], 3):  # the oscillator's phase and last f0 go through the state
+        piece, state = runtime.step("decoder_streaming", codes[..., start:start + 3], state)
+        pieces.append(piece)
+    assert np.abs(np.concatenate(pieces, -1) - expected).max() < 1e-4

@@ -23,7 +23,7 @@ a reconstruction loss through an oscillator's phase are notoriously misleading, 
 
 Streaming state (`HarmonicState`: the parent's overlap and position, plus): the oscillator's running phase at the
 next frame's start (float64, so an hour of audio keeps it exact) and the last frame's f0, which the next frame's
-ramp starts from (NaN before the first frame: the first frame's ramp is flat, as offline). The noise is read at the
+ramp starts from (0 before the first frame: the first frame's ramp is flat, as offline). The noise is read at the
 state's position, so streams batched together each continue their own noise.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ NOISE_TABLE = 2 ** 17  # samples: 5.5 s at 24 kHz before the noise repeats
 @dataclass
 class HarmonicState(HeadState):
     oscillator: torch.Tensor  # (B,) float64: the pulse train's phase at the next frame's first sample
-    last_f0: torch.Tensor     # (B,) float64 Hz: the previous frame's f0; NaN before the first frame
+    last_f0: torch.Tensor     # (B,) float64 Hz: the previous frame's f0; 0 before the first frame
 
 
 def pulse_train(phase: torch.Tensor, harmonics: torch.Tensor) -> torch.Tensor:
@@ -74,6 +74,9 @@ class HarmonicHead(ISTFTHead):
         generator = torch.Generator().manual_seed(0)  # fixed: a loaded model makes the same noise
         self.register_buffer("noise", torch.randn(NOISE_TABLE, generator=generator), persistent=False)
         self.prediction: tuple[torch.Tensor, torch.Tensor] | None = None
+        # Teacher forcing: f0 in Hz per frame (B, F), 0 where unvoiced, that the oscillator follows on voiced
+        # frames instead of the f0 head (training, and measuring what a perfect f0 head would give).
+        self.given_f0: torch.Tensor | None = None
 
     def log_f0(self, raw: torch.Tensor) -> torch.Tensor:
         low, high = self.log_f0_range
@@ -85,7 +88,8 @@ class HarmonicHead(ISTFTHead):
         f0 = f0.double()
         previous = f0[:, :1]
         if self.streaming:
-            previous = torch.where(self.state.last_f0.isnan()[:, None], previous, self.state.last_f0[:, None])
+            # f0 is never below f0_min > 0, so 0 marks a fresh stream (zeros: what an ONNX host starts from)
+            previous = torch.where(self.state.last_f0[:, None] > 0, self.state.last_f0[:, None], previous)
         start = torch.cat([previous, f0[:, :-1]], dim=1)
         per_sample = start[..., None] + (f0 - start)[..., None] * self.ramp  # (B, F, n_fft)
         increment = 2 * torch.pi * per_sample / self.sample_rate
@@ -119,7 +123,16 @@ class HarmonicHead(ISTFTHead):
     def init_state(self, batch_size: int) -> HarmonicState:
         head = super().init_state(batch_size)
         per_stream = torch.zeros(batch_size, dtype=torch.float64, device=self.window.device)
-        return HarmonicState(head.tail, head.position, head.phase, per_stream, torch.full_like(per_stream, math.nan))
+        return HarmonicState(head.tail, head.position, head.phase, per_stream, torch.zeros_like(per_stream))
+
+    def analysis_matrices(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(n_fft, bins) matrices A_re, A_im with rfft(x * window) = x @ A_re + i x @ A_im: `codec onnx` has no FFT."""
+        bins, n = self.n_fft // 2 + 1, self.n_fft
+        angle = 2 * torch.pi * torch.outer(torch.arange(n, dtype=torch.float64),
+                                           torch.arange(bins, dtype=torch.float64)) / n
+        window = self.window.double().cpu()[:, None]
+        return ((window * torch.cos(angle)).float().to(self.window.device),
+                (-window * torch.sin(angle)).float().to(self.window.device))
 
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         features = x.transpose(1, 2)
@@ -131,11 +144,20 @@ class HarmonicHead(ISTFTHead):
                                                self.pitch.bias.double()).unbind(-1)
         log_f0 = self.log_f0(raw_f0)
         self.prediction = (log_f0.float(), voicing.float())
-        harmonic = torch.fft.rfft(self.excitation(log_f0.detach().exp()) * self.window, dim=-1)
-        noise = torch.fft.rfft(self.noise_segments(x.shape[-1], x.shape[0]) * self.window, dim=-1)
-        gate = torch.sigmoid(voicing.float())[..., None]
-        spectrum = harmonic * (gate * log_harmonic.exp().clamp(max=100.0)) + \
-            noise * log_noise.exp().clamp(max=100.0)
+        f0 = log_f0.detach().exp()
+        if self.given_f0 is not None:
+            f0 = torch.where(self.given_f0 > 0, self.given_f0.to(f0), f0)
+        excitation, noise = self.excitation(f0), self.noise_segments(x.shape[-1], x.shape[0])
+        harmonic_gain = torch.sigmoid(voicing.float())[..., None] * log_harmonic.exp().clamp(max=100.0)
+        noise_gain = log_noise.exp().clamp(max=100.0)
+        if self.export_friendly:
+            to_real, to_imag = self.analysis_matrices()
+            from_real, from_imag = self.synthesis_matrices()
+            real = (excitation @ to_real) * harmonic_gain + (noise @ to_real) * noise_gain
+            imag = (excitation @ to_imag) * harmonic_gain + (noise @ to_imag) * noise_gain
+            return (real @ from_real + imag @ from_imag).transpose(1, 2)
+        spectrum = torch.fft.rfft(excitation * self.window, dim=-1) * harmonic_gain + \
+            torch.fft.rfft(noise * self.window, dim=-1) * noise_gain
         return (torch.fft.irfft(spectrum, n=self.n_fft, dim=-1) * self.window).transpose(1, 2)
 
 

@@ -92,6 +92,10 @@ class TrainConfig:
     # Parts of the generator left as they are. Freezing the encoder and the quantizer trains the decoder alone,
     # and every code keeps its meaning: codes made before still decode, with the new decoder.
     freeze: list[typing.Literal["encoder", "quantizer"]] = field(default_factory=list)
+    # The harmonic decoder's oscillator follows the pitch labels on voiced frames instead of its own f0 head
+    # (which still learns from them), as DDSP and NSF train: the envelopes learn against harmonics in the right
+    # place from the first step. At inference the f0 head drives the oscillator.
+    teacher_forced_f0: bool = False
     mixed_precision: typing.Literal["no", "bf16", "fp16"] = "no"  # the quantizer's search stays fp32
     # A wall-clock budget for this run (per start: a resumed run gets it anew). The trainer times its steps and
     # sets the number of steps (at most `steps`) that fits, so the learning-rate schedule ends with the budget.

@@ -163,16 +163,20 @@ class Trainer:
 
     def generator_step(self, real: torch.Tensor, step: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         config = self.config
+        decoder = self.accelerator.unwrap_model(self.codec).decoder
+        labels = None
+        if hasattr(decoder, "pitch_prediction"):  # decoders that predict f0 (harmonic) learn it from labels
+            frames = -(-real.shape[-1] // decoder.hop_length)
+            labels = pitch_labels(real, config.model.sample_rate, decoder.hop_length, frames)
+            decoder.head.given_f0 = labels if config.teacher_forced_f0 else None
         output = self.codec(real, codebooks_for_step(step, config, config.model.quantizer.num_codebooks))
         losses = {"mel": self.mel_loss(output.audio, real), "stft": self.stft_loss(output.audio, real),
                   "quantizer": output.loss}
         if self.complex_stft_loss is not None:
             losses["complex_stft"] = self.complex_stft_loss(output.audio, real)
-        decoder = self.accelerator.unwrap_model(self.codec).decoder
-        pitch = getattr(decoder, "pitch_prediction", None)  # decoders that predict f0 (harmonic) learn it too
-        if pitch is not None:
-            labels = pitch_labels(real, config.model.sample_rate, decoder.hop_length, output.codes.shape[-1])
-            losses.update(pitch_losses(*pitch, labels))
+        if labels is not None:
+            decoder.head.given_f0 = None  # validation and export see the f0 head
+            losses.update(pitch_losses(*decoder.pitch_prediction, labels))
         adversarial = config.discriminator is not None and step >= config.discriminator.start_step
         if adversarial:
             parts = self.discriminator_step(real, output.audio)
