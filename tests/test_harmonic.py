@@ -6,7 +6,7 @@ import torch
 
 from codec.config import HarmonicDecoderConfig
 from codec.model import Codec
-from codec.nn.harmonic import HarmonicHead
+from codec.nn.harmonic import HarmonicHead, PitchPrediction
 from codec.nn.streaming import streaming
 from codec.train.config import DataConfig, TrainConfig
 from codec.train.pitch import pitch_errors, pitch_labels, pitch_losses
@@ -16,23 +16,24 @@ from codec.model import load, load_weights, save_weights
 from conftest import EXAMPLE, tiny_config
 
 
-def harmonic_config():
+def harmonic_config(f0_bins=0):
     config = tiny_config(decoder="harmonic")
-    config.harmonic = HarmonicDecoderConfig(dim=16, hidden_dim=32, num_layers=2, n_fft=16)
+    config.harmonic = HarmonicDecoderConfig(dim=16, hidden_dim=32, num_layers=2, n_fft=16, f0_bins=f0_bins)
     return config
 
 
-@pytest.fixture
-def codec():
+@pytest.fixture(params=[0, 40], ids=["f0-regression", "f0-classes"])
+def codec(request):
     torch.manual_seed(0)
-    return Codec.from_config(harmonic_config()).eval()
+    return Codec.from_config(harmonic_config(request.param)).eval()
 
 
 def test_shapes_and_pitch_range(codec):
     audio = torch.randn(2, 1, 803) * 0.3
     output = codec(audio)
     assert output.audio.shape == (2, 1, 803) and torch.isfinite(output.audio).all()
-    log_f0, voicing = codec.decoder.pitch_prediction
+    pitch = codec.decoder.pitch_prediction
+    log_f0, voicing = pitch.log_f0, pitch.voicing
     assert log_f0.shape == voicing.shape == (2, 101)
     assert (log_f0.exp() >= 50 - 1e-3).all() and (log_f0.exp() <= 500 + 1e-3).all()
 
@@ -125,11 +126,30 @@ def test_pitch_labels_and_losses_on_speech():
     labels = pitch_labels(audio, rate, hop, 200)
     voiced = labels[labels > 0]
     assert 0.3 < (labels > 0).float().mean() < 0.95 and 60 < voiced.median() < 400
-    perfect = pitch_losses(labels.clamp(min=1).log(), (labels > 0).float() * 20 - 10, labels)
+    voicing = (labels > 0).float() * 20 - 10
+    perfect = pitch_losses(PitchPrediction(labels.clamp(min=1).log(), voicing), labels)
     assert perfect["f0"] < 1e-6 and perfect["voicing"] < 1e-3
-    octave = pitch_errors(labels.clamp(min=1).log() + np.log(2), (labels > 0).float() * 2 - 1, labels)
+    octave = pitch_errors(PitchPrediction(labels.clamp(min=1).log() + np.log(2), voicing / 10), labels)
     assert octave["octave_errors"] == 1.0 and abs(octave["f0_cents"] - 1200) < 1e-2
-    assert octave["voicing_errors"] == 0.0
+    assert abs(octave["f0_median_cents"] - 1200) < 1e-2 and octave["voicing_errors"] == 0.0
+
+
+def test_a_classifying_f0_head_reads_between_its_bins_and_learns_from_a_gaussian_round_the_label():
+    head = HarmonicHead(dim=4, n_fft=16, hop_length=8, sample_rate=8000, f0_min=50.0, f0_max=500.0, f0_bins=200)
+    assert head.pitch.out_features == 201
+    bins = head.bin_log_f0
+    target = float(bins[80] * 0.7 + bins[81] * 0.3)  # between two bins
+    logits = -0.5 * ((bins - target) / (10 / 1200 * np.log(2))) ** 2  # peaked at the label, 10 cents wide
+    with torch.no_grad():
+        head.pitch.weight.zero_()
+        head.pitch.bias.copy_(torch.cat([logits, torch.tensor([5.0], dtype=torch.float64)]).float())
+    pitch = head.predict_pitch(torch.zeros(1, 3, 4))
+    assert pitch.bin_logits.shape == (1, 3, 200) and pitch.voicing.shape == (1, 3) and (pitch.voicing == 5).all()
+    assert torch.allclose(pitch.log_f0, torch.full((1, 3), target, dtype=torch.float64), atol=5.7e-4)  # < 1 cent
+    labels = torch.full((1, 3), float(np.exp(target)))
+    near = pitch_losses(pitch, labels)["f0"]
+    octave = pitch_losses(pitch, labels * 2)["f0"]
+    assert near < octave and pitch_losses(pitch, labels * 0)["f0"] == 0  # unvoiced frames teach f0 nothing
 
 
 def test_training_with_pitch_losses_then_weights_round_trip(tmp_path):

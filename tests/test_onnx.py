@@ -90,12 +90,13 @@ def test_graphs_from_another_model_or_version_are_refused(exported, tmp_path, ti
     assert "use --force" in capsys.readouterr().err
 
 
-def test_a_harmonic_decoder_exports_offline_and_streaming(tmp_path):
+@pytest.mark.parametrize("f0_bins", [0, 40])
+def test_a_harmonic_decoder_exports_offline_and_streaming(tmp_path, f0_bins):
     from codec.config import HarmonicDecoderConfig
     from codec.model import Codec, save_weights
     from conftest import tiny_config
     config = tiny_config(decoder="harmonic")
-    config.harmonic = HarmonicDecoderConfig(dim=16, hidden_dim=32, num_layers=2, n_fft=64)
+    config.harmonic = HarmonicDecoderConfig(dim=16, hidden_dim=32, num_layers=2, n_fft=64, f0_bins=f0_bins)
     torch.manual_seed(0)
     weights = tmp_path / "harmonic.safetensors"
     save_weights(Codec.from_config(config), weights)

@@ -56,7 +56,7 @@ def score(folder: Path, files: int, step: int | None) -> dict[str, float]:
         if codec.config.decoder == "harmonic":
             frames = -(-audio.shape[-1] // codec.hop_length)
             labels = pitch_labels(audio[None], codec.sample_rate, codec.hop_length, frames)
-            row.update(pitch_errors(*codec.decoder.pitch_prediction, labels))
+            row.update(pitch_errors(codec.decoder.pitch_prediction, labels))
         rows.append(row)
     return {"step": int(checkpoint.name.split("-")[-1]), **{k: float(np.mean([r[k] for r in rows])) for k in rows[0]}}
 

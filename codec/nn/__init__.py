@@ -36,7 +36,7 @@ def _istft_decoder(config) -> ISTFTDecoder:
 def _harmonic_decoder(config) -> HarmonicDecoder:
     d = config.harmonic
     return HarmonicDecoder(config.seanet.dimension, config.hop_length, d.dim, d.hidden_dim, d.num_layers, d.n_fft,
-                           config.sample_rate, d.f0_min, d.f0_max)
+                           config.sample_rate, d.f0_min, d.f0_max, d.f0_bins)
 
 
 # name -> builder(ModelConfig); each module maps (B, 1, T) audio to (B, D, F) latents or back, with `hop_length`.

@@ -45,6 +45,16 @@ class HarmonicState(HeadState):
     last_f0: torch.Tensor     # (B,) float64 Hz: the previous frame's f0; 0 before the first frame
 
 
+@dataclass
+class PitchPrediction:
+    """The last call's pitch: log-f0 (float64: what drove the oscillator, unless teacher-forced) and the voicing
+    logit, each (B, F); with a classifying f0 head also its logits over log-spaced f0 bins (B, F, bins) and the bins' log-f0."""
+    log_f0: torch.Tensor
+    voicing: torch.Tensor
+    bin_logits: torch.Tensor | None = None
+    bin_log_f0: torch.Tensor | None = None
+
+
 def pulse_train(phase: torch.Tensor, harmonics: torch.Tensor) -> torch.Tensor:
     """sum_{k=1..K} cos(k phase), K = `harmonics` (same shape), in closed form: sin((K + 1/2) p) / (2 sin(p / 2))
     - 1/2, whose limit at p = 0 (mod 2 pi) is K."""
@@ -58,14 +68,18 @@ class HarmonicHead(ISTFTHead):
     """Frame features (B, dim, F) -> audio (B, 1, F * hop), synthesised from f0, voicing and two envelopes.
 
     `self.linear` (the parent's) predicts the harmonic and the noise log-envelopes (n_fft / 2 + 1 bins each);
-    `self.pitch` predicts log-f0 and the voicing logit. The last offline or streaming call's pitch predictions
-    are kept in `prediction` for the training losses."""
+    `self.pitch` predicts the voicing logit and either log-f0 itself (`f0_bins` 0: a regression) or logits over
+    `f0_bins` log-spaced f0 values (a classification, as CREPE's: it picks one octave where a regression can
+    land between two). The last offline or streaming call's predictions are kept in `prediction` for the
+    training losses."""
 
     def __init__(self, dim: int, n_fft: int, hop_length: int, sample_rate: int, f0_min: float,
-                 f0_max: float) -> None:
+                 f0_max: float, f0_bins: int = 0) -> None:
         super().__init__(dim, n_fft, hop_length)
         self.sample_rate, self.log_f0_range = sample_rate, (math.log(f0_min), math.log(f0_max))
-        self.pitch = nn.Linear(dim, 2)
+        self.pitch = nn.Linear(dim, max(f0_bins, 1) + 1)  # the last output is the voicing logit
+        self.register_buffer("bin_log_f0", torch.linspace(math.log(f0_min), math.log(f0_max), f0_bins,
+                                                          dtype=torch.float64), persistent=False)
         # Envelopes start small: unit harmonics and unit noise through a flat envelope of 1 would be far too loud.
         nn.init.constant_(self.linear.bias, -4.0)
         ramp = torch.ones(n_fft, dtype=torch.float64)
@@ -73,14 +87,26 @@ class HarmonicHead(ISTFTHead):
         self.register_buffer("ramp", ramp, persistent=False)
         generator = torch.Generator().manual_seed(0)  # fixed: a loaded model makes the same noise
         self.register_buffer("noise", torch.randn(NOISE_TABLE, generator=generator), persistent=False)
-        self.prediction: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.prediction: PitchPrediction | None = None
         # Teacher forcing: f0 in Hz per frame (B, F), 0 where unvoiced, that the oscillator follows on voiced
         # frames instead of the f0 head (training, and measuring what a perfect f0 head would give).
         self.given_f0: torch.Tensor | None = None
 
-    def log_f0(self, raw: torch.Tensor) -> torch.Tensor:
-        low, high = self.log_f0_range
-        return low + (high - low) * torch.sigmoid(raw)
+    def predict_pitch(self, features: torch.Tensor) -> PitchPrediction:
+        """(B, F, dim) -> the pitch prediction, in float64: a matrix product's rounding depends on how many frames
+        a call holds, and the oscillator adds up f0 into its phase for as long as the stream lasts, so float32
+        differences of 1e-7 between chunkings grew to 5e-5 in the audio over 2 s (measured); in float64 they stay
+        far below 1e-5."""
+        out = nn.functional.linear(features.double(), self.pitch.weight.double(), self.pitch.bias.double())
+        raw, voicing = out[..., :-1], out[..., -1]
+        if not len(self.bin_log_f0):
+            low, high = self.log_f0_range
+            return PitchPrediction(low + (high - low) * torch.sigmoid(raw[..., 0]), voicing.float())
+        # The strongest bin and its two neighbours on each side, averaged by their softmax: finer than a bin.
+        near = (raw.argmax(-1, keepdim=True) + torch.arange(-2, 3, device=raw.device)).clamp(0, raw.shape[-1] - 1)
+        weights = torch.softmax(raw.gather(-1, near), dim=-1)
+        log_f0 = (weights * self.bin_log_f0[near]).sum(-1)
+        return PitchPrediction(log_f0, voicing.float(), raw.float(), self.bin_log_f0)
 
     def excitation(self, f0: torch.Tensor) -> torch.Tensor:
         """f0 (B, F) in Hz -> each frame's band-limited pulse-train segment (B, F, n_fft), phase-continuous
@@ -137,18 +163,12 @@ class HarmonicHead(ISTFTHead):
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         features = x.transpose(1, 2)
         log_harmonic, log_noise = self.linear(features).float().chunk(2, dim=-1)
-        # In float64: a matrix product's rounding depends on how many frames a call holds, and the oscillator
-        # adds up f0 into its phase for as long as the stream lasts, so float32 differences of 1e-7 between
-        # chunkings grew to 5e-5 in the audio over 2 s (measured); in float64 they stay far below 1e-5.
-        raw_f0, voicing = nn.functional.linear(features.double(), self.pitch.weight.double(),
-                                               self.pitch.bias.double()).unbind(-1)
-        log_f0 = self.log_f0(raw_f0)
-        self.prediction = (log_f0.float(), voicing.float())
-        f0 = log_f0.detach().exp()
+        self.prediction = pitch = self.predict_pitch(features)
+        f0 = pitch.log_f0.detach().exp()
         if self.given_f0 is not None:
             f0 = torch.where(self.given_f0 > 0, self.given_f0.to(f0), f0)
         excitation, noise = self.excitation(f0), self.noise_segments(x.shape[-1], x.shape[0])
-        harmonic_gain = torch.sigmoid(voicing.float())[..., None] * log_harmonic.exp().clamp(max=100.0)
+        harmonic_gain = torch.sigmoid(pitch.voicing)[..., None] * log_harmonic.exp().clamp(max=100.0)
         noise_gain = log_noise.exp().clamp(max=100.0)
         if self.export_friendly:
             to_real, to_imag = self.analysis_matrices()
@@ -163,13 +183,13 @@ class HarmonicHead(ISTFTHead):
 
 class HarmonicDecoder(ISTFTDecoder):
     """Latents (B, D, F) -> waveform (B, 1, F * hop_length): the `ISTFTDecoder`'s backbone with a `HarmonicHead`.
-    `pitch_prediction` holds the last call's (log-f0, voicing logit), each (B, F)."""
+    `pitch_prediction` holds the last call's `PitchPrediction`."""
 
     def __init__(self, latent_dim: int, hop_length: int, dim: int, hidden_dim: int, num_layers: int, n_fft: int,
-                 sample_rate: int, f0_min: float, f0_max: float) -> None:
+                 sample_rate: int, f0_min: float, f0_max: float, f0_bins: int = 0) -> None:
         super().__init__(latent_dim, hop_length, dim, hidden_dim, num_layers, n_fft)
-        self.head = HarmonicHead(dim, n_fft, hop_length, sample_rate, f0_min, f0_max)
+        self.head = HarmonicHead(dim, n_fft, hop_length, sample_rate, f0_min, f0_max, f0_bins)
 
     @property
-    def pitch_prediction(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+    def pitch_prediction(self) -> PitchPrediction | None:
         return self.head.prediction

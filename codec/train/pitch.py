@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from ..errors import CodecError
+from ..nn.harmonic import PitchPrediction
 
 
 def _world():
@@ -41,23 +42,33 @@ def pitch_labels(audio: torch.Tensor, sample_rate: int, hop_length: int, frames:
     return torch.from_numpy(labels).float().to(audio.device)
 
 
-def pitch_losses(log_f0: torch.Tensor, voicing_logit: torch.Tensor,
-                 labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """L1 on log-f0 over the frames voiced in the labels, and BCE of the voicing logit against voiced/unvoiced."""
+def pitch_losses(prediction: PitchPrediction, labels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Over the frames voiced in the labels: L1 on log-f0 from a regressing f0 head, or from a classifying one the
+    cross-entropy against a Gaussian 25 cents wide round the label's log-f0 (CREPE's target, which tells the head
+    that a neighbouring bin is nearly right and an octave away is wrong); and BCE of the voicing logit against
+    voiced/unvoiced on every frame."""
     voiced = labels > 0
-    error = (log_f0 - labels.clamp(min=1.0).log()).abs()
-    f0 = (error * voiced).sum() / voiced.sum().clamp(min=1)
-    voicing = torch.nn.functional.binary_cross_entropy_with_logits(voicing_logit, voiced.float())
+    target = labels.clamp(min=1.0).log()
+    if prediction.bin_logits is None:
+        per_frame = (prediction.log_f0.float() - target).abs()
+    else:
+        width = 25 / 1200 * np.log(2)
+        closeness = torch.exp(-0.5 * ((prediction.bin_log_f0.float() - target[..., None]) / width) ** 2)
+        weights = closeness / closeness.sum(-1, keepdim=True).clamp(min=1e-12)
+        per_frame = -(weights * torch.log_softmax(prediction.bin_logits, dim=-1)).sum(-1)
+    f0 = (per_frame * voiced).sum() / voiced.sum().clamp(min=1)
+    voicing = torch.nn.functional.binary_cross_entropy_with_logits(prediction.voicing, voiced.float())
     return {"f0": f0, "voicing": voicing}
 
 
-def pitch_errors(log_f0: torch.Tensor, voicing_logit: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
-    """Scores against labels: mean absolute f0 error in cents and the share of octave errors (off by more than
-    600 cents) over the frames voiced in the labels (the f0 head predicts on every frame, whatever the voicing
-    head says), and the share of frames whose voicing decision is wrong."""
+def pitch_errors(prediction: PitchPrediction, labels: torch.Tensor) -> dict[str, float]:
+    """Scores against labels: mean and median absolute f0 error in cents and the share of octave errors (off by
+    more than 600 cents) over the frames voiced in the labels (the f0 head predicts on every frame, whatever the
+    voicing head says), and the share of frames whose voicing decision is wrong."""
     voiced = labels > 0
-    cents = 1200 * (log_f0 - labels.clamp(min=1.0).log()).abs() / np.log(2)
+    cents = 1200 * (prediction.log_f0.float() - labels.clamp(min=1.0).log()).abs() / np.log(2)
     count = voiced.sum().clamp(min=1)
     return {"f0_cents": float((cents * voiced).sum() / count),
+            "f0_median_cents": float(cents[voiced].median()) if voiced.any() else 0.0,
             "octave_errors": float(((cents > 600) & voiced).sum() / count),
-            "voicing_errors": float(((voicing_logit > 0) != voiced).float().mean())}
+            "voicing_errors": float(((prediction.voicing > 0) != voiced).float().mean())}

@@ -176,7 +176,7 @@ class Trainer:
             losses["complex_stft"] = self.complex_stft_loss(output.audio, real)
         if labels is not None:
             decoder.head.given_f0 = None  # validation and export see the f0 head
-            losses.update(pitch_losses(*decoder.pitch_prediction, labels))
+            losses.update(pitch_losses(decoder.pitch_prediction, labels))
         adversarial = config.discriminator is not None and step >= config.discriminator.start_step
         if adversarial:
             parts = self.discriminator_step(real, output.audio)
