@@ -73,16 +73,16 @@ class HarmonicDecoderConfig:
     and noise envelopes that shape an oscillator's pulse train and noise, frame by frame in the STFT domain."""
     limits: typing.ClassVar = {"dim": (1, None), "hidden_dim": (1, None), "num_layers": (0, None),
                                "n_fft": (2, None), "f0_min": (1, None), "f0_max": (1, None),
-                               "f0_bins": (0, None)}
+                               "f0_bins": (2, None)}
     dim: int = 384
     hidden_dim: int = 1152
     num_layers: int = 8
     n_fft: int = 640                # a multiple of the hop, as for `istft`
     f0_min: float = 50.0            # Hz: the predicted f0 lies between these, on a log scale
     f0_max: float = 500.0
-    # 0: the f0 head regresses log-f0; N: it classifies among N log-spaced values between f0_min and f0_max (200
-    # bins are 20 cents apart over 50-500 Hz), trained by cross-entropy against a 25-cent Gaussian round the label
-    f0_bins: int = 0
+    # The f0 head classifies among this many log-spaced values between f0_min and f0_max (200: 20 cents apart over
+    # 50-500 Hz), trained by cross-entropy against a 25-cent Gaussian round the label
+    f0_bins: int = 200
 
     def problem(self) -> str | None:
         if self.f0_min >= self.f0_max:

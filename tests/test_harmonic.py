@@ -16,16 +16,16 @@ from codec.model import load, load_weights, save_weights
 from conftest import EXAMPLE, tiny_config
 
 
-def harmonic_config(f0_bins=0):
+def harmonic_config():
     config = tiny_config(decoder="harmonic")
-    config.harmonic = HarmonicDecoderConfig(dim=16, hidden_dim=32, num_layers=2, n_fft=16, f0_bins=f0_bins)
+    config.harmonic = HarmonicDecoderConfig(dim=16, hidden_dim=32, num_layers=2, n_fft=16, f0_bins=40)
     return config
 
 
-@pytest.fixture(params=[0, 40], ids=["f0-regression", "f0-classes"])
-def codec(request):
+@pytest.fixture
+def codec():
     torch.manual_seed(0)
-    return Codec.from_config(harmonic_config(request.param)).eval()
+    return Codec.from_config(harmonic_config()).eval()
 
 
 def test_shapes_and_pitch_range(codec):
@@ -93,7 +93,7 @@ def run_head(head, f0_hz, chunk=None):
 
 
 def test_oscillator_is_phase_continuous_across_chunks():
-    head = HarmonicHead(4, 64, 32, 8000, 50.0, 500.0)
+    head = HarmonicHead(4, 64, 32, 8000, 50.0, 500.0, 40)
     f0 = torch.linspace(100, 300, 60)[None]  # a glide: the ramp and the phase both carry over
     whole = run_head(head, f0)
     for chunk in (1, 7, 13):
@@ -106,7 +106,7 @@ def test_oscillator_is_phase_continuous_across_chunks():
 
 def test_excitation_has_its_energy_at_the_harmonics_and_none_above_nyquist():
     rate, hop, f0 = 8000, 32, 330.0  # 12 harmonics below 4 kHz
-    head = HarmonicHead(4, 64, hop, rate, 50.0, 500.0)
+    head = HarmonicHead(4, 64, hop, rate, 50.0, 500.0, 40)
     signal = run_head(head, torch.full((1, 250), f0))[0].double()
     spectrum = torch.fft.rfft(signal * torch.hann_window(len(signal), dtype=torch.float64)).abs() ** 2
     frequencies = torch.fft.rfftfreq(len(signal), 1 / rate)
@@ -126,30 +126,34 @@ def test_pitch_labels_and_losses_on_speech():
     labels = pitch_labels(audio, rate, hop, 200)
     voiced = labels[labels > 0]
     assert 0.3 < (labels > 0).float().mean() < 0.95 and 60 < voiced.median() < 400
-    voicing = (labels > 0).float() * 20 - 10
-    perfect = pitch_losses(PitchPrediction(labels.clamp(min=1).log(), voicing), labels)
-    assert perfect["f0"] < 1e-6 and perfect["voicing"] < 1e-3
-    octave = pitch_errors(PitchPrediction(labels.clamp(min=1).log() + np.log(2), voicing / 10), labels)
-    assert octave["octave_errors"] == 1.0 and abs(octave["f0_cents"] - 1200) < 1e-2
-    assert abs(octave["f0_median_cents"] - 1200) < 1e-2 and octave["voicing_errors"] == 0.0
+    head = HarmonicHead(dim=4, n_fft=16, hop_length=8, sample_rate=8000, f0_min=50.0, f0_max=500.0, f0_bins=200)
+    bins, voicing = head.bin_log_f0, (labels > 0).float() * 20 - 10
+
+    def peaked_at(log_f0):  # logits 10 cents wide round each frame's log-f0
+        return PitchPrediction(log_f0.double(), voicing,
+                               -0.5 * ((bins.float() - log_f0[..., None]) / (10 / 1200 * np.log(2))) ** 2, bins)
+    right, octave = peaked_at(labels.clamp(min=1).log()), peaked_at(labels.clamp(min=1).log() + np.log(2))
+    assert pitch_losses(right, labels)["f0"] < 0.5 * pitch_losses(octave, labels)["f0"]
+    assert pitch_losses(right, labels)["voicing"] < 1e-3
+    assert pitch_losses(right, labels * 0)["f0"] == 0  # unvoiced frames teach f0 nothing
+    errors = pitch_errors(octave, labels)
+    assert errors["octave_errors"] == 1.0 and abs(errors["f0_cents"] - 1200) < 1e-2
+    assert abs(errors["f0_median_cents"] - 1200) < 1e-2 and errors["voicing_errors"] == 0.0
 
 
-def test_a_classifying_f0_head_reads_between_its_bins_and_learns_from_a_gaussian_round_the_label():
+def test_f0_is_the_centre_of_the_strongest_bin():
     head = HarmonicHead(dim=4, n_fft=16, hop_length=8, sample_rate=8000, f0_min=50.0, f0_max=500.0, f0_bins=200)
     assert head.pitch.out_features == 201
     bins = head.bin_log_f0
-    target = float(bins[80] * 0.7 + bins[81] * 0.3)  # between two bins
-    logits = -0.5 * ((bins - target) / (10 / 1200 * np.log(2))) ** 2  # peaked at the label, 10 cents wide
+    assert abs(float(bins[1] - bins[0]) * 1200 / np.log(2) - 20.03) < 0.01  # cents apart
+    logits = torch.zeros(201)
+    logits[80], logits[81], logits[-1] = 3.0, 2.9, 5.0  # the last output is the voicing logit
     with torch.no_grad():
         head.pitch.weight.zero_()
-        head.pitch.bias.copy_(torch.cat([logits, torch.tensor([5.0], dtype=torch.float64)]).float())
+        head.pitch.bias.copy_(logits)
     pitch = head.predict_pitch(torch.zeros(1, 3, 4))
-    assert pitch.bin_logits.shape == (1, 3, 200) and pitch.voicing.shape == (1, 3) and (pitch.voicing == 5).all()
-    assert torch.allclose(pitch.log_f0, torch.full((1, 3), target, dtype=torch.float64), atol=5.7e-4)  # < 1 cent
-    labels = torch.full((1, 3), float(np.exp(target)))
-    near = pitch_losses(pitch, labels)["f0"]
-    octave = pitch_losses(pitch, labels * 2)["f0"]
-    assert near < octave and pitch_losses(pitch, labels * 0)["f0"] == 0  # unvoiced frames teach f0 nothing
+    assert pitch.bin_logits.shape == (1, 3, 200) and (pitch.voicing == 5).all()
+    assert (pitch.log_f0 == bins[80]).all() and pitch.log_f0.dtype == torch.float64
 
 
 def test_training_with_pitch_losses_then_weights_round_trip(tmp_path):

@@ -90,16 +90,18 @@ def test_graphs_from_another_model_or_version_are_refused(exported, tmp_path, ti
     assert "use --force" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("f0_bins", [0, 40])
-def test_a_harmonic_decoder_exports_offline_and_streaming(tmp_path, f0_bins):
+def test_a_harmonic_decoder_exports_offline_and_streaming(tmp_path):
     from codec.config import HarmonicDecoderConfig
     from codec.model import Codec, save_weights
     from conftest import tiny_config
     config = tiny_config(decoder="harmonic")
-    config.harmonic = HarmonicDecoderConfig(dim=16, hidden_dim=32, num_layers=2, n_fft=64, f0_bins=f0_bins)
+    config.harmonic = HarmonicDecoderConfig(dim=16, hidden_dim=32, num_layers=2, n_fft=64, f0_bins=40)
     torch.manual_seed(0)
+    harmonic = Codec.from_config(config)
+    with torch.no_grad():  # an untrained f0 head's logits nearly tie; a trained one's stand apart (see HarmonicHead)
+        harmonic.decoder.head.pitch.weight *= 100
     weights = tmp_path / "harmonic.safetensors"
-    save_weights(Codec.from_config(config), weights)
+    save_weights(harmonic, weights)
     model = codec.load(str(weights))
     assert main(["onnx", str(weights), str(tmp_path / "onnx")]) == 0
     runtime = OnnxCodec(tmp_path / "onnx")

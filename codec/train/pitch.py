@@ -43,19 +43,15 @@ def pitch_labels(audio: torch.Tensor, sample_rate: int, hop_length: int, frames:
 
 
 def pitch_losses(prediction: PitchPrediction, labels: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Over the frames voiced in the labels: L1 on log-f0 from a regressing f0 head, or from a classifying one the
-    cross-entropy against a Gaussian 25 cents wide round the label's log-f0 (CREPE's target, which tells the head
-    that a neighbouring bin is nearly right and an octave away is wrong); and BCE of the voicing logit against
-    voiced/unvoiced on every frame."""
+    """Over the frames voiced in the labels, the f0 head's cross-entropy against a Gaussian 25 cents wide round
+    the label's log-f0 (CREPE's target, which tells the head that a neighbouring bin is nearly right and an
+    octave away is wrong); and BCE of the voicing logit against voiced/unvoiced on every frame."""
     voiced = labels > 0
-    target = labels.clamp(min=1.0).log()
-    if prediction.bin_logits is None:
-        per_frame = (prediction.log_f0.float() - target).abs()
-    else:
-        width = 25 / 1200 * np.log(2)
-        closeness = torch.exp(-0.5 * ((prediction.bin_log_f0.float() - target[..., None]) / width) ** 2)
-        weights = closeness / closeness.sum(-1, keepdim=True).clamp(min=1e-12)
-        per_frame = -(weights * torch.log_softmax(prediction.bin_logits, dim=-1)).sum(-1)
+    width = 25 / 1200 * np.log(2)
+    distance = prediction.bin_log_f0.float() - labels.clamp(min=1.0).log()[..., None]
+    closeness = torch.exp(-0.5 * (distance / width) ** 2)
+    weights = closeness / closeness.sum(-1, keepdim=True).clamp(min=1e-12)
+    per_frame = -(weights * torch.log_softmax(prediction.bin_logits, dim=-1)).sum(-1)
     f0 = (per_frame * voiced).sum() / voiced.sum().clamp(min=1)
     voicing = torch.nn.functional.binary_cross_entropy_with_logits(prediction.voicing, voiced.float())
     return {"f0": f0, "voicing": voicing}
