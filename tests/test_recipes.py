@@ -56,7 +56,7 @@ def test_model_config_loads(path):
 
 def test_bundled_model_config_is_the_shipped_model():
     assert load_yaml(ModelConfig, CONFIGS / "bundled.yaml") == codec.load("bundled").config
-    assert load_yaml(TrainConfig, RECIPES / "bundled" / "stage5.yaml").model == codec.load("bundled").config
+    assert load_yaml(TrainConfig, RECIPES / "bundled" / "stage7.yaml").model == codec.load("bundled").config
 
 
 def test_include_lays_the_section_over_the_file(tmp_path):
@@ -128,14 +128,37 @@ def test_prepare_explains_a_wrong_layout(tmp_path, case, capsys):
 
 def test_bundled_stages_chain():
     """Each stage of the bundled recipe starts from the previous one's weights: only the part it replaces
-    changes (stage 2 the decoder, stage 3 the quantizer's search, stage 4 only the losses)."""
+    changes (stage 2 the decoder, stage 3 the quantizer's search, stage 4 only the losses, stage 5 only what
+    trains, stage 7 the decoder's head)."""
     configs = [load_yaml(TrainConfig, RECIPES / "bundled" / name)
-               for name in ("stage1.yaml", "stage2.yaml", "stage3.yaml", "stage4.yaml")]
-    first, second, third, fourth = (config.model for config in configs)
+               for name in ("stage1.yaml", "stage2.yaml", "stage3.yaml", "stage4.yaml", "stage5.yaml",
+                            "stage7.yaml")]
+    first, second, third, fourth, fifth, seventh = (config.model for config in configs)
     assert (first.seanet, first.quantizer) == (second.seanet, second.quantizer) and second.decoder == "istft"
     assert (second.seanet, second.decoder, second.istft) == (third.seanet, third.decoder, third.istft)
     assert third.quantizer.code_dim is None and third.quantizer.basis_dim == second.quantizer.code_dim
     assert fourth == third and configs[3].discriminator is not None and configs[2].discriminator is None
+    assert fifth == fourth and configs[4].freeze == configs[5].freeze == ["encoder", "quantizer"]
+    assert (seventh.seanet, seventh.quantizer, seventh.decoder) == (fifth.seanet, fifth.quantizer, "harmonic")
+    size = ("dim", "hidden_dim", "num_layers", "n_fft")  # to_harmonic.py keeps the backbone
+    assert [getattr(seventh.harmonic, k) for k in size] == [getattr(fifth.istft, k) for k in size]
+
+
+def test_to_harmonic_keeps_the_codes_and_the_backbone(tmp_path):
+    import torch
+    from codec.model import Codec
+    from conftest import tiny_config
+    torch.manual_seed(0)
+    source = Codec.from_config(tiny_config(decoder="istft")).eval()
+    harmonic = load_script(RECIPES / "bundled" / "to_harmonic.py").to_harmonic(source).eval()
+    assert harmonic.config.decoder == "harmonic"
+    audio = torch.randn(1, 1, 800) * 0.1
+    assert torch.equal(harmonic.encode(audio), source.encode(audio))
+    theirs, mine = source.decoder.state_dict(), harmonic.decoder.state_dict()
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs if k.startswith(("embed", "blocks")))
+    bins = source.config.istft.n_fft // 2 + 1  # both envelopes start from the trained log-magnitude rows
+    rows = mine["head.linear.weight"]
+    assert torch.equal(rows[:bins], theirs["head.linear.weight"][:bins]) and torch.equal(rows[bins:], rows[:bins])
 
 
 def test_unfactorize_keeps_every_code(tmp_path):

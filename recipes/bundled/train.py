@@ -1,19 +1,23 @@
-"""Train the bundled model from nothing, in its five stages, from the repository root (README.md says why):
+"""Train the bundled model from nothing, in its six stages, from the repository root (README.md says why):
 
     python recipes/bundled/train.py --data MANIFEST.tsv     # its rows of split `train`; a folder: --split none
 
-A stage that was interrupted resumes from its last checkpoint; a finished one is skipped. The final weights land
-in runs/bundled-stage5/weights.safetensors (EMA) and runs/bundled-stage5/checkpoints; `python
-tools/export_bundled.py runs/bundled-stage5/checkpoints/step-00001600 recipes/bundled/stage5.yaml` ships them.
+A stage that was interrupted resumes from its last checkpoint; a finished one is skipped. Stage 7 (the harmonic
+decoder; stage 6 is a GPU experiment outside this chain) scores its learning curve on the manifest's `eval` rows.
+The final weights land in runs/bundled-stage7/weights.safetensors (EMA) and runs/bundled-stage7/checkpoints;
+`python tools/export_bundled.py runs/bundled-stage7/checkpoints/step-NNNNNNNN recipes/bundled/stage7.yaml` ships
+them.
 """
 import argparse
 from pathlib import Path
 
 from codec.config import load_yaml
+from codec.model import load_weights, save_weights
 from codec.train.checkpoint import checkpoint_step, latest_checkpoint
 from codec.train.config import TrainConfig
 from codec.train.runs import export_weights
 from codec.train.trainer import train
+from to_harmonic import to_harmonic
 from unfactorize import unfactorize
 
 HERE = Path(__file__).parent
@@ -47,4 +51,8 @@ if __name__ == "__main__":
     # 4: discriminators join, on stage 3's EMA generator.
     config, _ = stage("stage4.yaml", data, Path(config.out_dir) / "weights.safetensors")
     # 5: the decoder alone, from stage 4's EMA generator with fresh discriminators; the codes stay stage 4's.
-    stage("stage5.yaml", data, Path(config.out_dir) / "weights.safetensors")
+    config, _ = stage("stage5.yaml", data, Path(config.out_dir) / "weights.safetensors")
+    # 7: stage 5's decoder turned into a harmonic one and trained alone; the codes still stay stage 4's.
+    start = Path(config.out_dir) / "harmonic.safetensors"
+    save_weights(to_harmonic(load_weights(Path(config.out_dir) / "weights.safetensors", for_training=True)), start)
+    stage("stage7.yaml", data + [f"data.valid={args.data}"], start)
