@@ -1,6 +1,6 @@
 """What a training run shows: TensorBoard scalars (losses, gradient norms, learning rate, skipped steps,
 per-codebook utilization and perplexity), at validation held-out scores, audio and mel spectrograms, and the
-learning curve (out_dir/curve.jsonl): PESQ, STOI and mel distance of the validation files against minutes of
+learning curve (out_dir/curve.jsonl): PESQ, STOI, DistillMOS and mel distance of the validation files against minutes of
 training and hours of audio seen."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from ..audio import load_audio
-from ..errors import AudioError
+from ..errors import AudioError, MetricUnavailable
 from .config import TrainConfig
 from .data import read_file_list
 from .losses import MultiScaleMelLoss
@@ -32,6 +32,7 @@ class Monitor:
         self.config, self.active, self.writer, self.logged_originals = config, active, None, False
         self.folder = folder
         self.valid: list[torch.Tensor] = []
+        self.mos = None  # the curve's DistillMOS predictor, where its package is installed
         if not active:
             return
         from torch.utils.tensorboard import SummaryWriter
@@ -43,6 +44,12 @@ class Monitor:
                     self.valid.append(load_audio(file, config.model.sample_rate)[0][:limit])
                 except AudioError as error:
                     print(f"warning: skipping validation file {error}", file=sys.stderr)
+        if self.valid and config.curve_every_minutes:
+            from ..metrics.mos import distillmos
+            try:
+                self.mos = distillmos("cpu")
+            except MetricUnavailable:
+                pass
 
     def log_step(self, step: int, stats: dict, codes: torch.Tensor, learning_rates: dict[str, float],
                  skipped: int) -> None:
@@ -87,8 +94,9 @@ class Monitor:
     @torch.no_grad()
     def score_curve(self, step: int, minutes: float, audio_hours: float, model) -> dict | None:
         """One point of the learning curve, appended to curve.jsonl: mean scores over the validation files at
-        each codebook count of `curve_codebooks` (all of the model's when empty). PESQ and STOI are left out
-        when their packages are missing (pip install pesq pystoi)."""
+        each codebook count of `curve_codebooks` (all of the model's when empty). PESQ, STOI and DistillMOS are
+        left out when their packages are missing (pip install pesq pystoi; pip install --no-deps
+        distillmos==0.9.1)."""
         if not self.active or not self.valid:
             return None
         from ..metrics.quality import align, mel_distance, pesq_wideband, stoi
@@ -99,6 +107,8 @@ class Monitor:
                 metrics[name] = metric
             except ImportError:
                 pass
+        if self.mos:
+            metrics["distillmos"] = self.mos
         was_training = model.training
         model.eval()
         rate = self.config.model.sample_rate
