@@ -3,7 +3,7 @@
     python recipes/bundled/train.py --data MANIFEST.tsv     # its rows of split `train`; a folder: --split none
 
 A stage that was interrupted resumes from its last checkpoint; a finished one is skipped. Stage 7 (the harmonic
-decoder; stage 6 is a GPU experiment outside this chain) scores its learning curve on the manifest's `eval` rows.
+decoder; stages 6 and 8 are experiments outside this chain) scores its learning curve on the manifest's `eval` rows.
 The final weights land in runs/bundled-stage7/weights.safetensors (EMA) and runs/bundled-stage7/checkpoints;
 `python tools/export_bundled.py runs/bundled-stage7/checkpoints/step-NNNNNNNN recipes/bundled/stage7.yaml` ships
 them.
