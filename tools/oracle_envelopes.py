@@ -1,0 +1,99 @@
+"""Does the harmonic head's synthesis cap the bundled model, or do the envelopes it predicts from the codes?
+
+    python tools/oracle_envelopes.py [FILES]     # the first FILES (default 20) `eval` files, 6 s each
+
+Drives the shipped model's harmonic head with WORLD's analysis of the original instead of the decoder's
+predictions, at the decoder's frame rate: pyworld's f0 (DIO + StoneMask), CheapTrick's envelope split by D4C's
+aperiodicity into a harmonic part (power sp (1 - ap^2), voiced frames only) and a noise part (sp ap^2; all of sp
+where unvoiced), each part's level set so that its energy is its share of the original's. Scores that, and
+WORLD's own synthesis of the same parameters, with PESQ-WB, STOI, mel distance and DistillMOS.
+"""
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyworld
+import soxr
+import torch
+
+from codec.audio import load_audio
+from codec.metrics.distillmos import DistillMOS
+from codec.metrics.quality import align, mel_distance, pesq_wideband, stoi
+from codec.model import load_weights, weights_path
+from codec.nn.harmonic import PitchPrediction
+from codec.train.data import read_file_list
+
+MANIFEST = Path(__file__).parents[1].parent / "shared" / "data" / "MANIFEST.tsv"
+SILENT = -30.0  # a log-envelope that mutes its part
+
+
+class Given(torch.nn.Module):
+    """Stands in for the head's envelope projection: returns the given log-envelopes (1, F, 2 bins)."""
+
+    def __init__(self, logs: torch.Tensor) -> None:
+        super().__init__()
+        self.logs = logs
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.logs
+
+
+def synthesise(head, f0: np.ndarray, log_harmonic: np.ndarray, log_noise: np.ndarray) -> np.ndarray:
+    """The head's output for per-frame f0 (Hz, 0 where unvoiced) and natural-log envelopes (F, bins)."""
+    count = len(f0)
+    head.linear = Given(torch.from_numpy(np.concatenate([log_harmonic, log_noise], -1)).float()[None])
+    voicing = torch.from_numpy(np.where(f0 > 0, 30.0, -30.0)).float()[None]  # the gate fully open or shut
+    bins = torch.zeros(1, count, len(head.bin_log_f0))
+    head.predict_pitch = lambda features: PitchPrediction(
+        torch.full((1, count), float(head.bin_log_f0[0]), dtype=torch.float64), voicing, bins, head.bin_log_f0)
+    head.given_f0 = torch.from_numpy(f0)[None]
+    with torch.no_grad():
+        return head(torch.zeros(1, 1, count))[0, 0].numpy()
+
+
+def scores(reference: np.ndarray, decoded: np.ndarray, rate: int, mos: DistillMOS) -> dict[str, float]:
+    pair = align(reference.astype(np.float32), rate, decoded.astype(np.float32), rate)
+    return {"pesq": pesq_wideband(pair), "stoi": stoi(pair), "mel": mel_distance(pair),
+            "distillmos": mos(soxr.resample(decoded.astype(np.float32), rate, 16000))}
+
+
+def main(count: int) -> None:
+    torch.set_num_threads(1)
+    head = load_weights(weights_path("bundled")).eval().decoder.head
+    rate, hop, bins = head.sample_rate, head.hop, head.n_fft // 2 + 1
+    period = 1000.0 * hop / rate
+    mos = DistillMOS()
+    results = {"head driven by WORLD's parameters": [], "WORLD's own synthesis": []}
+    for file in read_file_list(str(MANIFEST), "eval")[:count]:
+        x = load_audio(file, rate)[0][:6 * rate].double().numpy()
+        f0, times = pyworld.dio(x, rate, f0_floor=50.0, f0_ceil=500.0, frame_period=period)
+        f0 = pyworld.stonemask(x, f0, times, rate)
+        envelope = pyworld.cheaptrick(x, f0, times, rate, fft_size=1024)
+        aperiodicity = pyworld.d4c(x, f0, times, rate, fft_size=1024)
+        frames = len(x) // hop
+        index = np.arange(1, frames + 1).clip(max=len(f0) - 1)  # frame f's segment is centred on sample (f+1) hop
+        grid, ours = np.linspace(0, 1, envelope.shape[1]), np.linspace(0, 1, bins)
+        resample = lambda rows: np.stack([np.interp(ours, grid, row) for row in rows])
+        power, ratio = resample(envelope[index]), resample(aperiodicity[index]).clip(0, 1)
+        voiced = (f0[index] > 0)[:, None]
+        harmonic = power * (1 - ratio ** 2) * voiced + 1e-12
+        noise = power * np.where(voiced, ratio ** 2, 1.0) + 1e-12
+        # each part alone, to set its level: the output is linear in each envelope's amplitude
+        alone_h = synthesise(head, f0[index], 0.5 * np.log(harmonic), np.full_like(noise, SILENT))
+        alone_n = synthesise(head, f0[index], np.full_like(harmonic, SILENT), 0.5 * np.log(noise))
+        energy, share = (x[:frames * hop] ** 2).sum(), harmonic.sum() / (harmonic.sum() + noise.sum())
+        gain_h = np.sqrt(energy * share / max((alone_h ** 2).sum(), 1e-12))
+        gain_n = np.sqrt(energy * (1 - share) / max((alone_n ** 2).sum(), 1e-12))
+        ours_out = synthesise(head, f0[index], 0.5 * np.log(harmonic) + np.log(gain_h),
+                              0.5 * np.log(noise) + np.log(gain_n))
+        world = pyworld.synthesize(f0, envelope, aperiodicity, rate, frame_period=period)
+        reference = x[:frames * hop]
+        results["head driven by WORLD's parameters"].append(scores(reference, ours_out, rate, mos))
+        results["WORLD's own synthesis"].append(scores(reference, world[:frames * hop], rate, mos))
+    for name, rows in results.items():
+        means = {key: np.mean([row[key] for row in rows]) for key in rows[0]}
+        print(f"{name}: " + ", ".join(f"{key} {value:.3f}" for key, value in means.items()) + f" ({len(rows)} files)")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20)
