@@ -9,7 +9,7 @@ from codec.model import Codec
 from codec.nn.harmonic import HarmonicHead, PitchPrediction
 from codec.nn.streaming import streaming
 from codec.train.config import DataConfig, TrainConfig
-from codec.train.pitch import pitch_errors, pitch_labels, pitch_losses
+from codec.train.pitch import envelope_labels, envelope_losses, pitch_errors, pitch_labels, pitch_losses
 from codec.train.trainer import train
 from codec.model import load, load_weights, save_weights
 
@@ -141,6 +141,35 @@ def test_pitch_labels_and_losses_on_speech():
     assert abs(errors["f0_median_cents"] - 1200) < 1e-2 and errors["voicing_errors"] == 0.0
 
 
+def test_envelope_labels_and_their_loss():
+    rate, hop, frames, bins = 16000, 160, 48, 65
+    time = np.arange(frames * hop) / rate
+    pulses = sum(np.cos(2 * np.pi * 150 * k * time) / k for k in range(1, 40) if 150 * k < rate / 2)
+    noise = np.random.default_rng(0).standard_normal(frames * hop)
+    audio = torch.from_numpy(np.stack([0.1 * pulses, 0.05 * noise])).float()[:, None]
+    harmonic, noise_envelope = envelope_labels(audio, rate, hop, frames, bins)
+    assert harmonic.shape == noise_envelope.shape == (2, frames, bins)
+    voiced = pitch_labels(audio, rate, hop, frames) > 0
+    inner = slice(5, frames - 5)  # away from the edges, where the analysis sees half a window
+    assert voiced[0, inner].all() and not voiced[1, inner].any()
+    # the pulse train is mostly harmonic below 2 kHz; the noise is all noise, with no harmonic part at all
+    low = slice(0, bins // 4)
+    assert (harmonic[0, inner, low] > noise_envelope[0, inner, low]).float().mean() > 0.9
+    assert (harmonic[1, inner] < -13).all() and (noise_envelope[1, inner] > -8).all()
+
+    def prediction(log_harmonic, log_noise):
+        zero = torch.zeros(2, frames)
+        return PitchPrediction(zero.double(), zero, torch.zeros(2, frames, 4), torch.zeros(4), log_harmonic,
+                               log_noise)
+    shifted = prediction(harmonic + 2.0, noise_envelope - 1.0)  # a level per frame is the reconstruction's business
+    assert envelope_losses(shifted, harmonic, noise_envelope, voiced) < 1e-5
+    flattened = prediction((harmonic * 0).requires_grad_(), noise_envelope * 0)
+    loss = envelope_losses(flattened, harmonic, noise_envelope, voiced)
+    loss.backward()
+    assert loss > 0.5 and flattened.log_harmonic.grad[0].abs().sum() > 0
+    assert flattened.log_harmonic.grad[1].abs().sum() == 0  # unvoiced: the harmonic envelope is not asked
+
+
 def test_f0_is_the_centre_of_the_strongest_bin():
     head = HarmonicHead(dim=4, n_fft=16, hop_length=8, sample_rate=8000, f0_min=50.0, f0_max=500.0, f0_bins=200)
     assert head.pitch.out_features == 201
@@ -169,6 +198,9 @@ def test_training_with_pitch_losses_then_weights_round_trip(tmp_path):
     batch = torch.from_numpy(audio[rate:rate + 4000]).reshape(1, 1, -1).repeat(2, 1, 1)
     stats, _ = trainer.generator_step(batch, 0)
     assert {"f0", "voicing"} <= stats.keys() and stats["f0"] > 0 and stats["voicing"] > 0
+    assert "envelope" not in stats  # off by default
+    trainer.config.loss.envelope = 1.0
+    assert trainer.generator_step(batch, 1)[0]["envelope"] > 0
     weights = train(config)
     model = load(weights)
     assert model.config.decoder == "harmonic"

@@ -48,11 +48,14 @@ class HarmonicState(HeadState):
 @dataclass
 class PitchPrediction:
     """The last call's pitch: log-f0 (float64: what drove the oscillator, unless teacher-forced) and the voicing
-    logit, each (B, F), the f0 head's logits over its bins (B, F, bins) and the bins' log-f0 (bins,)."""
+    logit, each (B, F), the f0 head's logits over its bins (B, F, bins) and the bins' log-f0 (bins,); and the
+    harmonic and noise natural-log envelopes that shaped it, each (B, F, n_fft / 2 + 1)."""
     log_f0: torch.Tensor
     voicing: torch.Tensor
     bin_logits: torch.Tensor
     bin_log_f0: torch.Tensor
+    log_harmonic: torch.Tensor | None = None
+    log_noise: torch.Tensor | None = None
 
 
 def pulse_train(phase: torch.Tensor, harmonics: torch.Tensor) -> torch.Tensor:
@@ -161,6 +164,7 @@ class HarmonicHead(ISTFTHead):
         features = x.transpose(1, 2)
         log_harmonic, log_noise = self.linear(features).float().chunk(2, dim=-1)
         self.prediction = pitch = self.predict_pitch(features)
+        pitch.log_harmonic, pitch.log_noise = log_harmonic, log_noise
         f0 = pitch.log_f0.detach().exp()
         if self.given_f0 is not None:
             f0 = torch.where(self.given_f0 > 0, self.given_f0.to(f0), f0)

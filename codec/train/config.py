@@ -53,7 +53,8 @@ class DiscriminatorConfig:
 @dataclass
 class LossConfig:
     limits: typing.ClassVar = {name: (0, None) for name in ("mel", "stft", "complex_stft", "quantizer",
-                                                            "adversarial", "feature_matching", "f0", "voicing")}
+                                                            "adversarial", "feature_matching", "f0", "voicing",
+                                                            "envelope")}
     mel: float = 1.0
     stft: float = 1.0
     complex_stft: float = 0.0       # compressed complex STFT (losses.CompressedSTFTLoss): asks for the phase too
@@ -63,6 +64,8 @@ class LossConfig:
     # The harmonic decoder's pitch supervision (train/pitch.py); only that decoder computes these losses.
     f0: float = 1.0                 # L1 on log-f0 over voiced frames
     voicing: float = 1.0            # BCE on the voicing decision
+    # L1 between the shapes of the predicted log-envelopes and WORLD's analysis of the crop (train/pitch.py)
+    envelope: float = 0.0
 
 
 @dataclass

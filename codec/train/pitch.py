@@ -24,6 +24,14 @@ def _world():
     return pyworld
 
 
+def _track(world, signal: np.ndarray, sample_rate: int, period: float, method: str):
+    """One signal's f0 track and its times, one value every `period` ms from sample 0."""
+    if method == "harvest":
+        return world.harvest(signal, sample_rate, f0_floor=50.0, f0_ceil=500.0, frame_period=period)
+    f0, times = world.dio(signal, sample_rate, f0_floor=50.0, f0_ceil=500.0, frame_period=period)
+    return world.stonemask(signal, f0, times, sample_rate), times
+
+
 def pitch_labels(audio: torch.Tensor, sample_rate: int, hop_length: int, frames: int,
                  method: str = "dio") -> torch.Tensor:
     """(B, 1, T) or (B, T) audio -> f0 in Hz per decoder frame (B, frames); 0 where unvoiced."""
@@ -31,15 +39,34 @@ def pitch_labels(audio: torch.Tensor, sample_rate: int, hop_length: int, frames:
     period = 1000.0 * hop_length / sample_rate
     labels = np.zeros((audio.shape[0], frames))
     for row, signal in enumerate(audio.detach().reshape(audio.shape[0], -1).double().cpu().numpy()):
-        signal = np.ascontiguousarray(signal)
-        if method == "harvest":
-            f0, times = world.harvest(signal, sample_rate, f0_floor=50.0, f0_ceil=500.0, frame_period=period)
-        else:
-            f0, times = world.dio(signal, sample_rate, f0_floor=50.0, f0_ceil=500.0, frame_period=period)
-            f0 = world.stonemask(signal, f0, times, sample_rate)
+        f0, _ = _track(world, np.ascontiguousarray(signal), sample_rate, period, method)
         track = f0[1:frames + 1]
         labels[row, :len(track)] = track
     return torch.from_numpy(labels).float().to(audio.device)
+
+
+def envelope_labels(audio: torch.Tensor, sample_rate: int, hop_length: int, frames: int,
+                    bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 1, T) audio -> WORLD's harmonic and noise natural-log envelopes per decoder frame, each (B, frames,
+    bins) over 0 .. sample_rate / 2: CheapTrick's power envelope sp split by D4C's aperiodicity ap into
+    sp (1 - ap^2) on voiced frames and sp ap^2 (all of sp where unvoiced), as WORLD's synthesis splits it.
+    Frame f's segment is centred on sample (f + 1) hop: track index f + 1, as for the pitch."""
+    world = _world()
+    period = 1000.0 * hop_length / sample_rate
+    fft_size = 2 ** int(np.ceil(np.log2(3 * sample_rate / 50.0)))  # CheapTrick's minimum for a 50 Hz floor
+    out = np.full((2, audio.shape[0], frames, bins), np.log(1e-6))
+    ours = np.linspace(0, 1, bins)
+    for row, signal in enumerate(audio.detach().reshape(audio.shape[0], -1).double().cpu().numpy()):
+        signal = np.ascontiguousarray(signal)
+        f0, times = _track(world, signal, sample_rate, period, "dio")
+        power = world.cheaptrick(signal, f0, times, sample_rate, fft_size=fft_size)[1:frames + 1]
+        ratio = world.d4c(signal, f0, times, sample_rate, fft_size=fft_size)[1:frames + 1].clip(0, 1)
+        voiced = (f0[1:frames + 1] > 0)[:, None]
+        grid = np.linspace(0, 1, power.shape[1])
+        for part, value in enumerate((power * (1 - ratio ** 2) * voiced, power * np.where(voiced, ratio ** 2, 1.0))):
+            out[part, row, :len(value)] = 0.5 * np.log(np.stack([np.interp(ours, grid, v) for v in value]) + 1e-12)
+    harmonic, noise = torch.from_numpy(out).float().to(audio.device)
+    return harmonic, noise
 
 
 def pitch_losses(prediction: PitchPrediction, labels: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -68,3 +95,20 @@ def pitch_errors(prediction: PitchPrediction, labels: torch.Tensor) -> dict[str,
             "f0_median_cents": float(cents[voiced].median()) if voiced.any() else 0.0,
             "octave_errors": float(((cents > 600) & voiced).sum() / count),
             "voicing_errors": float(((prediction.voicing > 0) != voiced).float().mean())}
+
+
+def envelope_losses(prediction: PitchPrediction, harmonic: torch.Tensor, noise: torch.Tensor,
+                    voiced: torch.Tensor) -> torch.Tensor:
+    """L1 between the shapes of the predicted and WORLD's log-envelopes: each frame's mean log difference is
+    taken out, because WORLD's level and the head's differ by the excitation's own scale, which the
+    reconstruction losses set. The harmonic envelope counts on the frames voiced in the labels, the noise one on
+    every frame. Each envelope is floored 80 dB below its own frame's peak: what is inaudible need not match."""
+    def floored(envelope: torch.Tensor) -> torch.Tensor:
+        return envelope.clamp(min=envelope.amax(-1, keepdim=True).detach() - 80 / 20 * np.log(10))
+
+    def shape_error(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        difference = floored(predicted) - floored(target)
+        return (difference - difference.mean(-1, keepdim=True)).abs().mean(-1)  # (B, F)
+    weights = voiced.float()
+    harmonic_error = (shape_error(prediction.log_harmonic, harmonic) * weights).sum() / weights.sum().clamp(min=1)
+    return harmonic_error + shape_error(prediction.log_noise, noise).mean()

@@ -31,7 +31,7 @@ from .ema import EMA
 from .losses import (ADVERSARIAL_LOSSES, CompressedSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss,
                      feature_matching_loss)
 from .monitor import Monitor
-from .pitch import pitch_labels, pitch_losses
+from .pitch import envelope_labels, envelope_losses, pitch_labels, pitch_losses
 from .runs import checkpoint_codec, find_run_checkpoint
 
 
@@ -164,11 +164,14 @@ class Trainer:
     def generator_step(self, real: torch.Tensor, step: int) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         config = self.config
         decoder = self.accelerator.unwrap_model(self.codec).decoder
-        labels = None
+        labels = envelopes = None
         if hasattr(decoder, "pitch_prediction"):  # decoders that predict f0 (harmonic) learn it from labels
             frames = -(-real.shape[-1] // decoder.hop_length)
             labels = pitch_labels(real, config.model.sample_rate, decoder.hop_length, frames)
             decoder.head.given_f0 = labels if config.teacher_forced_f0 else None
+            if config.loss.envelope > 0:
+                envelopes = envelope_labels(real, config.model.sample_rate, decoder.hop_length, frames,
+                                            decoder.head.n_fft // 2 + 1)
         output = self.codec(real, codebooks_for_step(step, config, config.model.quantizer.num_codebooks))
         losses = {"mel": self.mel_loss(output.audio, real), "stft": self.stft_loss(output.audio, real),
                   "quantizer": output.loss}
@@ -177,6 +180,8 @@ class Trainer:
         if labels is not None:
             decoder.head.given_f0 = None  # validation and export see the f0 head
             losses.update(pitch_losses(decoder.pitch_prediction, labels))
+        if envelopes is not None:
+            losses["envelope"] = envelope_losses(decoder.pitch_prediction, *envelopes, labels > 0)
         adversarial = config.discriminator is not None and step >= config.discriminator.start_step
         if adversarial:
             parts = self.discriminator_step(real, output.audio)
