@@ -9,7 +9,7 @@ from codec.model import Codec
 from codec.nn.harmonic import HarmonicHead, PitchPrediction
 from codec.nn.streaming import streaming
 from codec.train.config import DataConfig, TrainConfig
-from codec.train.pitch import envelope_labels, envelope_losses, pitch_errors, pitch_labels, pitch_losses
+from codec.train.pitch import envelope_losses, pitch_errors, pitch_labels, pitch_losses, world_labels
 from codec.train.trainer import train
 from codec.model import load, load_weights, save_weights
 
@@ -141,15 +141,16 @@ def test_pitch_labels_and_losses_on_speech():
     assert abs(errors["f0_median_cents"] - 1200) < 1e-2 and errors["voicing_errors"] == 0.0
 
 
-def test_envelope_labels_and_their_loss():
+def test_world_labels_and_the_envelope_loss():
     rate, hop, frames, bins = 16000, 160, 48, 65
     time = np.arange(frames * hop) / rate
     pulses = sum(np.cos(2 * np.pi * 150 * k * time) / k for k in range(1, 40) if 150 * k < rate / 2)
     noise = np.random.default_rng(0).standard_normal(frames * hop)
     audio = torch.from_numpy(np.stack([0.1 * pulses, 0.05 * noise])).float()[:, None]
-    harmonic, noise_envelope = envelope_labels(audio, rate, hop, frames, bins)
+    f0, harmonic, noise_envelope = world_labels(audio, rate, hop, frames, bins)
     assert harmonic.shape == noise_envelope.shape == (2, frames, bins)
-    voiced = pitch_labels(audio, rate, hop, frames) > 0
+    assert torch.equal(f0, pitch_labels(audio, rate, hop, frames))  # the same track as the pitch labels
+    voiced = f0 > 0
     inner = slice(5, frames - 5)  # away from the edges, where the analysis sees half a window
     assert voiced[0, inner].all() and not voiced[1, inner].any()
     # the pulse train is mostly harmonic below 2 kHz; the noise is all noise, with no harmonic part at all

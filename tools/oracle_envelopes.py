@@ -3,9 +3,9 @@
     python tools/oracle_envelopes.py [FILES]     # the first FILES (default 20) `eval` files, 6 s each
 
 Drives the shipped model's harmonic head with WORLD's analysis of the original instead of the decoder's
-predictions, at the decoder's frame rate: pyworld's f0 (DIO + StoneMask), CheapTrick's envelope split by D4C's
-aperiodicity into a harmonic part (power sp (1 - ap^2), voiced frames only) and a noise part (sp ap^2; all of sp
-where unvoiced), each part's level set so that its energy is its share of the original's. Scores that, and
+predictions, at the decoder's frame rate: the training labels of `codec.train.pitch.world_labels` (pyworld's
+f0, and CheapTrick's envelope split by D4C's aperiodicity into a harmonic and a noise envelope), each part's
+level set so that its energy is its share of the original's. Scores that, and
 WORLD's own synthesis of the same parameters, with PESQ-WB, STOI, mel distance and DistillMOS.
 """
 import sys
@@ -22,6 +22,7 @@ from codec.metrics.quality import align, mel_distance, pesq_wideband, stoi
 from codec.model import load_weights, weights_path
 from codec.nn.harmonic import PitchPrediction
 from codec.train.data import read_file_list
+from codec.train.pitch import world_labels
 
 MANIFEST = Path(__file__).parents[1].parent / "shared" / "data" / "MANIFEST.tsv"
 SILENT = -30.0  # a log-envelope that mutes its part
@@ -51,6 +52,14 @@ def synthesise(head, f0: np.ndarray, log_harmonic: np.ndarray, log_noise: np.nda
         return head(torch.zeros(1, 1, count))[0, 0].numpy()
 
 
+def world_resynthesis(x: np.ndarray, rate: int, period: float) -> np.ndarray:
+    """WORLD's analysis (DIO + StoneMask, CheapTrick, D4C) and synthesis of x, at the decoder's frame period."""
+    f0, times = pyworld.dio(x, rate, f0_floor=50.0, f0_ceil=500.0, frame_period=period)
+    f0 = pyworld.stonemask(x, f0, times, rate)
+    return pyworld.synthesize(f0, pyworld.cheaptrick(x, f0, times, rate), pyworld.d4c(x, f0, times, rate), rate,
+                              frame_period=period)
+
+
 def scores(reference: np.ndarray, decoded: np.ndarray, rate: int, mos: DistillMOS) -> dict[str, float]:
     pair = align(reference.astype(np.float32), rate, decoded.astype(np.float32), rate)
     return {"pesq": pesq_wideband(pair), "stoi": stoi(pair), "mel": mel_distance(pair),
@@ -66,27 +75,18 @@ def main(count: int) -> None:
     results = {"head driven by WORLD's parameters": [], "WORLD's own synthesis": []}
     for file in read_file_list(str(MANIFEST), "eval")[:count]:
         x = load_audio(file, rate)[0][:6 * rate].double().numpy()
-        f0, times = pyworld.dio(x, rate, f0_floor=50.0, f0_ceil=500.0, frame_period=period)
-        f0 = pyworld.stonemask(x, f0, times, rate)
-        envelope = pyworld.cheaptrick(x, f0, times, rate, fft_size=1024)
-        aperiodicity = pyworld.d4c(x, f0, times, rate, fft_size=1024)
         frames = len(x) // hop
-        index = np.arange(1, frames + 1).clip(max=len(f0) - 1)  # frame f's segment is centred on sample (f+1) hop
-        grid, ours = np.linspace(0, 1, envelope.shape[1]), np.linspace(0, 1, bins)
-        resample = lambda rows: np.stack([np.interp(ours, grid, row) for row in rows])
-        power, ratio = resample(envelope[index]), resample(aperiodicity[index]).clip(0, 1)
-        voiced = (f0[index] > 0)[:, None]
-        harmonic = power * (1 - ratio ** 2) * voiced + 1e-12
-        noise = power * np.where(voiced, ratio ** 2, 1.0) + 1e-12
+        f0, log_harmonic, log_noise = (labels[0].double().numpy() for labels in
+                                       world_labels(torch.from_numpy(x)[None, None], rate, hop, frames, bins))
+        harmonic, noise = np.exp(2 * log_harmonic), np.exp(2 * log_noise)  # powers
         # each part alone, to set its level: the output is linear in each envelope's amplitude
-        alone_h = synthesise(head, f0[index], 0.5 * np.log(harmonic), np.full_like(noise, SILENT))
-        alone_n = synthesise(head, f0[index], np.full_like(harmonic, SILENT), 0.5 * np.log(noise))
+        alone_h = synthesise(head, f0, log_harmonic, np.full_like(log_noise, SILENT))
+        alone_n = synthesise(head, f0, np.full_like(log_harmonic, SILENT), log_noise)
         energy, share = (x[:frames * hop] ** 2).sum(), harmonic.sum() / (harmonic.sum() + noise.sum())
         gain_h = np.sqrt(energy * share / max((alone_h ** 2).sum(), 1e-12))
         gain_n = np.sqrt(energy * (1 - share) / max((alone_n ** 2).sum(), 1e-12))
-        ours_out = synthesise(head, f0[index], 0.5 * np.log(harmonic) + np.log(gain_h),
-                              0.5 * np.log(noise) + np.log(gain_n))
-        world = pyworld.synthesize(f0, envelope, aperiodicity, rate, frame_period=period)
+        ours_out = synthesise(head, f0, log_harmonic + np.log(gain_h), log_noise + np.log(gain_n))
+        world = world_resynthesis(x, rate, period)
         reference = x[:frames * hop]
         results["head driven by WORLD's parameters"].append(scores(reference, ours_out, rate, mos))
         results["WORLD's own synthesis"].append(scores(reference, world[:frames * hop], rate, mos))

@@ -45,28 +45,34 @@ def pitch_labels(audio: torch.Tensor, sample_rate: int, hop_length: int, frames:
     return torch.from_numpy(labels).float().to(audio.device)
 
 
-def envelope_labels(audio: torch.Tensor, sample_rate: int, hop_length: int, frames: int,
-                    bins: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 1, T) audio -> WORLD's harmonic and noise natural-log envelopes per decoder frame, each (B, frames,
-    bins) over 0 .. sample_rate / 2: CheapTrick's power envelope sp split by D4C's aperiodicity ap into
-    sp (1 - ap^2) on voiced frames and sp ap^2 (all of sp where unvoiced), as WORLD's synthesis splits it.
-    Frame f's segment is centred on sample (f + 1) hop: track index f + 1, as for the pitch."""
+def world_labels(audio: torch.Tensor, sample_rate: int, hop_length: int, frames: int,
+                 bins: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, 1, T) audio -> `pitch_labels`' f0 (B, frames) and, from the same DIO track, WORLD's harmonic and noise
+    natural-log envelopes per decoder frame, each (B, frames, bins) over 0 .. sample_rate / 2: CheapTrick's power
+    envelope sp split by D4C's aperiodicity ap into sp (1 - ap^2) on voiced frames and sp ap^2 (all of sp where
+    unvoiced), as WORLD's synthesis splits it. Frame f's segment is centred on sample (f + 1) hop: track index
+    f + 1, as for the pitch."""
     world = _world()
     period = 1000.0 * hop_length / sample_rate
     fft_size = 2 ** int(np.ceil(np.log2(3 * sample_rate / 50.0)))  # CheapTrick's minimum for a 50 Hz floor
-    out = np.full((2, audio.shape[0], frames, bins), np.log(1e-6))
+    f0_labels = np.zeros((audio.shape[0], frames))
+    envelopes = np.full((2, audio.shape[0], frames, bins), np.log(1e-6))
     ours = np.linspace(0, 1, bins)
     for row, signal in enumerate(audio.detach().reshape(audio.shape[0], -1).double().cpu().numpy()):
         signal = np.ascontiguousarray(signal)
         f0, times = _track(world, signal, sample_rate, period, "dio")
+        track = f0[1:frames + 1]
+        f0_labels[row, :len(track)] = track
         power = world.cheaptrick(signal, f0, times, sample_rate, fft_size=fft_size)[1:frames + 1]
         ratio = world.d4c(signal, f0, times, sample_rate, fft_size=fft_size)[1:frames + 1].clip(0, 1)
-        voiced = (f0[1:frames + 1] > 0)[:, None]
+        voiced = (track > 0)[:, None]
         grid = np.linspace(0, 1, power.shape[1])
-        for part, value in enumerate((power * (1 - ratio ** 2) * voiced, power * np.where(voiced, ratio ** 2, 1.0))):
-            out[part, row, :len(value)] = 0.5 * np.log(np.stack([np.interp(ours, grid, v) for v in value]) + 1e-12)
-    harmonic, noise = torch.from_numpy(out).float().to(audio.device)
-    return harmonic, noise
+        parts = (power * (1 - ratio ** 2) * voiced, power * np.where(voiced, ratio ** 2, 1.0))
+        for part, value in enumerate(parts):
+            resampled = np.stack([np.interp(ours, grid, v) for v in value])
+            envelopes[part, row, :len(value)] = 0.5 * np.log(resampled + 1e-12)
+    harmonic, noise = torch.from_numpy(envelopes).float().to(audio.device)
+    return torch.from_numpy(f0_labels).float().to(audio.device), harmonic, noise
 
 
 def pitch_losses(prediction: PitchPrediction, labels: torch.Tensor) -> dict[str, torch.Tensor]:

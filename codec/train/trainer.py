@@ -31,7 +31,7 @@ from .ema import EMA
 from .losses import (ADVERSARIAL_LOSSES, CompressedSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss,
                      feature_matching_loss)
 from .monitor import Monitor
-from .pitch import envelope_labels, envelope_losses, pitch_labels, pitch_losses
+from .pitch import envelope_losses, pitch_labels, pitch_losses, world_labels
 from .runs import checkpoint_codec, find_run_checkpoint
 
 
@@ -167,11 +167,12 @@ class Trainer:
         labels = envelopes = None
         if hasattr(decoder, "pitch_prediction"):  # decoders that predict f0 (harmonic) learn it from labels
             frames = -(-real.shape[-1] // decoder.hop_length)
-            labels = pitch_labels(real, config.model.sample_rate, decoder.hop_length, frames)
+            if config.loss.envelope > 0:  # the envelopes' labels come from the same pitch track
+                labels, *envelopes = world_labels(real, config.model.sample_rate, decoder.hop_length, frames,
+                                                  decoder.head.n_fft // 2 + 1)
+            else:
+                labels = pitch_labels(real, config.model.sample_rate, decoder.hop_length, frames)
             decoder.head.given_f0 = labels if config.teacher_forced_f0 else None
-            if config.loss.envelope > 0:
-                envelopes = envelope_labels(real, config.model.sample_rate, decoder.hop_length, frames,
-                                            decoder.head.n_fft // 2 + 1)
         output = self.codec(real, codebooks_for_step(step, config, config.model.quantizer.num_codebooks))
         losses = {"mel": self.mel_loss(output.audio, real), "stft": self.stft_loss(output.audio, real),
                   "quantizer": output.loss}

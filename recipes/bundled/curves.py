@@ -11,9 +11,10 @@ start where the previous one ended; a stage's step 0 is its starting weights, sc
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 from pathlib import Path
+
+from variants import read_curve
 
 HERE = Path(__file__).parent
 METRICS = {"pesq": "PESQ-WB", "stoi": "STOI", "distillmos": "DistillMOS", "mel_distance": "mel distance"}
@@ -22,8 +23,7 @@ METRICS = {"pesq": "PESQ-WB", "stoi": "STOI", "distillmos": "DistillMOS", "mel_d
 def stage_curves(folder: Path) -> dict[int, list[dict]]:
     """stage number -> its points, from folder/stageN.jsonl, in stage order."""
     files = sorted(folder.glob("stage*.jsonl"), key=lambda f: int(f.stem.removeprefix("stage")))
-    return {int(f.stem.removeprefix("stage")): [json.loads(line) for line in f.read_text().splitlines()]
-            for f in files}
+    return {int(f.stem.removeprefix("stage")): read_curve(f) for f in files}
 
 
 def plot(curves: dict[int, list[dict]], path: Path, rate: str = "6kbps") -> None:

@@ -33,8 +33,8 @@ VARIANTS = {
 RANK_BY = "pesq@6kbps"
 
 
-def read_curve(folder: Path) -> list[dict]:
-    file = folder / "curve.jsonl"
+def read_curve(file: Path) -> list[dict]:
+    """A run's curve.jsonl: its points, in order; none when the run has not written one."""
     return [json.loads(line) for line in file.read_text().splitlines()] if file.is_file() else []
 
 
@@ -63,7 +63,7 @@ def run(names: list[str], minutes: float, out: Path, init_weights: str, data: st
 
 def summarize(names: list[str], out: Path) -> list[str]:
     """Print the last point of each curve; write summary.json and curves.png; return the names, best first."""
-    curves = {name: read_curve(out / name) for name in names}
+    curves = {name: read_curve(out / name / "curve.jsonl") for name in names}
     finished = [name for name in names if curves[name]]
     ranked = sorted(finished, key=lambda name: -curves[name][-1].get(RANK_BY, float("-inf")))
     for name in ranked:
