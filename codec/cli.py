@@ -100,7 +100,7 @@ def cmd_decode(args) -> int:
 
 
 def cmd_info(args) -> int:
-    from .files import load_codes
+    from .codes_file import load_codes
     for path in args.files:
         print(load_codes(path).describe(path))
     return 0

@@ -17,7 +17,7 @@ import torch
 
 from .audio import AtomicOutput
 from .errors import CodesFileError
-from .files import CodesFile
+from .codes_file import CodesFile
 from .model import Codec
 
 MANIFEST = "manifest.json"

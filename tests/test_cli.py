@@ -92,7 +92,7 @@ def test_stereo_is_downmixed(tmp_path, tiny_weights):
     write(tmp_path / "mono.wav", (left + right) / 2, 8000, subtype="FLOAT")
     assert run("encode", "--model", tiny_weights, tmp_path / "stereo.wav", tmp_path / "s.codes") == 0
     assert run("encode", "--model", tiny_weights, tmp_path / "mono.wav", tmp_path / "m.codes") == 0
-    from codec.files import load_codes
+    from codec.codes_file import load_codes
     stereo, mono = load_codes(tmp_path / "s.codes"), load_codes(tmp_path / "m.codes")
     assert stereo.channels == 2 and mono.channels == 1
     assert (stereo.codes == mono.codes).float().mean() > 0.95  # equal up to 16-bit rounding of the input
@@ -212,7 +212,7 @@ def test_inputs_that_would_write_the_same_output_are_refused(tmp_path, tiny_weig
 
 def test_token_file_that_does_not_fit_the_model(tmp_path, tiny_weights, speech, capsys):
     """Consistent metadata from the same model's hash, but more codebooks than the model has."""
-    from codec.files import load_codes, save_codes
+    from codec.codes_file import load_codes, save_codes
     assert run("encode", "--model", tiny_weights, speech, tmp_path / "a.codes") == 0
     tokens = load_codes(tmp_path / "a.codes")
     tokens.codes, tokens.codebook_sizes = torch.cat([tokens.codes, tokens.codes[:1]]), tokens.codebook_sizes + [16]
@@ -295,7 +295,7 @@ def test_sigterm_leaves_no_temporary_file(tmp_path, tiny_weights):
     import signal
     import time
 
-    from codec.files import CodesFile, save_codes
+    from codec.codes_file import CodesFile, save_codes
     model = load(tiny_weights)
     seconds = 600  # ~20 s of decoding for the tiny model, far longer than it takes to notice the file: killed
     # after a fraction of a second, the test stays short, and a loaded machine cannot finish before the signal
@@ -322,7 +322,7 @@ def test_long_input_crosses_blocks_and_equals_the_offline_api(tmp_path, tiny_wei
     """Blocks of BLOCK_SECONDS read, resampled (a stream of soxr) and encoded: a stereo 44.1 kHz input several
     blocks long gives the offline API's codes on its downmix, and decodes to its audio."""
     from codec.files import BLOCK_SECONDS
-    from codec.files import load_codes
+    from codec.codes_file import load_codes
     model = load(tiny_weights)
     rate, seconds = 44100, 3.5 * BLOCK_SECONDS
     stereo = np.random.default_rng(0).standard_normal((int(seconds * rate), 2)).astype(np.float32) * 0.1

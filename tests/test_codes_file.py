@@ -3,7 +3,7 @@ import torch
 from safetensors.torch import save_file
 
 from codec.errors import CodesFileError
-from codec.files import CodesFile, load_codes, save_codes
+from codec.codes_file import CodesFile, load_codes, save_codes
 
 
 def example(frames=10, sizes=(16, 16)):

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from codec.cli import main
 from codec.errors import AudioError, ModelError
 from codec.model import Codec
-from codec.files import CodesFile, load_codes, save_codes
+from codec.codes_file import CodesFile, load_codes, save_codes
 from codec.model import load, save_weights
 
 from conftest import tiny_config

@@ -199,7 +199,7 @@ def test_many_files_encode_together_as_each_alone(tmp_path, tiny_weights):
     """`codec encode` steps several files' streams together: each .codes file holds the file's own codes."""
     from codec.audio import load_audio
     from codec.cli import main
-    from codec.files import load_codes
+    from codec.codes_file import load_codes
     model = codec.load(tiny_weights)
     for i, (ms, rate) in enumerate(((1300, 8000), (250, 16000), (2100, 22050))):
         soundfile.write(tmp_path / f"{i}.wav", speech_clips(rate, (ms,))[0].numpy(), rate)

@@ -9,7 +9,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from codec.cli import main
-from codec.files import DTYPES, _checksum, load_codes
+from codec.codes_file import DTYPES, _checksum, load_codes
 
 VALUES = [0, -1, 1, "nan", "inf", "-inf", "1e308", "Infinity", "[]", "[Infinity]", f"[{2**63}]", "[1.5]", "[16.0]",
           "[true]", "[0]", "[16, 16, 16, 16]", '""', "x", "150.0", "1.5", "   8000", "8_000", "[[[[[[[", "\x1b[2J\n",
