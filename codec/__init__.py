@@ -6,7 +6,8 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .config import ModelConfig, QuantizerConfig, SEANetConfig
-from .model import Codec, load
+from .model import Codec
+from .weights import load
 from .tokendata import TokenDataset
 
 __all__ = ["Codec", "ModelConfig", "QuantizerConfig", "SEANetConfig", "TokenDataset", "load"]

@@ -224,7 +224,7 @@ def run(model: str = "bundled", sizes=(4096, 65536, 262144), threads: int = 2, s
     from tqdm import tqdm
 
     from .errors import CodecError
-    from .model import load
+    from .weights import load
     if threads < 1:
         raise CodecError(f"--threads must be at least 1, got {threads}")
     if min(sizes) < 1:

@@ -38,7 +38,7 @@ def _signals_raise():
 
 
 def _load_model(name: str):
-    from .model import load
+    from .weights import load
     return load(name)
 
 
@@ -198,7 +198,7 @@ def cmd_train(args) -> int:
     from .train.config import TrainConfig
     from .train.runs import prepare
     from .train.trainer import train
-    from .model import weights_path
+    from .weights import weights_path
     _warn_if_single_process("train")
     overrides = args.overrides + ([f"threads={args.threads}"] if args.threads is not None else [])
     config = load_yaml(TrainConfig, args.config, overrides)

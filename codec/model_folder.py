@@ -15,7 +15,8 @@ from pathlib import Path
 from .audio import AtomicOutput
 from .config import to_dict
 from .errors import ModelError, OutputError
-from .model import BUNDLED, Codec, load, save_weights
+from .model import Codec
+from .weights import BUNDLED, load, save_weights
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 

@@ -5,7 +5,7 @@ import torch
 
 from codec.config import ISTFTDecoderConfig, ModelConfig, QuantizerConfig, SEANetConfig
 from codec.model import Codec
-from codec.model import save_weights
+from codec.weights import save_weights
 
 EXAMPLE = __import__("pathlib").Path(__file__).parents[1] / "examples" / "LJ001-0004.wav"
 

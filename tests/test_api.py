@@ -4,7 +4,7 @@ import torch
 import codec
 from codec.config import ModelConfig, load_yaml
 from codec.errors import ConfigError, ModelError
-from codec.model import load_weights, save_weights, tokenizer_sha256
+from codec.weights import load_weights, save_weights, tokenizer_sha256
 
 
 def test_bundled_model_properties():

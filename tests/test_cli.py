@@ -9,7 +9,7 @@ import soundfile
 import torch
 
 from codec.cli import main
-from codec.model import load
+from codec.weights import load
 
 from conftest import EXAMPLE, write
 
@@ -158,7 +158,7 @@ def test_wrong_model_for_token_file(tmp_path, tiny_weights, speech, capsys):
 def test_tokens_decode_with_another_decoder_of_the_same_tokenizer(tmp_path, tiny_weights, speech, capsys):
     """A model whose decoder alone changed reads the tokens of the one before (same encoder and quantizer);
     a changed quantizer does not."""
-    from codec.model import load_weights, save_weights
+    from codec.weights import load_weights, save_weights
     assert run("encode", "--model", tiny_weights, speech, tmp_path / "a.codes") == 0
     for part, path in (("decoder", tmp_path / "new-decoder.safetensors"),
                        ("quantizer", tmp_path / "new-quantizer.safetensors")):

@@ -169,7 +169,7 @@ def test_report_tables_plots_and_audio(evaluated, tmp_path):
 def test_two_runs_of_one_recipe_stay_apart(evaluated, tmp_path, corpus):
     """Models of the same name (two runs of one recipe): `--name` names one; the report tells them apart anyway."""
     import torch
-    from codec.model import load_weights, save_weights
+    from codec.weights import load_weights, save_weights
     other = load_weights(next(tmp_path.glob("tiny.safetensors")), for_training=True)
     with torch.no_grad():
         other.decoder.requires_grad_(False)

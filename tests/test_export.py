@@ -28,7 +28,7 @@ from codec.export import encode_batch
 from codec.files import encode_file
 from codec.shards import webdataset_key
 from codec.tokendata import from_token_stream, join_token_stream, to_token_stream
-from codec.model import load, load_weights, save_weights
+from codec.weights import load, load_weights, save_weights
 
 from conftest import write
 

@@ -11,7 +11,7 @@ from codec.cli import main
 from codec.errors import AudioError, ModelError
 from codec.model import Codec
 from codec.codes_file import CodesFile, load_codes, save_codes
-from codec.model import load, save_weights
+from codec.weights import load, save_weights
 
 from conftest import tiny_config
 

@@ -11,7 +11,7 @@ from codec.nn.streaming import streaming
 from codec.train.config import DataConfig, TrainConfig
 from codec.train.pitch import envelope_losses, pitch_errors, pitch_labels, pitch_losses, world_labels
 from codec.train.trainer import train
-from codec.model import load, load_weights, save_weights
+from codec.weights import load, load_weights, save_weights
 
 from conftest import EXAMPLE, tiny_config
 

@@ -92,7 +92,8 @@ def test_graphs_from_another_model_or_version_are_refused(exported, tmp_path, ti
 
 def test_a_harmonic_decoder_exports_offline_and_streaming(tmp_path):
     from codec.config import HarmonicDecoderConfig
-    from codec.model import Codec, save_weights
+    from codec.model import Codec
+    from codec.weights import save_weights
     from conftest import tiny_config
     config = tiny_config(decoder="harmonic")
     config.harmonic = HarmonicDecoderConfig(dim=16, hidden_dim=32, num_layers=2, n_fft=64, f0_bins=40)

@@ -169,7 +169,7 @@ def test_unfactorize_keeps_every_code(tmp_path):
     from codec.config import QuantizerConfig
     from codec.train.runs import export_weights
     from codec.train.trainer import train
-    from codec.model import load_weights
+    from codec.weights import load_weights
     from conftest import tiny_config
     from test_train import tiny_run
     config = tiny_run(tmp_path, steps=1)

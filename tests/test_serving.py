@@ -161,7 +161,7 @@ def test_streams_refuse_bad_pushes(tiny_weights):
 def test_save_and_from_pretrained(tmp_path, tiny_weights):
     import json
     from codec.errors import ModelError, OutputError
-    from codec.model import load_weights
+    from codec.weights import load_weights
     bundled = Codec.from_pretrained("bundled")
     folder = bundled.save_pretrained(tmp_path / "bundled")
     assert sorted(p.name for p in folder.iterdir()) == ["README.md", "config.json", "model.safetensors"]

@@ -7,7 +7,7 @@ from safetensors.torch import load_file
 from codec.train.checkpoint import latest_checkpoint
 from codec.train.config import DataConfig, DiscriminatorConfig, TrainConfig
 from codec.train.trainer import train
-from codec.model import load
+from codec.weights import load
 
 from conftest import tiny_config
 
@@ -222,7 +222,7 @@ def test_fine_tuning_the_bundled_decoder_keeps_its_tokens(tmp_path, speech):
     import yaml
     from codec.cli import main
     from codec.config import to_dict
-    from codec.model import BUNDLED, read_config
+    from codec.weights import BUNDLED, read_config
     data = tmp_path / "mine"
     data.mkdir()
     speech.rename(data / "speech.wav")

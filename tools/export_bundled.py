@@ -14,7 +14,7 @@ import torch
 from codec.config import load_yaml
 from codec.train.config import TrainConfig
 from codec.train.runs import export_weights
-from codec.model import BUNDLED
+from codec.weights import BUNDLED
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -20,7 +20,7 @@ from codec.train.config import DataConfig, LossConfig, TrainConfig
 from codec.train.pitch import pitch_errors, pitch_labels
 from codec.train.runs import export_weights
 from codec.train.trainer import train
-from codec.model import load_weights, weights_path
+from codec.weights import load_weights, weights_path
 
 MANIFEST = Path(__file__).parents[1].parent / "shared" / "data" / "MANIFEST.tsv"
 SIZE = dict(dim=192, hidden_dim=576, num_layers=4, n_fft=640)

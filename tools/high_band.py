@@ -18,7 +18,7 @@ import torch
 
 from codec.audio import load_audio
 from codec.corpus import read_utterances
-from codec.model import load
+from codec.weights import load
 
 RATE, N_FFT, HOP, BAND = 24000, 1024, 256, (8000, 12000)
 

@@ -25,7 +25,7 @@ from codec.export import ExportConfig, export
 from codec.files import encode_file
 from codec.model import Codec
 from codec.tokendata import TokenDataset
-from codec.model import load
+from codec.weights import load
 
 MODEL = Path(__file__).parents[1] / "configs" / "bundled.yaml"
 

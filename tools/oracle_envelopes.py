@@ -19,7 +19,7 @@ import torch
 from codec.audio import load_audio
 from codec.metrics.distillmos import DistillMOS
 from codec.metrics.quality import align, mel_distance, pesq_wideband, stoi
-from codec.model import load_weights, weights_path
+from codec.weights import load_weights, weights_path
 from codec.nn.harmonic import PitchPrediction
 from codec.train.data import read_file_list
 from codec.train.pitch import world_labels

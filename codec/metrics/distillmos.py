@@ -144,7 +144,7 @@ class DistillMOS:
     def __init__(self, device: str | torch.device = "cpu") -> None:
         self.device = torch.device(device)
         path = distillmos_weights_path()
-        from ..model import sha256
+        from ..weights import sha256
         if sha256(path) != WEIGHTS_SHA256:
             raise MetricUnavailable(f"{path}: not the DistillMOS v7 weights this code was checked against (sha256)")
         self.model = DistillMOSModel()

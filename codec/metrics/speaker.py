@@ -61,7 +61,7 @@ def resemblyzer_weights() -> Path:
 @functools.lru_cache(maxsize=None)
 def load_encoder(device: str = "cpu") -> VoiceEncoder:
     path = resemblyzer_weights()
-    from ..model import sha256
+    from ..weights import sha256
     if sha256(path) != WEIGHTS_SHA256:
         raise MetricUnavailable(f"{path}: not the Resemblyzer 0.1.4 weights this code was checked against (sha256); "
                                 f"{INSTALL.replace('install', 'install --force-reinstall')}")

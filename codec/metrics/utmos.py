@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import MetricUnavailable, ModelError
-from ..model import sha256
+from ..weights import sha256
 from . import checkpoint_pickle
 from .wav2vec2 import DIM, MIN_SAMPLES, Wav2Vec2, fold_weight_norm
 

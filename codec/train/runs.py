@@ -18,7 +18,7 @@ from ..audio import check_folder
 from ..config import ModelConfig, to_dict
 from ..errors import ConfigError, ModelError, OutputError
 from ..model import Codec
-from ..model import read_config, save_weights
+from ..weights import read_config, save_weights
 from .checkpoint import checkpoint_step, latest_checkpoint
 from .config import TrainConfig
 

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from tqdm import tqdm
 
 from ..model import Codec
-from ..model import load_weights, save_weights
+from ..weights import load_weights, save_weights
 from .checkpoint import checkpoint_state, latest_checkpoint, restore_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import AudioCrops, StepBatches, read_file_list

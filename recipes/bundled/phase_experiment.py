@@ -18,7 +18,7 @@ from codec.train.checkpoint import latest_checkpoint
 from codec.train.config import TrainConfig
 from codec.train.runs import export_weights, prepare
 from codec.train.trainer import train
-from codec.model import load_weights, save_weights, weights_path
+from codec.weights import load_weights, save_weights, weights_path
 
 HERE = Path(__file__).parent
 

@@ -16,7 +16,8 @@ import copy
 import torch
 
 from codec.config import HarmonicDecoderConfig
-from codec.model import Codec, load_weights, save_weights
+from codec.model import Codec
+from codec.weights import load_weights, save_weights
 
 HARMONIC_SHIFT, NOISE_SHIFT = -1.8, -4.0  # added to the log-magnitude bias
 

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 
 from codec.config import load_yaml
-from codec.model import load_weights, save_weights
+from codec.weights import load_weights, save_weights
 from codec.train.checkpoint import checkpoint_step, latest_checkpoint
 from codec.train.config import TrainConfig
 from codec.train.runs import export_weights

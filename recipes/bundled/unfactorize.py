@@ -23,7 +23,7 @@ from codec.config import ModelConfig, load_yaml
 from codec.model import Codec
 from codec.train.config import TrainConfig
 from codec.train.runs import checkpoint_codec
-from codec.model import save_weights
+from codec.weights import save_weights
 
 
 def unfactorize(checkpoint: Path, model: ModelConfig, out: Path) -> Path:
