@@ -9,7 +9,8 @@ from codec.model import Codec
 from codec.nn.harmonic import HarmonicHead, PitchPrediction
 from codec.nn.streaming import streaming
 from codec.train.config import DataConfig, TrainConfig
-from codec.train.pitch import envelope_losses, pitch_errors, pitch_labels, pitch_losses, world_labels
+from codec.train.pitch import (WORLD_TO_HEAD, envelope_losses, pitch_errors, pitch_labels, pitch_losses,
+                                teacher_audio, world_labels)
 from codec.train.trainer import train
 from codec.weights import load, load_weights, save_weights
 
@@ -186,6 +187,29 @@ def test_f0_is_the_centre_of_the_strongest_bin():
     assert (pitch.log_f0 == bins[80]).all() and pitch.log_f0.dtype == torch.float64
 
 
+def test_teacher_audio_is_the_head_driven_by_the_labels():
+    torch.manual_seed(0)
+    head = HarmonicHead(dim=4, n_fft=16, hop_length=8, sample_rate=8000, f0_min=50.0, f0_max=500.0, f0_bins=200)
+    frames = 12
+    f0 = torch.where(torch.arange(frames) < 6, 200.0, 0.0)[None].repeat(2, 1)
+    harmonic, noise = torch.full((2, frames, 9), -1.0), torch.full((2, frames, 9), -3.0)
+    harmonic[:, 6:] = -30.0  # unvoiced frames: no harmonic part
+    own = head(torch.randn(2, 4, frames))
+    prediction = head.prediction
+    audio = teacher_audio(head, f0, harmonic, noise)
+    assert audio.shape == own.shape and head.prediction is prediction and head.given_envelopes is None
+    # what the head makes from the same envelopes as its own output (gate fully open, f0 given)
+    with torch.no_grad():
+        head.linear.weight.zero_()
+        head.linear.bias.copy_(torch.cat([harmonic[0, 0] + WORLD_TO_HEAD[0], noise[0, 0] + WORLD_TO_HEAD[1]]))
+        head.pitch.weight.zero_()
+        head.pitch.bias[-1] = 50.0  # voicing logit: the gate open
+        head.given_f0 = f0
+        voiced_part = head(torch.zeros(2, 4, frames))
+    assert torch.allclose(audio[..., :48], voiced_part[..., :48], atol=1e-5)  # the voiced frames' samples
+    assert not torch.allclose(audio, own)
+
+
 def test_training_with_pitch_losses_then_weights_round_trip(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
@@ -202,6 +226,9 @@ def test_training_with_pitch_losses_then_weights_round_trip(tmp_path):
     assert "envelope" not in stats  # off by default
     trainer.config.loss.envelope = 1.0
     assert trainer.generator_step(batch, 1)[0]["envelope"] > 0
+    trainer.config.loss.envelope, trainer.config.loss.teacher = 0.0, 1.0
+    teacher_stats, _ = trainer.generator_step(batch, 1)
+    assert teacher_stats["mel"] != stats["mel"] and teacher_stats["f0"] > 0  # another target, the same pitch losses
     weights = train(config)
     model = load(weights)
     assert model.config.decoder == "harmonic"

@@ -129,11 +129,11 @@ def test_prepare_explains_a_wrong_layout(tmp_path, case, capsys):
 def test_bundled_stages_chain():
     """Each stage of the bundled recipe starts from the previous one's weights: only the part it replaces
     changes (stage 2 the decoder, stage 3 the quantizer's search, stage 4 only the losses, stage 5 only what
-    trains, stage 7 the decoder's head, stage 8 only the losses)."""
+    trains, stage 7 the decoder's head, stages 8 and 9 only the losses)."""
     configs = [load_yaml(TrainConfig, RECIPES / "bundled" / name)
                for name in ("stage1.yaml", "stage2.yaml", "stage3.yaml", "stage4.yaml", "stage5.yaml",
-                            "stage7.yaml", "stage8.yaml")]
-    first, second, third, fourth, fifth, seventh, eighth = (config.model for config in configs)
+                            "stage7.yaml", "stage8.yaml", "stage9.yaml")]
+    first, second, third, fourth, fifth, seventh, eighth, ninth = (config.model for config in configs)
     assert (first.seanet, first.quantizer) == (second.seanet, second.quantizer) and second.decoder == "istft"
     assert (second.seanet, second.decoder, second.istft) == (third.seanet, third.decoder, third.istft)
     assert third.quantizer.code_dim is None and third.quantizer.basis_dim == second.quantizer.code_dim
@@ -144,6 +144,7 @@ def test_bundled_stages_chain():
     assert [getattr(seventh.harmonic, k) for k in size] == [getattr(fifth.istft, k) for k in size]
     assert eighth == seventh and configs[6].freeze == configs[5].freeze and configs[6].teacher_forced_f0
     assert configs[6].discriminator is not None and configs[5].discriminator is None
+    assert ninth == seventh and configs[7].freeze == configs[5].freeze and configs[7].loss.teacher == 1.0
 
 
 def test_to_harmonic_keeps_the_codes_and_the_backbone(tmp_path):

@@ -100,6 +100,9 @@ class HarmonicHead(ISTFTHead):
         # Teacher forcing: f0 in Hz per frame (B, F), 0 where unvoiced, that the oscillator follows on voiced
         # frames instead of the f0 head (training, and measuring what a perfect f0 head would give).
         self.given_f0: torch.Tensor | None = None
+        # Teacher synthesis: natural-log harmonic and noise envelopes (B, F, bins) used instead of the predicted
+        # ones, the harmonic one ungated (training targets made from an analysis of the original).
+        self.given_envelopes: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def predict_pitch(self, features: torch.Tensor) -> PitchPrediction:
         """(B, F, dim) -> the pitch prediction; f0 is the centre of the strongest bin (in float64, as the
@@ -169,7 +172,10 @@ class HarmonicHead(ISTFTHead):
         if self.given_f0 is not None:
             f0 = torch.where(self.given_f0 > 0, self.given_f0.to(f0), f0)
         excitation, noise = self.excitation(f0), self.noise_segments(x.shape[-1], x.shape[0])
-        harmonic_gain = torch.sigmoid(pitch.voicing)[..., None] * log_harmonic.exp().clamp(max=100.0)
+        gate = torch.sigmoid(pitch.voicing)[..., None]
+        if self.given_envelopes is not None:
+            (log_harmonic, log_noise), gate = self.given_envelopes, 1.0
+        harmonic_gain = gate * log_harmonic.exp().clamp(max=100.0)
         noise_gain = log_noise.exp().clamp(max=100.0)
         if self.export_friendly:
             to_real, to_imag = self.analysis_matrices()

@@ -52,9 +52,9 @@ class DiscriminatorConfig:
 
 @dataclass
 class LossConfig:
-    limits: typing.ClassVar = {name: (0, None) for name in ("mel", "stft", "complex_stft", "quantizer",
-                                                            "adversarial", "feature_matching", "f0", "voicing",
-                                                            "envelope")}
+    limits: typing.ClassVar = {**{name: (0, None) for name in ("mel", "stft", "complex_stft", "quantizer",
+                                                               "adversarial", "feature_matching", "f0", "voicing",
+                                                               "envelope")}, "teacher": (0, 1)}
     mel: float = 1.0
     stft: float = 1.0
     complex_stft: float = 0.0       # compressed complex STFT (losses.CompressedSTFTLoss): asks for the phase too
@@ -66,6 +66,9 @@ class LossConfig:
     voicing: float = 1.0            # BCE on the voicing decision
     # L1 between the shapes of the predicted log-envelopes and WORLD's analysis of the crop (train/pitch.py)
     envelope: float = 0.0
+    # the reconstruction losses compare with the harmonic head driven by WORLD's analysis of the crop (its f0,
+    # harmonic and noise envelopes) instead of the crop itself, mixed in this share (0: the crop alone)
+    teacher: float = 0.0
 
 
 @dataclass

@@ -118,3 +118,23 @@ def envelope_losses(prediction: PitchPrediction, harmonic: torch.Tensor, noise: 
     weights = voiced.float()
     harmonic_error = (shape_error(prediction.log_harmonic, harmonic) * weights).sum() / weights.sum().clamp(min=1)
     return harmonic_error + shape_error(prediction.log_noise, noise).mean()
+
+
+# WORLD's envelopes (CheapTrick's power, split by D4C) and the harmonic head's log-envelopes differ by a constant,
+# the excitations' own scale: measured as tools/oracle_envelopes.py matches each part's energy to its share of the
+# original's (10 `train` files: -0.18 +- 0.03 nepers for the harmonic part, -0.12 +- 0.05 for the noise).
+WORLD_TO_HEAD = (-0.18, -0.12)
+
+
+@torch.no_grad()
+def teacher_audio(head, f0: torch.Tensor, log_harmonic: torch.Tensor, log_noise: torch.Tensor) -> torch.Tensor:
+    """(B, 1, frames * hop): the harmonic head driven by WORLD's analysis (`world_labels`) instead of its own
+    predictions: f0 where voiced, the envelopes at the head's level, the harmonic one ungated. The same
+    oscillator and noise as the model's own output, so the two differ only where their envelopes do."""
+    forced, prediction = head.given_f0, head.prediction  # the model's own, which the pitch losses read
+    head.given_f0 = f0
+    head.given_envelopes = (log_harmonic + WORLD_TO_HEAD[0], log_noise + WORLD_TO_HEAD[1])
+    try:
+        return head(torch.zeros(f0.shape[0], head.pitch.in_features, f0.shape[1], device=f0.device))
+    finally:
+        head.given_f0, head.given_envelopes, head.prediction = forced, None, prediction

@@ -31,7 +31,7 @@ from .ema import EMA
 from .losses import (ADVERSARIAL_LOSSES, CompressedSTFTLoss, MultiResolutionSTFTLoss, MultiScaleMelLoss,
                      feature_matching_loss)
 from .monitor import Monitor
-from .pitch import envelope_losses, pitch_labels, pitch_losses, world_labels
+from .pitch import envelope_losses, pitch_labels, pitch_losses, teacher_audio, world_labels
 from .runs import checkpoint_codec, find_run_checkpoint
 
 
@@ -167,7 +167,7 @@ class Trainer:
         labels = envelopes = None
         if hasattr(decoder, "pitch_prediction"):  # decoders that predict f0 (harmonic) learn it from labels
             frames = -(-real.shape[-1] // decoder.hop_length)
-            if config.loss.envelope > 0:  # the envelopes' labels come from the same pitch track
+            if config.loss.envelope > 0 or config.loss.teacher > 0:  # envelopes from the same pitch track
                 labels, *envelopes = world_labels(real, config.model.sample_rate, decoder.hop_length, frames,
                                                   decoder.head.n_fft // 2 + 1)
             else:
@@ -176,6 +176,11 @@ class Trainer:
         output = self.codec(real, codebooks_for_step(step, config, config.model.quantizer.num_codebooks))
         losses = {"mel": self.mel_loss(output.audio, real), "stft": self.stft_loss(output.audio, real),
                   "quantizer": output.loss}
+        if config.loss.teacher > 0:
+            teacher = teacher_audio(decoder.head, labels, *envelopes)[..., :real.shape[-1]]
+            share = config.loss.teacher
+            losses["mel"] = (1 - share) * losses["mel"] + share * self.mel_loss(output.audio, teacher)
+            losses["stft"] = (1 - share) * losses["stft"] + share * self.stft_loss(output.audio, teacher)
         if self.complex_stft_loss is not None:
             losses["complex_stft"] = self.complex_stft_loss(output.audio, real)
         if labels is not None:
