@@ -174,19 +174,21 @@ class Trainer:
                 labels = pitch_labels(real, config.model.sample_rate, decoder.hop_length, frames)
             decoder.head.given_f0 = labels if config.teacher_forced_f0 else None
         output = self.codec(real, codebooks_for_step(step, config, config.model.quantizer.num_codebooks))
-        losses = {"mel": self.mel_loss(output.audio, real), "stft": self.stft_loss(output.audio, real),
-                  "quantizer": output.loss}
+        losses = {"mel": 0.0, "stft": 0.0, "quantizer": output.loss}
+        targets = [(real, 1.0 - config.loss.teacher)]
         if config.loss.teacher > 0:
-            teacher = teacher_audio(decoder.head, labels, *envelopes)[..., :real.shape[-1]]
-            share = config.loss.teacher
-            losses["mel"] = (1 - share) * losses["mel"] + share * self.mel_loss(output.audio, teacher)
-            losses["stft"] = (1 - share) * losses["stft"] + share * self.stft_loss(output.audio, teacher)
+            targets.append((teacher_audio(decoder.head, labels, *envelopes)[..., :real.shape[-1]],
+                            config.loss.teacher))
+        for target, share in targets:
+            if share > 0:  # a share of 0 costs nothing: the crop's losses when the teacher takes all of them
+                losses["mel"] = losses["mel"] + share * self.mel_loss(output.audio, target)
+                losses["stft"] = losses["stft"] + share * self.stft_loss(output.audio, target)
         if self.complex_stft_loss is not None:
             losses["complex_stft"] = self.complex_stft_loss(output.audio, real)
         if labels is not None:
             decoder.head.given_f0 = None  # validation and export see the f0 head
             losses.update(pitch_losses(decoder.pitch_prediction, labels))
-        if envelopes is not None:
+        if config.loss.envelope > 0:
             losses["envelope"] = envelope_losses(decoder.pitch_prediction, *envelopes, labels > 0)
         adversarial = config.discriminator is not None and step >= config.discriminator.start_step
         if adversarial:
