@@ -132,6 +132,8 @@ def real_time_factors(codec, seconds: float = 10.0, threads: int = 2, repeats: i
 def _onnx_row(codec, audio, codes, seconds: float, threads: int, repeats: int) -> list[dict]:
     """The model's offline graphs in onnxruntime (none without onnx and onnxruntime)."""
     import tempfile
+    if getattr(codec.encoder, "whole_signal", False):  # no encoder graph to run
+        return []
     try:
         from .onnx import export_onnx
         from .onnx_runtime import OnnxCodec
@@ -253,6 +255,10 @@ def run(model: str = "bundled", sizes=(4096, 65536, 262144), threads: int = 2, s
         lines.append(f"| {row['model']} | {row['kbps']:.1f} | {row['encode_x']:.1f}x | {row['decode_x']:.1f}x | "
                      f"{row['both_x']:.1f}x |")
     lines += (["", f"({note})"] if note else [])
+    if getattr(codec.encoder, "whole_signal", False):
+        lines += ["", f"### Latency ({codec.name})", "", "No stream: its encoder (WORLD's analysis) needs the whole "
+                  "signal; decoding streams."]
+        return "\n".join(lines)
     lines += [""] + latency(codec, threads)
     if with_serving:
         lines += [""] + serving(codec, threads)

@@ -204,6 +204,10 @@ def cmd_train(args) -> int:
     config = load_yaml(TrainConfig, args.config, overrides)
     init_weights = args.init_weights and str(weights_path(args.init_weights))
     prepare(config, args.resume, args.force, init_weights)
+    if config.model.encoder == "world":  # nothing learns but the codebooks: fitted in one pass, not trained
+        from .train.codebooks import fit_codebooks
+        print(f"weights: {fit_codebooks(config)}")
+        return 0
     print(f"weights: {train(config, init_weights)}")
     return 0
 
@@ -229,7 +233,7 @@ def cmd_onnx(args) -> int:
 
 # Options that several commands share, each declared once.
 def _model_option(parser, default: str | None = "bundled",
-                  text: str = "weights file (.safetensors), default: the bundled model") -> None:
+                  text: str = "weights file (.safetensors) or a shipped model: bundled (the default) or world") -> None:
     parser.add_argument("--model", default=default, help=text)
 
 

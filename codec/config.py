@@ -91,29 +91,72 @@ class HarmonicDecoderConfig:
 
 
 @dataclass
+class WorldConfig:
+    """The WORLD vocoder's parameters as latents (`nn/world.py`): per frame log-f0, a voicing flag, a coded
+    spectral envelope and coded band aperiodicities, each scaled by a weight so that a squared error in the
+    latents (what the quantizer's nearest-code search minimises) weighs each part as the ear does."""
+    limits: typing.ClassVar = {"envelope_dims": (2, None), "f0_min": (1, None), "f0_max": (1, None),
+                               "f0_weight": (0, None), "voicing_weight": (0, None), "aperiodicity_weight": (0, None),
+                               "postfilter": (0, None), "hop_length": (1, None), "n_fft": (2, None)}
+    envelope_dims: int = 40
+    f0_min: float = 50.0
+    f0_max: float = 500.0
+    # 30 per natural-log unit of f0: a 1 % error weighs as 0.3 of one coded-envelope coefficient (measured in
+    # docs/world-codec.md: lower left f0 errors of 11 cents where 30 leaves 4 and scored lower PESQ).
+    f0_weight: float = 30.0
+    voicing_weight: float = 3.0
+    aperiodicity_weight: float = 0.1  # per dB
+    # Cepstral emphasis at decoding: envelope coefficients 2 and up are multiplied by this, which sharpens the
+    # formants that quantization blurs (the HMM-synthesis postfilter); 1: off.
+    postfilter: float = 1.0
+    hop_length: int = 320  # samples per frame (the learned encoders take theirs from `seanet.ratios`)
+    n_fft: int = 640  # the synthesis frames, a multiple of the hop (as `harmonic.n_fft`)
+
+    def problem(self) -> str | None:
+        if self.f0_min >= self.f0_max:
+            return f"f0_min ({self.f0_min}) must be below f0_max ({self.f0_max})"
+        return None
+
+
+@dataclass
 class ModelConfig:
     limits: typing.ClassVar = {"sample_rate": (1, None)}
     name: str = "codec"
     sample_rate: int = 24000
     # The encoder, from `codec.nn.ENCODERS`: SEANet's strided convolutions (configured by `seanet`, whose
     # `ratios` set the hop and whose `dimension` sets the latents every decoder reads).
-    encoder: typing.Literal["seanet"] = "seanet"
+    # Or `world`: WORLD's analysis (pyworld), no learned weights, with the `world` decoder only.
+    encoder: typing.Literal["seanet", "world"] = "seanet"
     seanet: SEANetConfig = field(default_factory=SEANetConfig)
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     # The decoder, from `codec.nn.DECODERS`: SEANet's sample-rate decoder (EnCodec), or the frame-rate ConvNeXt
     # + inverse STFT (Vocos), configured by `istft`, which trains and decodes several times cheaper on a CPU; or
     # that backbone driving an oscillator from a predicted f0 (`harmonic`; docs/harmonic-decoder.md).
-    decoder: typing.Literal["seanet", "istft", "harmonic"] = "seanet"
+    # Or `world`: the harmonic decoder's oscillator driven by the `world` encoder's parameters (docs/world-codec.md).
+    decoder: typing.Literal["seanet", "istft", "harmonic", "world"] = "seanet"
     istft: ISTFTDecoderConfig = field(default_factory=ISTFTDecoderConfig)
     harmonic: HarmonicDecoderConfig = field(default_factory=HarmonicDecoderConfig)
+    world: WorldConfig = field(default_factory=WorldConfig)
 
     @property
     def hop_length(self) -> int:
-        """Samples per frame: the product of the encoder's strides."""
-        return math.prod(self.seanet.ratios)
+        """Samples per frame: the product of the encoder's strides, or `world.hop_length`."""
+        return self.world.hop_length if self.encoder == "world" else math.prod(self.seanet.ratios)
+
+    @property
+    def latent_dim(self) -> int:
+        """Channels of the latents the quantizer codes: seanet.dimension, or the WORLD parameters' count."""
+        if self.encoder == "world":
+            from .nn.world import world_dimension
+            return world_dimension(self.world.envelope_dims, self.sample_rate)
+        return self.seanet.dimension
 
     def problem(self) -> str | None:
         hop = self.hop_length
+        if (self.encoder == "world") != (self.decoder == "world"):
+            return "encoder: world and decoder: world go together (the decoder reads WORLD's parameters)"
+        if self.decoder == "world" and self.world.n_fft % hop:
+            return f"world.n_fft {self.world.n_fft} must be a multiple of the hop ({hop})"
         if self.decoder == "istft" and (self.istft.n_fft % hop or self.istft.n_fft % 2):
             return (f"istft.n_fft {self.istft.n_fft} must be an even multiple of the hop ({hop}, the product of "
                     f"seanet.ratios), e.g. {2 * hop}")

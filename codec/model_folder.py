@@ -2,7 +2,8 @@
 its metadata as everywhere in codec), a readable `config.json` and a model card `README.md`.
 
 `Codec.save_pretrained(folder)` writes one; `Codec.from_pretrained(folder_or_file)` reads one (or any weights
-file, or "bundled"). Nothing is downloaded: a name that is not a folder, a file or "bundled" is an error.
+file, or a shipped model's name: "bundled", "world"). Nothing is downloaded: anything else that is not a folder
+or a file is an error.
 A model loaded for inference (weight norm folded) is saved as the very file it was loaded from, so its sha256,
 and with it every `.codes` file made with it, still matches.
 """
@@ -16,7 +17,7 @@ from .audio import AtomicOutput
 from .config import to_dict
 from .errors import ModelError, OutputError
 from .model import Codec
-from .weights import BUNDLED, load, save_weights
+from .weights import BUNDLED, SHIPPED, load, save_weights
 
 WEIGHTS, CONFIG, CARD = "model.safetensors", "config.json", "README.md"
 
@@ -53,9 +54,11 @@ def save_pretrained(codec: Codec, folder: str | Path, force: bool = False) -> Pa
 
 def _card(codec: Codec) -> str:
     config = codec.config
+    streams = "decoding streams, encoding needs the whole signal" if getattr(codec.encoder, "whole_signal", False) \
+        else "causal, streaming"
     return (f"# {codec.name}\n\nA model of the `codec` toolkit: {type(codec.encoder).__name__} ({config.encoder}, "
             f"hop {codec.hop_length}), residual {config.quantizer.kind} quantizer of {codec.num_codebooks} codebooks "
-            f"x {codec.codebook_size} codes, {type(codec.decoder).__name__} ({config.decoder}); causal, streaming."
+            f"x {codec.codebook_size} codes, {type(codec.decoder).__name__} ({config.decoder}); {streams}."
             f"\n\n"
             f"| | |\n|---|---|\n| Sample rate | {codec.sample_rate} Hz |\n| Frame rate | {codec.frame_rate:g} Hz |\n"
             f"| Bitrate | {codec.bitrate / 1000:g} kbps with every codebook |\n"
@@ -65,7 +68,7 @@ def _card(codec: Codec) -> str:
 
 def from_pretrained(path: str | Path) -> Codec:
     path = Path(path)
-    if str(path) != "bundled" and not path.exists():
+    if str(path) not in SHIPPED and not path.exists():
         raise ModelError(f"{path}: no such model folder or weights file (nothing is downloaded)")
     if not path.is_dir():
         return load(path)

@@ -16,6 +16,7 @@ sums (ONNX has no inverse FFT), and the nearest-code search is the plain fp32 on
 from __future__ import annotations
 
 import json
+import sys
 import warnings
 from pathlib import Path
 
@@ -141,6 +142,12 @@ def export_onnx(codec: Codec, folder: str | Path, graphs: tuple[str, ...] = GRAP
     """Write the model's graphs into `folder` (created); returns their paths. Graphs already there are refused
     before any work unless `force`."""
     folder = Path(folder)
+    if getattr(codec.encoder, "whole_signal", False):  # WORLD's analysis is numpy: no graph of it to trace
+        graphs = tuple(g for g in graphs if not g.startswith("encoder"))
+        if not graphs:
+            raise ModelError(f"{codec.name}: its encoder (WORLD's analysis) has no ONNX graph; export the decoder")
+        print(f"{codec.name}: its encoder (WORLD's analysis) has no ONNX graph: writing the decoder's only",
+              file=sys.stderr)
     check_folder(folder, "the ONNX output")
     existing = [g for g in graphs if (folder / f"{g}.onnx").exists()]
     if existing and not force:

@@ -19,6 +19,9 @@ from .model import Codec
 FORMAT = "codec-weights"
 FORMAT_VERSION = "1"
 BUNDLED = Path(__file__).parent / "pretrained" / "bundled.safetensors"
+# The models shipped with the package, by the name a command line or `load` takes. "world": WORLD's analysis,
+# fitted codebooks and the harmonic head (docs/world-codec.md); it needs pyworld (pip install 'codec[harmonic]').
+SHIPPED = {"bundled": BUNDLED, "world": BUNDLED.parent / "world.safetensors"}
 
 
 def sha256(path: str | Path) -> str:
@@ -108,16 +111,17 @@ def _check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
 
 
 def weights_path(name_or_path: str | Path) -> Path:
-    """The file a model name stands for: "bundled" is the model shipped with the package."""
-    if str(name_or_path) != "bundled":
+    """The file a model name stands for: "bundled" (the default model) or "world" (see `SHIPPED`), or a path."""
+    if str(name_or_path) not in SHIPPED:
         return Path(name_or_path)
-    if not BUNDLED.is_file():
-        raise ModelError(f"bundled weights missing at {BUNDLED}")
-    return BUNDLED
+    path = SHIPPED[str(name_or_path)]
+    if not path.is_file():
+        raise ModelError(f"{name_or_path} weights missing at {path}")
+    return path
 
 
 def load(name_or_path: str | Path = "bundled") -> Codec:
-    """`load("bundled")` returns the model shipped with the package; any other value is a weights path."""
+    """`load("bundled")` (or "world") returns a model shipped with the package; any other value is a weights path."""
     path = weights_path(name_or_path)
     try:
         return load_weights(path)

@@ -192,7 +192,8 @@ def test_a_codec_is_composed_from_the_parts_its_config_names():
     from codec.nn import DECODERS, ENCODERS, ISTFTDecoder, SEANetDecoder, SEANetEncoder
     from codec.quantize import QUANTIZERS, SimVQ, VectorQuantizer, build_quantizer
     from conftest import tiny_config
-    assert set(DECODERS) == {"seanet", "istft", "harmonic"} and set(QUANTIZERS) == {"simvq", "vq"}
+    assert set(DECODERS) == {"seanet", "istft", "harmonic", "world"} and set(QUANTIZERS) == {"simvq", "vq"}
+    assert set(ENCODERS) == {"seanet", "world"}
     built = Codec.from_config(tiny_config(kind="vq", decoder="istft"))
     assert isinstance(built.encoder, SEANetEncoder) and isinstance(built.decoder, ISTFTDecoder)
     assert all(isinstance(stage, VectorQuantizer) for stage in built.quantizer.stages)

@@ -9,8 +9,8 @@ from codec.model import Codec
 from codec.nn.harmonic import HarmonicHead, PitchPrediction
 from codec.nn.streaming import streaming
 from codec.train.config import DataConfig, TrainConfig
-from codec.train.pitch import (WORLD_TO_HEAD, envelope_losses, pitch_errors, pitch_labels, pitch_losses,
-                                teacher_audio, world_labels)
+from codec.nn.world import WORLD_TO_HEAD
+from codec.train.pitch import envelope_losses, pitch_errors, pitch_labels, pitch_losses, teacher_audio, world_labels
 from codec.train.trainer import train
 from codec.weights import load, load_weights, save_weights
 

@@ -171,12 +171,14 @@ class HarmonicHead(ISTFTHead):
         f0 = pitch.log_f0.detach().exp()
         if self.given_f0 is not None:
             f0 = torch.where(self.given_f0 > 0, self.given_f0.to(f0), f0)
-        excitation, noise = self.excitation(f0), self.noise_segments(x.shape[-1], x.shape[0])
         gate = torch.sigmoid(pitch.voicing)[..., None]
         if self.given_envelopes is not None:
             (log_harmonic, log_noise), gate = self.given_envelopes, 1.0
-        harmonic_gain = gate * log_harmonic.exp().clamp(max=100.0)
-        noise_gain = log_noise.exp().clamp(max=100.0)
+        return self.synthesise(f0, gate * log_harmonic.exp().clamp(max=100.0), log_noise.exp().clamp(max=100.0))
+
+    def synthesise(self, f0: torch.Tensor, harmonic_gain: torch.Tensor, noise_gain: torch.Tensor) -> torch.Tensor:
+        """f0 (B, F) in Hz and each part's amplitude per bin (B, F, bins) -> windowed frames (B, n_fft, F)."""
+        excitation, noise = self.excitation(f0), self.noise_segments(f0.shape[1], f0.shape[0])
         if self.export_friendly:
             to_real, to_imag = self.analysis_matrices()
             from_real, from_imag = self.synthesis_matrices()

@@ -14,6 +14,7 @@ import torch
 
 from ..errors import CodecError
 from ..nn.harmonic import PitchPrediction
+from ..nn.world import WORLD_TO_HEAD
 
 
 def _world():
@@ -119,11 +120,6 @@ def envelope_losses(prediction: PitchPrediction, harmonic: torch.Tensor, noise: 
     harmonic_error = (shape_error(prediction.log_harmonic, harmonic) * weights).sum() / weights.sum().clamp(min=1)
     return harmonic_error + shape_error(prediction.log_noise, noise).mean()
 
-
-# WORLD's envelopes (CheapTrick's power, split by D4C) and the harmonic head's log-envelopes differ by a constant,
-# the excitations' own scale: measured as tools/oracle_envelopes.py matches each part's energy to its share of the
-# original's (10 `train` files: -0.18 +- 0.03 nepers for the harmonic part, -0.12 +- 0.05 for the noise).
-WORLD_TO_HEAD = (-0.18, -0.12)
 
 
 @torch.no_grad()

@@ -1,0 +1,160 @@
+"""The WORLD codec: WORLD's analysis as latents, fitted codebooks, the harmonic head as synthesis."""
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+pyworld = pytest.importorskip("pyworld")
+
+from codec.config import ModelConfig, QuantizerConfig, WorldConfig, from_dict  # noqa: E402
+from codec.errors import ConfigError, StreamError  # noqa: E402
+from codec.metrics.quality import align, mel_distance  # noqa: E402
+from codec.model import Codec  # noqa: E402
+from codec.nn.world import WorldHead, aperiodicity_bands, fft_size  # noqa: E402
+from codec.train.codebooks import fit_codebooks  # noqa: E402
+from codec.train.config import DataConfig, TrainConfig  # noqa: E402
+from codec.weights import load_weights  # noqa: E402
+
+from conftest import EXAMPLE  # noqa: E402
+
+RATE = 16000
+
+
+def world_config(num_codebooks: int = 2, codebook_size: int = 16) -> ModelConfig:
+    return ModelConfig(name="tiny-world", sample_rate=RATE, encoder="world", decoder="world",
+                       world=WorldConfig(envelope_dims=20, hop_length=160, n_fft=320),
+                       quantizer=QuantizerConfig(kind="vq", codebook_size=codebook_size, num_codebooks=num_codebooks))
+
+
+@pytest.fixture(scope="module")
+def speech():
+    """One and a half seconds of real speech (LJSpeech, public domain) at 16 kHz."""
+    from codec.audio import load_audio
+    return load_audio(EXAMPLE, RATE)[0][RATE // 2:2 * RATE]
+
+
+def test_band_count_and_fft_size_are_worlds():
+    for rate in (8000, 16000, 22050, 24000, 44100, 48000):
+        assert aperiodicity_bands(rate) == pyworld.get_num_aperiodicities(rate)
+        assert fft_size(rate, 71.0) == pyworld.get_cheaptrick_fft_size(rate, 71.0)
+
+
+def test_decoding_maps_equal_worlds_decoders():
+    config = WorldConfig(envelope_dims=20)
+    rate, bins = 24000, 321
+    envelope_map, band_map = WorldHead.decoding_maps(config, rate, bins)
+    coded = np.random.default_rng(0).normal(size=(5, 20)) * np.r_[3.0, np.full(19, 0.5)]
+    size = fft_size(rate, config.f0_min)
+    theirs = np.log(pyworld.decode_spectral_envelope(np.ascontiguousarray(coded), rate, size))
+    ours = np.c_[coded, np.ones(5)] @ envelope_map.numpy()
+    grid = np.linspace(0, 1, size // 2 + 1)
+    expected = np.stack([np.interp(np.linspace(0, 1, bins), grid, row) for row in theirs])
+    np.testing.assert_allclose(ours, expected, atol=1e-9)
+    bands = -np.random.default_rng(1).uniform(1, 40, size=(5, aperiodicity_bands(rate)))
+    theirs = 20 * np.log10(pyworld.decode_aperiodicity(np.ascontiguousarray(bands), rate, size))
+    expected = np.stack([np.interp(np.linspace(0, 1, bins), grid, row) for row in theirs])
+    np.testing.assert_allclose(np.c_[bands, np.ones(5)] @ band_map.numpy(), expected, atol=1e-9)
+
+
+def test_latents_carry_pitch_and_voicing():
+    codec = Codec.from_config(world_config())
+    t = torch.arange(RATE) / RATE
+    tone = sum(0.3 / k * torch.sin(2 * torch.pi * 140 * k * t) for k in range(1, 20))
+    latents = codec.encoder(tone[None, None])
+    assert latents.shape == (1, codec.config.latent_dim, RATE // 160)
+    c = codec.config.world
+    f0 = torch.exp(latents[0, 0] / c.f0_weight + 0.5 * np.log(c.f0_min * c.f0_max))
+    middle = slice(10, -10)
+    assert (latents[0, 1, middle] > 0).all()  # voiced
+    assert torch.allclose(f0[middle], torch.full_like(f0[middle], 140.0), rtol=0.02)
+    noise = codec.encoder(torch.randn(1, 1, RATE, generator=torch.Generator().manual_seed(0)) * 0.1)
+    assert (noise[0, 1] < 0).float().mean() > 0.75  # white noise is mostly unvoiced (Harvest calls some voiced)
+
+
+def test_unquantized_synthesis_resembles_the_original(speech):
+    """WORLD's parameters through the head: close in mel distance, far closer than the same energy as noise."""
+    codec = Codec.from_config(world_config()).eval()
+    x = speech[:len(speech) // 160 * 160]
+    decoded = codec.decoder(codec.encoder(x[None, None]))[0, 0]
+    pair = align(x.numpy(), RATE, decoded.numpy(), RATE)
+    noise = torch.randn_like(x) * x.std()
+    assert mel_distance(pair) < 0.5 * mel_distance(align(x.numpy(), RATE, noise.numpy(), RATE))
+    assert 0.5 < decoded.square().sum() / x.square().sum() < 2.0
+
+
+def test_a_stream_refuses_the_encoder_and_decodes_as_offline(speech):
+    codec = Codec.from_config(world_config())
+    codec.quantizer.stages.requires_grad_(False)
+    codes = codec.encode(speech)
+    with pytest.raises(StreamError, match="whole signals"):
+        with codec.stream_encoder() as stream:
+            stream.push(speech[:1600])
+    offline = codec.decode(codes)
+    with codec.stream_decoder() as stream:
+        pieces = [stream.push(codes[..., i:i + 7]) for i in range(0, codes.shape[-1], 7)]
+    torch.testing.assert_close(torch.cat(pieces, -1), offline, atol=1e-5, rtol=0)
+
+
+def test_world_goes_with_world():
+    with pytest.raises(ConfigError, match="go together"):
+        from_dict(ModelConfig, {"encoder": "world", "decoder": "harmonic"})
+
+
+def test_fitted_codebooks_use_their_codes_and_improve_by_stage(tmp_path, speech):
+    for i, start in enumerate((0, 4000, 8000)):  # three clips of a second
+        soundfile.write(tmp_path / f"{i}.wav", speech[start:start + RATE].numpy(), RATE)
+    config = TrainConfig(model=world_config(), data=DataConfig(train=str(tmp_path)), out_dir=str(tmp_path / "run"),
+                         threads=1)
+    codec = load_weights(fit_codebooks(config))
+    latents = codec.encoder(speech[None, None])
+    errors = [(codec.quantizer.decode(codec.quantizer.encode(latents, n)) - latents).square().mean()
+              for n in (1, 2)]
+    assert errors[1] < errors[0]
+    assert len(codec.encode(speech)[0, 0].unique()) >= 12  # of 16: k-means leaves no code unused
+
+
+def test_fitting_refuses_simvq(tmp_path):
+    model = world_config()
+    model.quantizer.kind = "simvq"
+    with pytest.raises(ConfigError, match="kind: vq"):
+        fit_codebooks(TrainConfig(model=model, data=DataConfig(train=str(tmp_path)), out_dir=str(tmp_path)))
+
+
+def test_onnx_writes_the_decoder_only(tmp_path):
+    pytest.importorskip("onnx")
+    from codec.onnx import export_onnx
+    codec = Codec.from_config(world_config()).eval()
+    paths = export_onnx(codec, tmp_path)
+    assert sorted(p.name for p in paths) == ["decoder.onnx", "decoder_streaming.onnx"]
+
+
+def test_clips_of_different_lengths_encode_as_alone(speech):
+    codec = Codec.from_config(world_config())
+    clips = [speech[:8000], speech[:13000]]
+    together = codec.encode(clips)
+    for clip, codes in zip(clips, together):
+        assert torch.equal(codes, codec.encode(clip)[0])
+
+
+def test_file_round_trip_with_the_shipped_world_model(tmp_path):
+    from codec.files import decode_file, encode_file
+    from codec.weights import load
+    codec = load("world")
+    audio, rate = soundfile.read(EXAMPLE, dtype="float32")
+    source = tmp_path / "clip.wav"
+    soundfile.write(source, audio[:rate], rate)
+    codes_file = encode_file(codec, source, tmp_path / "clip.codes")
+    assert codes_file.codes.shape == (8, 75) and codes_file.model_name == codec.name
+    decode_file(codec, tmp_path / "clip.codes", tmp_path / "decoded.wav")
+    out, out_rate = soundfile.read(tmp_path / "decoded.wav", dtype="float32")
+    assert out_rate == codec.sample_rate and len(out) == codec.sample_rate  # decoded at the model's rate
+    assert np.isfinite(out).all() and 0.5 < out.std() / audio[:rate].std() < 2.0
+
+
+def test_the_recipe_builds_the_shipped_model():
+    from pathlib import Path
+
+    from codec.config import load_yaml
+    from codec.weights import load
+    recipe = load_yaml(TrainConfig, Path(__file__).parents[1] / "recipes" / "world" / "config.yaml")
+    assert recipe.model == load("world").config

@@ -1,0 +1,51 @@
+"""The world model on the learning curve's files, at each number of codebooks and postfilter strength:
+
+    python tools/world_curve.py [--model world] [--files 20] [--postfilter 1.0 1.1 1.3] [--codebooks 8 4 2]
+
+Encodes the first FILES `eval` files (6 s each) once, decodes each prefix of the codes with each postfilter
+(a decoding-time setting: the codes do not change), and prints the mean PESQ-WB, STOI, mel distance and
+DistillMOS of each (docs/world-codec.md).
+"""
+import argparse
+from pathlib import Path
+
+import numpy as np
+import soxr
+import torch
+
+from codec.audio import load_audio
+from codec.metrics.distillmos import DistillMOS
+from codec.metrics.quality import align, mel_distance, pesq_wideband, stoi
+from codec.train.data import read_file_list
+from codec.weights import load
+
+MANIFEST = Path(__file__).parents[1].parent / "shared" / "data" / "MANIFEST.tsv"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="world")
+    parser.add_argument("--files", type=int, default=20)
+    parser.add_argument("--postfilter", type=float, nargs="+", default=[1.0, 1.1, 1.3])
+    parser.add_argument("--codebooks", type=int, nargs="+", default=[8, 4, 2])
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    model, mos, results = load(args.model), DistillMOS(), {}
+    rate = model.sample_rate
+    for file in read_file_list(str(MANIFEST), "eval")[:args.files]:
+        x = load_audio(file, rate)[0][:6 * rate]
+        codes = model.encode(x)
+        for count in args.codebooks:
+            for strength in args.postfilter:
+                model.decoder.head.config.postfilter = strength
+                y = model.decode(codes[:, :count], length=len(x))[0]
+                pair = align(x.numpy(), rate, y.numpy(), rate)
+                results.setdefault((count, strength), []).append(
+                    [pesq_wideband(pair), stoi(pair), mel_distance(pair), mos(soxr.resample(y.numpy(), rate, 16000))])
+    for (count, strength), rows in results.items():
+        print(f"{count} codebooks, postfilter {strength}: PESQ %.3f STOI %.4f mel %.3f DistillMOS %.3f"
+              % tuple(np.mean(rows, 0)) + f" ({len(rows)} files)")
+
+
+if __name__ == "__main__":
+    main()
