@@ -101,8 +101,8 @@ class WorldConfig:
     envelope_dims: int = 40
     f0_min: float = 50.0
     f0_max: float = 500.0
-    # 30 per natural-log unit of f0: a 1 % error weighs as 0.3 of one coded-envelope coefficient (measured in
-    # docs/world-codec.md: lower left f0 errors of 11 cents where 30 leaves 4 and scored lower PESQ).
+    # 30 per natural-log unit of f0: a 1 % error weighs as 0.3 of one coded-envelope coefficient. A weight of 10
+    # left f0 errors of 11 cents instead of 4 and scored lower (docs/world-codec.md).
     f0_weight: float = 30.0
     voicing_weight: float = 3.0
     aperiodicity_weight: float = 0.1  # per dB
