@@ -74,9 +74,10 @@ class CodesFile:
         model has it (a frame rate of 150 Hz decoded to half the audio). `source` names the file in the error."""
         same_model = self.weights_sha256 == (codec.weights_sha256 or "") and self.model_name == codec.name
         if not same_model and not (self.tokenizer_sha256 and self.tokenizer_sha256 == codec.tokenizer_sha256):
+            shipped = self.shipped_model()
             raise CodesFileError(f"{source}: made by model '{self.model_name}' (weights {self.weights_sha256[:12]}), "
                                  f"not by the loaded model '{codec.name}' ({(codec.weights_sha256 or '')[:12]}); "
-                                 f"pass that model with --model")
+                                 + (f"pass --model {shipped}" if shipped else "pass that model with --model"))
         if self.codebook_sizes != codec.codebook_sizes[:self.num_codebooks] or self.sample_rate != codec.sample_rate:
             raise CodesFileError(f"{source}: {self.num_codebooks} codebooks of {self.codebook_sizes[0]} codes at "
                                  f"{self.sample_rate} Hz do not fit the model's {codec.num_codebooks} of "
@@ -84,6 +85,12 @@ class CodesFile:
         if not math.isclose(self.frame_rate, codec.frame_rate, rel_tol=1e-9):
             raise CodesFileError(f"{source}: frame rate {self.frame_rate:g} Hz, where the model makes "
                                  f"{codec.frame_rate:g} Hz")
+
+    def shipped_model(self) -> str | None:
+        """The name of the shipped model (`codec.weights.SHIPPED`) whose weights made these codes, if one did."""
+        from .weights import SHIPPED, sha256
+        return next((name for name, path in SHIPPED.items()
+                     if path.is_file() and sha256(path) == self.weights_sha256), None)
 
     def describe(self, path: str | Path) -> str:
         """What `codec info` prints: the model, rates, size, duration and bitrate (names made printable: a name

@@ -158,3 +158,14 @@ def test_the_recipe_builds_the_shipped_model():
     from codec.weights import load
     recipe = load_yaml(TrainConfig, Path(__file__).parents[1] / "recipes" / "world" / "config.yaml")
     assert recipe.model == load("world").config
+
+
+def test_decoding_with_the_wrong_model_names_the_shipped_one(tmp_path, capsys):
+    from codec.cli import main
+    source = tmp_path / "clip.wav"
+    audio, rate = soundfile.read(EXAMPLE, dtype="float32")
+    soundfile.write(source, audio[:rate // 2], rate)
+    assert main(["encode", "--model", "world", str(source), str(tmp_path / "clip.codes")]) == 0
+    assert main(["decode", str(tmp_path / "clip.codes"), str(tmp_path / "out.wav")]) == 1  # the bundled model
+    assert "pass --model world" in capsys.readouterr().err
+    assert not (tmp_path / "out.wav").exists()
