@@ -97,7 +97,8 @@ class WorldConfig:
     latents (what the quantizer's nearest-code search minimises) weighs each part as the ear does."""
     limits: typing.ClassVar = {"envelope_dims": (2, None), "f0_min": (1, None), "f0_max": (1, None),
                                "f0_weight": (0, None), "voicing_weight": (0, None), "aperiodicity_weight": (0, None),
-                               "postfilter": (0, None), "hop_length": (1, None), "n_fft": (2, None)}
+                               "postfilter": (0, None), "hop_length": (1, None), "n_fft": (2, None),
+                               "block_frames": (1, None), "context_frames": (0, None)}
     envelope_dims: int = 40
     f0_min: float = 50.0
     f0_max: float = 500.0
@@ -110,6 +111,11 @@ class WorldConfig:
     # formants that quantization blurs (the HMM-synthesis postfilter); 1: off.
     postfilter: float = 1.0
     hop_length: int = 320  # samples per frame (the learned encoders take theirs from `seanet.ratios`)
+    # The analysis runs on blocks of this many frames, each with `context_frames` of audio on either side (zeros
+    # before the start and after the end), the same way offline and streaming: so a stream's codes equal the
+    # offline ones, its latency is block_frames + context_frames, and blocks run on several threads.
+    block_frames: int = 150
+    context_frames: int = 20
     n_fft: int = 640  # the synthesis frames, a multiple of the hop (as `harmonic.n_fft`)
 
     def problem(self) -> str | None:

@@ -61,10 +61,7 @@ class _FileEncoding:
         self.channels = meta.channels
         self.codec, self.source, self.target, self.force = codec, source, target, force
         self.blocks = audio_io.blocks(source, codec.sample_rate, BLOCK_SECONDS)
-        # An encoder that needs the whole signal (the world model's) gets the blocks gathered, then one call.
-        self.stream = None if getattr(codec.encoder, "whole_signal", False) else codec.stream_encoder(num_codebooks)
-        self.num_codebooks = num_codebooks or codec.num_codebooks
-        self.whole: list[torch.Tensor] = []
+        self.stream = codec.stream_encoder(num_codebooks)
         # int64 codes of a 3-hour file held 52 MB, then twice that at the end
         self.dtype = storage_dtype(codec.codebook_sizes[:num_codebooks or codec.num_codebooks])
         self.parts: list[torch.Tensor] = []
@@ -83,18 +80,11 @@ class _FileEncoding:
             self.bar.close()
         return None
 
-    def close(self) -> None:
-        if self.stream is not None:
-            self.stream.close()
-
     def finish(self) -> CodesFile:
+        tail = self.stream.flush() if not self.stream.closed else None
         if self.samples == 0:
             raise AudioError(f"{self.source}: the audio is empty")
-        codec, n = self.codec, self.num_codebooks
-        if self.stream is None:
-            tail = codec.encode(torch.cat(self.whole, dim=-1)[:, 0], num_codebooks=n)
-        else:
-            tail = self.stream.flush() if not self.stream.closed else None
+        codec, n = self.codec, self.stream.num_codebooks
         parts = [part.to(self.dtype) for part in self.parts + ([tail] if tail is not None else [])]
         codes_file = CodesFile(codes=torch.cat(parts, dim=-1)[0].cpu(),
                                model_name=codec.name, weights_sha256=codec.weights_sha256 or "",
@@ -135,12 +125,10 @@ def encode_files(codec: Codec, pairs: list[tuple[Path, Path]], num_codebooks: in
                         written.append(job.finish())
                         if done:
                             done(job.source)
-                    elif job.stream is None:
-                        job.whole.append(block)
                     else:
                         pushes[job] = block
                 except CodecError as error:
-                    job.close()
+                    job.stream.close()
                     live.remove(job)
                     fail(job.source, error)
             if pushes:
@@ -149,7 +137,7 @@ def encode_files(codec: Codec, pairs: list[tuple[Path, Path]], num_codebooks: in
                     job.parts.append(codes[job.stream])
     finally:
         for job in live:
-            job.close()
+            job.stream.close()
     return written
 
 

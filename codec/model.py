@@ -197,8 +197,6 @@ class Codec(nn.Module):
         """Clips sorted by length and grouped, so that a call pads little and stays under BATCH_SAMPLES."""
         clips = [self.as_batch(clip, sample_rate)[0, 0] for clip in clips]
         budget = BATCH_SAMPLES["cpu" if clips[0].device.type == "cpu" else "other"]
-        if getattr(self.encoder, "whole_signal", False):
-            budget = 0  # one clip per call: a non-causal analysis would see another clip's padding
         groups: list[list[int]] = [[]]
         for i in sorted(range(len(clips)), key=lambda i: len(clips[i])):
             if groups[-1] and (len(groups[-1]) + 1) * len(clips[i]) > budget:

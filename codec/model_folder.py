@@ -54,8 +54,8 @@ def save_pretrained(codec: Codec, folder: str | Path, force: bool = False) -> Pa
 
 def _card(codec: Codec) -> str:
     config = codec.config
-    streams = "decoding streams, encoding needs the whole signal" if getattr(codec.encoder, "whole_signal", False) \
-        else "causal, streaming"
+    lookahead = getattr(codec.encoder, "lookahead_frames", 0)
+    streams = f"streaming, with {lookahead} frames of look-ahead" if lookahead else "causal, streaming"
     return (f"# {codec.name}\n\nA model of the `codec` toolkit: {type(codec.encoder).__name__} ({config.encoder}, "
             f"hop {codec.hop_length}), residual {config.quantizer.kind} quantizer of {codec.num_codebooks} codebooks "
             f"x {codec.codebook_size} codes, {type(codec.decoder).__name__} ({config.decoder}); {streams}."

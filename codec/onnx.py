@@ -142,7 +142,7 @@ def export_onnx(codec: Codec, folder: str | Path, graphs: tuple[str, ...] = GRAP
     """Write the model's graphs into `folder` (created); returns their paths. Graphs already there are refused
     before any work unless `force`."""
     folder = Path(folder)
-    if getattr(codec.encoder, "whole_signal", False):  # WORLD's analysis is numpy: no graph of it to trace
+    if not getattr(codec.encoder, "traceable", True):  # WORLD's analysis is numpy: no graph of it to trace
         graphs = tuple(g for g in graphs if not g.startswith("encoder"))
         if not graphs:
             raise ModelError(f"{codec.name}: its encoder (WORLD's analysis) has no ONNX graph; export the decoder")

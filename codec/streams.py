@@ -77,6 +77,7 @@ class StreamingEncoder(_Stream):
         if self.sample_rate <= 0:
             raise ValueError(f"sample_rate must be positive, got {self.sample_rate}")
         self.samples = 0                          # at the model's rate, pushed so far
+        self.frames_out = 0                       # frames of codes returned so far
         self.pending: torch.Tensor | None = None  # (B, n < hop): samples that do not yet fill a frame
         self.resampler = None
 
@@ -112,18 +113,23 @@ class StreamingEncoder(_Stream):
 
     @torch.no_grad()
     def flush(self) -> torch.Tensor | None:
-        """Codes of the zero-padded last partial frame (None if the input ended on a frame boundary)."""
+        """Codes of the zero-padded last partial frame, and of the frames an encoder with look-ahead still holds
+        (None if there are none). An encoder's `lookahead_frames` (0 for causal ones) of zeros are pushed after
+        the end, as offline encoding pads, and only the signal's own frames are kept."""
         self._check_batch(self.batch_size or 1)
         codes = None
         if self.resampler is not None:  # the resampler's own delay line
             rest = self._resample(torch.zeros(self.batch_size, 0), last=True)
             self.samples += rest.shape[-1]
             self.pending = torch.cat([self.pending, rest.to(self.pending.device)], dim=-1)
-        if self.pending is not None and self.pending.shape[-1]:
-            missing = (-self.pending.shape[-1]) % self.codec.hop_length
+        hop, lookahead = self.codec.hop_length, getattr(self.codec.encoder, "lookahead_frames", 0)
+        if self.pending is not None and (self.pending.shape[-1] or lookahead):
+            missing = (-self.pending.shape[-1]) % hop + lookahead * hop
             padded = torch.nn.functional.pad(self.pending, (0, missing))
             self.pending = padded[:, :0]
-            codes = _encode_group(self.codec, [self], padded)[0]
+            signal_frames = -(-self.samples // hop)  # the offline encoding's frame count
+            codes = _encode_group(self.codec, [self], padded)[0][..., :signal_frames - self.frames_out]
+            self.frames_out += codes.shape[-1]
         self.close()
         return codes
 
@@ -156,11 +162,14 @@ def encode_streams(codec: "Codec", pushes: dict[StreamingEncoder, torch.Tensor],
     checked = {stream: stream._check(audio, sample_rate) for stream, audio in pushes.items()}  # all, then any
     for stream, audio in checked.items():
         stream._take(audio)
-    groups: dict[int, list[StreamingEncoder]] = defaultdict(list)
+    groups: dict[tuple[int, int], list[StreamingEncoder]] = defaultdict(list)
+    # An encoder with look-ahead returns frames when its own blocks complete, which differs between streams:
+    # each stream then runs alone.
+    alone = getattr(codec.encoder, "lookahead_frames", 0) > 0
     for stream in pushes:
-        groups[stream.pending.shape[-1] // hop].append(stream)
+        groups[(stream.pending.shape[-1] // hop, id(stream) if alone else 0)].append(stream)
     results = {}
-    for frames, streams in groups.items():
+    for (frames, _), streams in groups.items():
         if frames == 0:
             for stream in streams:
                 results[stream] = torch.zeros(stream.batch_size, stream.num_codebooks, 0, dtype=torch.long,
@@ -170,6 +179,7 @@ def encode_streams(codec: "Codec", pushes: dict[StreamingEncoder, torch.Tensor],
         audio = torch.cat([s.pending[:, :take] for s in streams])
         for stream, codes in zip(streams, _encode_group(codec, streams, audio)):
             stream.pending = stream.pending[:, take:]
+            stream.frames_out += codes.shape[-1]
             results[stream] = codes
     return results
 

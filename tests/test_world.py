@@ -82,17 +82,40 @@ def test_unquantized_synthesis_resembles_the_original(speech):
     assert 0.5 < decoded.square().sum() / x.square().sum() < 2.0
 
 
-def test_a_stream_refuses_the_encoder_and_decodes_as_offline(speech):
-    codec = Codec.from_config(world_config())
-    codec.quantizer.stages.requires_grad_(False)
-    codes = codec.encode(speech)
-    with pytest.raises(StreamError, match="whole signals"):
+def test_streaming_equals_offline(speech):
+    """Blocks of 10 frames with 3 of context: pushes of any size give the offline codes, and chunked decoding
+    the offline audio."""
+    config = world_config()
+    config.world.block_frames, config.world.context_frames = 10, 3
+    codec = Codec.from_config(config)
+    audio = speech[:12345]  # ends inside a frame and inside a block
+    codes = codec.encode(audio)
+    assert codes.shape[-1] == -(-len(audio) // 160)
+    for sizes in ([160] * 80, [1000, 37, 4000, 9000], [12345]):
         with codec.stream_encoder() as stream:
-            stream.push(speech[:1600])
+            pieces, start = [], 0
+            for size in sizes:
+                pieces.append(stream.push(audio[start:start + size]))
+                start += size
+            pieces.append(stream.flush())
+        assert torch.equal(torch.cat([p for p in pieces if p is not None], -1), codes)
+    assert pieces[0].shape[-1] == 10 * ((12345 - 16 * 160) // 1600 + 1)  # whole blocks as soon as they complete
     offline = codec.decode(codes)
     with codec.stream_decoder() as stream:
-        pieces = [stream.push(codes[..., i:i + 7]) for i in range(0, codes.shape[-1], 7)]
-    torch.testing.assert_close(torch.cat(pieces, -1), offline, atol=1e-5, rtol=0)
+        chunks = [stream.push(codes[..., i:i + 7]) for i in range(0, codes.shape[-1], 7)]
+    torch.testing.assert_close(torch.cat(chunks, -1), offline, atol=1e-5, rtol=0)
+
+
+def test_block_analysis_is_close_to_whole_signal_analysis(speech):
+    """Context of 20 frames: the blocks' parameters match one analysis of the whole clip on nearly every frame."""
+    config = world_config()
+    codec = Codec.from_config(config)
+    x = speech[None, None, :len(speech) // 160 * 160]
+    blocks = codec.encoder(x)
+    config.world.block_frames = 10_000  # one block
+    whole = Codec.from_config(config).encoder(x)
+    assert ((blocks[0, 1] > 0) == (whole[0, 1] > 0)).float().mean() > 0.95  # voicing
+    assert (blocks[0, 2:] - whole[0, 2:]).abs().median() < 0.05  # envelope and aperiodicity
 
 
 def test_world_goes_with_world():

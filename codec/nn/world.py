@@ -13,18 +13,20 @@ so that the voiced flag alone decides voicing), the voiced flag (+1 / -1), the c
 mel-cepstral coefficients) and the coded aperiodicity (dB, one value per 3 kHz band below Nyquist).
 
 Frame f is WORLD's analysis at sample (f + 1) hop: the centre of the head's frame-f segment, as for the
-harmonic decoder's labels (`codec.train.pitch`). Harvest smooths f0 over the whole signal, so the encoder runs
-offline only: a stream refuses it with a clear message (decoding streams).
+harmonic decoder's labels (`codec.train.pitch`). The analysis runs on fixed blocks with a little context
+(`WorldEncoder`), so that streaming encoding equals offline encoding, at a latency of a block.
 """
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from ..errors import CodecError, StreamError
+from ..errors import CodecError
 from .harmonic import HarmonicHead
 from .streaming import LayerState, StreamingModule
 
@@ -57,52 +59,94 @@ def fft_size(sample_rate: int, f0_min: float) -> int:
     return 2 ** (1 + int(math.log2(3.0 * sample_rate / f0_min + 1)))
 
 
-class WorldEncoder(StreamingModule):
-    """Audio (B, 1, F * hop) -> WORLD's parameters (B, D, F), computed by pyworld in float64."""
+@dataclass
+class WorldEncoderState(LayerState):
+    buffer: torch.Tensor  # (B, n) float64: the audio from the next block's left context on
 
-    whole_signal = True  # no stream and no ONNX graph: Harvest needs the whole signal, and it is numpy
+
+class WorldEncoder(StreamingModule):
+    """Audio (B, 1, F * hop) -> WORLD's parameters (B, D, F), computed by pyworld in float64, block by block.
+
+    Harvest smooths f0 over all the audio it is given, so a frame's parameters would depend on the whole signal.
+    Each block of `block_frames` frames is therefore analysed with `context_frames` of audio on either side and
+    nothing more (zeros before the start and after the end), offline as in a stream: a stream's codes equal the
+    offline ones, at a latency of block + context. `lookahead_frames` says how many frames of zeros a stream's
+    flush must push for the last block to complete. Blocks run on `torch.get_num_threads()` threads (pyworld
+    releases the GIL)."""
+
+    traceable = False  # numpy's analysis: no ONNX graph of it
 
     def __init__(self, config, hop_length: int, sample_rate: int) -> None:
         super().__init__()
         self.config, self.hop_length, self.sample_rate = config, hop_length, sample_rate
+        self.lookahead_frames = config.block_frames + config.context_frames
         self.register_buffer("dummy", torch.zeros(0), persistent=False)  # the model's device, for `as_batch`
 
-    def init_state(self, batch_size: int) -> LayerState:
-        raise StreamError("the world encoder analyses whole signals (Harvest smooths f0 over all of it): encode "
-                          "offline; decoding streams")
+    @property
+    def segment(self) -> int:
+        """Samples a block's analysis reads: the block and its context on either side."""
+        return (self.config.block_frames + 2 * self.config.context_frames) * self.hop_length
 
-    def analyse(self, signal: np.ndarray) -> np.ndarray:
-        """(F * hop,) float64 -> (F, D) latents."""
+    def init_state(self, batch_size: int) -> WorldEncoderState:
+        # the first block's left context lies before the start: zeros, as offline
+        return WorldEncoderState(torch.zeros(batch_size, self.config.context_frames * self.hop_length,
+                                             dtype=torch.float64, device=self.dummy.device))
+
+    def analyse(self, segment: np.ndarray) -> np.ndarray:
+        """One block's `segment` samples (float64) -> its block_frames frames of latents (block_frames, D)."""
         world, c = pyworld(), self.config
-        rate, frames = self.sample_rate, len(signal) // self.hop_length
+        rate = self.sample_rate
         period = 1000.0 * self.hop_length / rate
-        f0, times = world.harvest(signal, rate, f0_floor=c.f0_min, f0_ceil=c.f0_max, frame_period=period)
+        f0, times = world.harvest(segment, rate, f0_floor=c.f0_min, f0_ceil=c.f0_max, frame_period=period)
         size = fft_size(rate, c.f0_min)
-        envelope = world.cheaptrick(signal, f0, times, rate, f0_floor=c.f0_min, fft_size=size)
-        aperiodicity = world.d4c(signal, f0, times, rate, fft_size=size)
+        envelope = world.cheaptrick(segment, f0, times, rate, f0_floor=c.f0_min, fft_size=size)
+        aperiodicity = world.d4c(segment, f0, times, rate, fft_size=size)
         coded = world.code_spectral_envelope(np.maximum(envelope, 1e-16), rate, c.envelope_dims)
         bands = world.code_aperiodicity(aperiodicity, rate)
-        take = np.minimum(np.arange(1, frames + 1), len(f0) - 1)  # analysis index f + 1 (see the module doc)
+        # frame f of the block is the analysis at sample (f + 1) hop of the block (see the module doc): index
+        # context + 1 + f of the segment's track, which starts `context` frames before the block
+        take = np.minimum(np.arange(c.block_frames) + c.context_frames + 1, len(f0) - 1)
         f0, coded, bands = f0[take], coded[take], bands[take]
         voiced = f0 > 0
+        centre = 0.5 * math.log(c.f0_min * c.f0_max)
         log_f0 = np.log(np.where(voiced, f0, 1.0))
         if voiced.any():
-            index = np.arange(frames)
+            index = np.arange(len(f0))
             log_f0 = np.interp(index, index[voiced], log_f0[voiced])
         else:
-            log_f0 = np.full(frames, 0.5 * math.log(c.f0_min * c.f0_max))
-        centre = 0.5 * math.log(c.f0_min * c.f0_max)
+            log_f0 = np.full(len(f0), centre)
         return np.concatenate([((log_f0 - centre) * c.f0_weight)[:, None],
                                ((2.0 * voiced - 1.0) * c.voicing_weight)[:, None],
                                coded, bands * c.aperiodicity_weight], axis=1)
 
+    def blocks(self, audio: np.ndarray, count: int) -> np.ndarray:
+        """(B, n) float64 audio that starts at a block's left context and holds `count` whole segments' worth ->
+        (B, count * block_frames, D), the blocks analysed on threads."""
+        step = self.config.block_frames * self.hop_length
+        jobs = [np.ascontiguousarray(row[k * step:k * step + self.segment]) for row in audio for k in range(count)]
+        with ThreadPoolExecutor(max(1, torch.get_num_threads())) as pool:
+            frames = list(pool.map(self.analyse, jobs))
+        return np.stack([np.concatenate(frames[i * count:(i + 1) * count]) for i in range(len(audio))])
+
     @torch.no_grad()
     def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        audio = audio.detach().reshape(audio.shape[0], -1).double()
+        c, hop, step = self.config, self.hop_length, self.config.block_frames * self.hop_length
         if self.streaming:
-            self.init_state(audio.shape[0])
-        signals = audio.detach().reshape(audio.shape[0], -1).double().cpu().numpy()
-        latents = np.stack([self.analyse(np.ascontiguousarray(signal)) for signal in signals])
-        return torch.from_numpy(latents).float().transpose(1, 2).to(audio.device)
+            buffer = torch.cat([self.state.buffer, audio.to(self.state.buffer)], dim=-1)
+            count = max(0, (buffer.shape[-1] - self.segment) // step + 1)
+            self.state.buffer = buffer[:, count * step:]
+            latents = self.blocks(buffer.cpu().numpy(), count) if count else np.zeros((len(audio), 0, 1))
+        else:
+            frames = audio.shape[-1] // hop
+            count = -(-frames // c.block_frames)
+            padded = nn.functional.pad(audio, (c.context_frames * hop, count * step + self.segment - step -
+                                               c.context_frames * hop - audio.shape[-1]))
+            latents = self.blocks(padded.cpu().numpy(), count)[:, :frames]
+        if latents.shape[1] == 0:
+            return torch.zeros(len(audio), world_dimension(c.envelope_dims, self.sample_rate), 0,
+                               device=self.dummy.device)
+        return torch.from_numpy(latents).float().transpose(1, 2).to(self.dummy.device)
 
 
 class WorldHead(HarmonicHead):
