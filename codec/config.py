@@ -118,6 +118,11 @@ class WorldConfig:
     context_frames: int = 20
     n_fft: int = 640  # the synthesis frames, a multiple of the hop (as `harmonic.n_fft`)
 
+    @property
+    def log_f0_centre(self) -> float:
+        """The log-f0 that the latents' f0 channel holds as 0: the middle of the range on a log scale."""
+        return 0.5 * math.log(self.f0_min * self.f0_max)
+
     def problem(self) -> str | None:
         if self.f0_min >= self.f0_max:
             return f"f0_min ({self.f0_min}) must be below f0_max ({self.f0_max})"

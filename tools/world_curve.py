@@ -7,19 +7,15 @@ Encodes the first FILES `eval` files (6 s each) once, decodes each prefix of the
 DistillMOS of each (docs/world-codec.md).
 """
 import argparse
-from pathlib import Path
 
 import numpy as np
-import soxr
 import torch
+from oracle_envelopes import MANIFEST, scores
 
 from codec.audio import load_audio
 from codec.metrics.distillmos import DistillMOS
-from codec.metrics.quality import align, mel_distance, pesq_wideband, stoi
 from codec.train.data import read_file_list
 from codec.weights import load
-
-MANIFEST = Path(__file__).parents[1].parent / "shared" / "data" / "MANIFEST.tsv"
 
 
 def main() -> None:
@@ -39,9 +35,7 @@ def main() -> None:
             for strength in args.postfilter:
                 model.decoder.head.config.postfilter = strength
                 y = model.decode(codes[:, :count], length=len(x))[0]
-                pair = align(x.numpy(), rate, y.numpy(), rate)
-                results.setdefault((count, strength), []).append(
-                    [pesq_wideband(pair), stoi(pair), mel_distance(pair), mos(soxr.resample(y.numpy(), rate, 16000))])
+                results.setdefault((count, strength), []).append(list(scores(x.numpy(), y.numpy(), rate, mos).values()))
     for (count, strength), rows in results.items():
         print(f"{count} codebooks, postfilter {strength}: PESQ %.3f STOI %.4f mel %.3f DistillMOS %.3f"
               % tuple(np.mean(rows, 0)) + f" ({len(rows)} files)")

@@ -108,7 +108,7 @@ class WorldEncoder(StreamingModule):
         take = np.minimum(np.arange(c.block_frames) + c.context_frames + 1, len(f0) - 1)
         f0, coded, bands = f0[take], coded[take], bands[take]
         voiced = f0 > 0
-        centre = 0.5 * math.log(c.f0_min * c.f0_max)
+        centre = c.log_f0_centre
         log_f0 = np.log(np.where(voiced, f0, 1.0))
         if voiced.any():
             index = np.arange(len(f0))
@@ -183,7 +183,7 @@ class WorldHead(HarmonicHead):
     def frames(self, x: torch.Tensor) -> torch.Tensor:
         c, dims = self.config, self.config.envelope_dims
         latents = x.transpose(1, 2).double()
-        f0 = torch.exp(latents[..., 0] / c.f0_weight + 0.5 * math.log(c.f0_min * c.f0_max))
+        f0 = torch.exp(latents[..., 0] / c.f0_weight + c.log_f0_centre)
         f0 = f0.clamp(c.f0_min, c.f0_max)
         voiced = (latents[..., 1] > 0)[..., None]
         coded = latents[..., 2:2 + dims].clone()
