@@ -46,6 +46,9 @@ class QuantizerConfig:
     code_dim: int | None = None
     beta: float = 0.25
     seed: int = 0
+    # Predict each frame from the previous quantized one and quantize only the difference (quantize/predictive.py).
+    # For fitted codebooks (encoder: world), whose latents move slowly from frame to frame.
+    prediction: bool = False
 
 
 @dataclass
@@ -166,6 +169,9 @@ class ModelConfig:
         hop = self.hop_length
         if (self.encoder == "world") != (self.decoder == "world"):
             return "encoder: world and decoder: world go together (the decoder reads WORLD's parameters)"
+        if self.quantizer.prediction and self.encoder != "world":
+            return ("quantizer.prediction goes with encoder: world (its codebooks are fitted to the prediction's "
+                    "errors; a trained encoder's codebooks are not)")
         if self.decoder == "world" and self.world.n_fft % hop:
             return f"world.n_fft {self.world.n_fft} must be a multiple of the hop ({hop})"
         if self.decoder == "istft" and (self.istft.n_fft % hop or self.istft.n_fft % 2):

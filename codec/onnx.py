@@ -64,18 +64,18 @@ class _Graph(nn.Module):
     def __init__(self, codec: Codec, encoder: bool, streaming: bool) -> None:
         super().__init__()
         self.codec, self.is_encoder, self.streaming = codec, encoder, streaming
-        self.part = codec.encoder if encoder else codec.decoder
         self.searches = nn.ModuleList(_Search(stage) for stage in codec.quantizer.stages)
-        self.template = StreamState.init(self.part, 1)
+        # the decoder's state holds the quantizer's too: a predictive quantizer's last frame
+        self.parts = ("encoder",) if encoder else ("quantizer", "decoder")
+        self.template = StreamState.init(codec, 1, self.parts)
         self.names = _state_names(self.template)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         if not self.is_encoder:
-            latents = sum(stage.vectors(x[:, i]) for i, stage in enumerate(self.codec.quantizer.stages))
-            return self.part(latents.transpose(1, 2))[:, 0]
+            return self.codec.decoder(self.codec.quantizer.dequantize(x))[:, 0]
         if not self.streaming:  # zero-pad the last partial frame, as Codec.encode does
             x = nn.functional.pad(x, (0, (-x.shape[-1]) % self.codec.hop_length))
-        latents = self.part(x[:, None])
+        latents = self.codec.encoder(x[:, None])
         batch, residual, ids = latents.shape[0], latents.transpose(1, 2).reshape(-1, latents.shape[1]), []
         for search in self.searches:
             stage_ids, vectors = search(residual)
@@ -91,7 +91,7 @@ class _Graph(nn.Module):
             layers.setdefault(layer, {})[field] = tensor
         state = StreamState({layer: type(self.template.layers[layer])(**fields) for layer, fields in layers.items()},
                             x.shape[0])
-        with bound(self.part, state):
+        with bound(self.codec, state):
             out = self._run(x)
         return (out, *[getattr(state.layers[layer], field) for layer, field in self.names])
 
@@ -115,7 +115,7 @@ def _export_graph(codec: Codec, graph: str, path: Path) -> None:
     main_in, main_out = ("audio", "codes") if encoder else ("codes", "audio")
     time_axis = {0: "batch", 1: "samples"} if encoder else {0: "batch", 2: "frames"}
     out_axis = {0: "batch", 2: "frames"} if encoder else {0: "batch", 1: "samples"}
-    states = StreamState.init(module.part, 2) if streaming else None
+    states = StreamState.init(codec, 2, module.parts) if streaming else None
     state_inputs = [getattr(states.layers[layer], field) for layer, field in module.names] if streaming else []
     in_names = [main_in] + [f"state.{layer}.{field}" for layer, field in module.names] * streaming
     out_names = [main_out] + [f"next.{layer}.{field}" for layer, field in module.names] * streaming

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 class _Stream:
     """What encoder and decoder streams share: the model, a lazily made state, the batch size, the end."""
     kind = "stream"
+    parts: tuple[str, ...] = ()  # the codec's children whose streaming layers keep state in this kind of stream
 
     def __init__(self, codec: "Codec", batch_size: int | None) -> None:
         self.codec, self.batch_size = codec, batch_size
@@ -50,11 +51,11 @@ class _Stream:
             raise StreamError(f"this stream {self.kind} carries a batch of {self.batch_size}, "
                               f"got a push of {batch_size}")
 
-    def _start(self, batch_size: int, part) -> None:
-        """At the first push: the batch size is fixed and the state made."""
+    def _start(self, batch_size: int) -> None:
+        """At the first push: the batch size is fixed and the state of the stream's `parts` of the model made."""
         if self.state is None:
             self.batch_size = batch_size
-            self.state = StreamState.init(part, batch_size)
+            self.state = StreamState.init(self.codec, batch_size, self.parts)
 
 
 class StreamingEncoder(_Stream):
@@ -67,6 +68,7 @@ class StreamingEncoder(_Stream):
     (soxr's streaming resampler); `push(audio, sample_rate=r)` checks that r is the rate the stream takes.
     """
     kind = "encoder"
+    parts = ("encoder", "quantizer")
 
     def __init__(self, codec: "Codec", num_codebooks: int | None = None, sample_rate: int | None = None,
                  batch_size: int | None = None) -> None:
@@ -92,7 +94,7 @@ class StreamingEncoder(_Stream):
 
     def _take(self, audio: torch.Tensor) -> None:
         """Add checked audio (resampled to the model's rate) to the pending samples."""
-        self._start(audio.shape[0], self.codec.encoder)
+        self._start(audio.shape[0])
         if self.sample_rate != self.codec.sample_rate:
             audio = self._resample(audio, last=False)
         if self.pending is None:
@@ -138,6 +140,7 @@ class StreamingDecoder(_Stream):
     """Feed codes (B, Q, f) with `push`; get f * hop_length samples back for each call. `close` (or leaving a
     `with` block) ends the stream; an ended stream refuses `push`."""
     kind = "decoder"
+    parts = ("quantizer", "decoder")
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         return self.codec.decode_streams({self: codes})[self]
@@ -146,11 +149,11 @@ class StreamingDecoder(_Stream):
 def _encode_group(codec: "Codec", streams: list[StreamingEncoder], audio: torch.Tensor) -> list[torch.Tensor]:
     """One model call for streams whose audio (sum of batch sizes, whole frames) is stacked in `audio`."""
     sizes = [s.batch_size for s in streams]
-    with bound(codec.encoder, StreamState.cat([s.state for s in streams])) as state:
-        codes = codec.quantizer.encode(codec.encoder(audio[:, None]), max(s.num_codebooks for s in streams))
+    with bound(codec, StreamState.cat([s.state for s in streams])) as state:
+        codes = codec.quantizer.encode(codec.encoder(audio[:, None]), streams[0].num_codebooks)
     for stream, part in zip(streams, state.split(sizes)):
         stream.state = part
-    return [c[:, :s.num_codebooks] for s, c in zip(streams, codes.split(sizes))]
+    return list(codes.split(sizes))
 
 
 @torch.no_grad()
@@ -162,14 +165,15 @@ def encode_streams(codec: "Codec", pushes: dict[StreamingEncoder, torch.Tensor],
     checked = {stream: stream._check(audio, sample_rate) for stream, audio in pushes.items()}  # all, then any
     for stream, audio in checked.items():
         stream._take(audio)
-    groups: dict[tuple[int, int], list[StreamingEncoder]] = defaultdict(list)
+    groups: dict[tuple[int, int, int], list[StreamingEncoder]] = defaultdict(list)
     # An encoder with look-ahead returns frames when its own blocks complete, which differs between streams:
-    # each stream then runs alone.
+    # each stream then runs alone. Streams group by their number of codebooks too, since a predictive
+    # quantizer's codes depend on the frames quantized before at that number.
     alone = getattr(codec.encoder, "lookahead_frames", 0) > 0
     for stream in pushes:
-        groups[(stream.pending.shape[-1] // hop, id(stream) if alone else 0)].append(stream)
+        groups[(stream.pending.shape[-1] // hop, stream.num_codebooks, id(stream) if alone else 0)].append(stream)
     results = {}
-    for (frames, _), streams in groups.items():
+    for (frames, _, _), streams in groups.items():
         if frames == 0:
             for stream in streams:
                 results[stream] = torch.zeros(stream.batch_size, stream.num_codebooks, 0, dtype=torch.long,
@@ -197,10 +201,11 @@ def decode_streams(codec: "Codec",
         if codes.dim() != 3:
             raise ValueError(f"expected codes (B, Q, F) or (Q, F), got shape {tuple(codes.shape)}")
         stream._check_batch(codes.shape[0])
-        groups[tuple(codes.shape[1:])].append((stream, codec.quantizer.decode(codes)))  # decode checks the ids
+        codec.quantizer.check_codes(codes)
+        groups[tuple(codes.shape[1:])].append((stream, codes))
     for members in groups.values():
-        for stream, latents in members:
-            stream._start(latents.shape[0], codec.decoder)
+        for stream, codes in members:
+            stream._start(codes.shape[0])
     results = {}
     for (_, frames), members in groups.items():
         streams = [s for s, _ in members]
@@ -208,8 +213,9 @@ def decode_streams(codec: "Codec",
             results.update({s: torch.zeros(s.batch_size, 0, device=device) for s in streams})
             continue
         sizes = [s.batch_size for s in streams]
-        with bound(codec.decoder, StreamState.cat([s.state for s in streams])) as state:
-            audio = codec.decoder(torch.cat([latents for _, latents in members]))[:, 0]
+        with bound(codec, StreamState.cat([s.state for s in streams])) as state:
+            latents = codec.quantizer.decode(torch.cat([codes for _, codes in members]))
+            audio = codec.decoder(latents)[:, 0]
         for stream, part, piece in zip(streams, state.split(sizes), audio.split(sizes)):
             stream.state, results[stream] = part, piece
     return results

@@ -62,9 +62,12 @@ class StreamState:
         self.layers, self.batch_size = layers, batch_size
 
     @classmethod
-    def init(cls, module: nn.Module, batch_size: int) -> "StreamState":
+    def init(cls, module: nn.Module, batch_size: int, parts: tuple[str, ...] | None = None) -> "StreamState":
+        """Fresh states of the streaming layers under `module`, or only under its children named in `parts` (a
+        codec's encoding half, say: the encoder and the quantizer)."""
         return cls({name: m.init_state(batch_size) for name, m in module.named_modules()
-                    if isinstance(m, StreamingModule)}, batch_size)
+                    if isinstance(m, StreamingModule) and (parts is None or name.split(".")[0] in parts)},
+                   batch_size)
 
     @classmethod
     def cat(cls, states: list["StreamState"]) -> "StreamState":
@@ -83,8 +86,10 @@ class StreamState:
 
 @contextmanager
 def bound(module: nn.Module, state: StreamState) -> Iterator[StreamState]:
-    """Run calls on `module` as the stream(s) of `state`; the layers update it in place and forget it after."""
-    layers = {name: m for name, m in module.named_modules() if isinstance(m, StreamingModule)}
+    """Run calls on `module` as the stream(s) of `state`; the layers update it in place and forget it after. The
+    layers `state` has no state for (outside its `parts`) stay offline."""
+    layers = {name: m for name, m in module.named_modules()
+              if isinstance(m, StreamingModule) and name in state.layers}
     if any(m.state is not None for m in layers.values()):
         raise RuntimeError("this model is already running a stream call: one model call at a time "
                            "(step several streams together in one call instead)")

@@ -1,12 +1,13 @@
 """Quantizers: SimVQ, the plain VectorQuantizer baseline, FactorizedQuantizer around either, and
-ResidualQuantizer over any of them. QUANTIZERS maps `QuantizerConfig.kind` to one stage's class; `build_quantizer`
-stacks the stages a configuration asks for."""
+ResidualQuantizer over any of them (PredictiveQuantizer: with a prediction from the previous frame). QUANTIZERS
+maps `QuantizerConfig.kind` to one stage's class; `build_quantizer` stacks the stages a configuration asks for."""
 from __future__ import annotations
 
 from collections.abc import Callable
 
 from .base import QuantizerOutput, SingleQuantizer
 from .factorized import FactorizedQuantizer
+from .predictive import PredictiveQuantizer
 from .residual import ResidualQuantizer
 from .search import CodebookIndex, build_index, nearest_code
 from .simvq import SimVQ
@@ -26,8 +27,8 @@ def build_quantizer(latent_dim: int, config) -> ResidualQuantizer:
     stages = [stage(config.code_dim or latent_dim, config, config.seed + i) for i in range(config.num_codebooks)]
     if config.code_dim:
         stages = [FactorizedQuantizer(latent_dim, config.code_dim, s) for s in stages]
-    return ResidualQuantizer(stages)
+    return PredictiveQuantizer(stages, latent_dim) if config.prediction else ResidualQuantizer(stages)
 
 
-__all__ = ["FactorizedQuantizer", "QuantizerOutput", "SingleQuantizer", "ResidualQuantizer", "CodebookIndex",
+__all__ = ["FactorizedQuantizer", "PredictiveQuantizer", "QuantizerOutput", "SingleQuantizer", "ResidualQuantizer", "CodebookIndex",
            "build_index", "nearest_code", "SimVQ", "VectorQuantizer", "QUANTIZERS", "build_quantizer"]

@@ -60,10 +60,9 @@ class ResidualQuantizer(nn.Module):
             ids.append(stage_ids)
         return torch.stack(ids).view(n, len(latents), -1).transpose(0, 1)
 
-    @torch.no_grad()
-    def decode(self, codes: torch.Tensor) -> torch.Tensor:
-        """codes (B, n, F), n <= Q; an id of -1 stands for a dropped stage and contributes nothing. Any other id
-        outside 0..K-1 is a CodesError (too large would be a bare IndexError, -2 would pass for a dropped stage)."""
+    def check_codes(self, codes: torch.Tensor) -> None:
+        """codes (B, n, F), n <= Q; an id of -1 stands for a dropped stage. Any other id outside 0..K-1 is a
+        CodesError (too large would be a bare IndexError, -2 would pass for a dropped stage)."""
         self._check(codes.shape[1])
         sizes = torch.tensor(self.codebook_sizes[:codes.shape[1]], device=codes.device)[None, :, None]
         bad = (codes < -1) | (codes >= sizes)
@@ -71,5 +70,14 @@ class ResidualQuantizer(nn.Module):
             batch, stage, frame = (int(i) for i in bad.nonzero()[0])
             raise CodesError(f"code {int(codes[batch, stage, frame])} at codebook {stage}, frame {frame} is out of "
                              f"range: ids run from 0 to {self.codebook_sizes[stage] - 1} (-1: a dropped stage)")
+
+    @torch.no_grad()
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, n, F), checked by `check_codes` -> latents (B, D, F); a dropped stage contributes nothing."""
+        self.check_codes(codes)
+        return self.dequantize(codes)
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """`decode` without the check (what an ONNX graph traces): the sum of the stages' vectors (B, D, F)."""
         total = sum(stage.vectors(codes[:, i]) for i, stage in enumerate(self.stages[:codes.shape[1]]))
         return total.transpose(1, 2)

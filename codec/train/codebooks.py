@@ -19,10 +19,12 @@ from ..audio import load_audio
 from ..config import ModelConfig
 from ..errors import AudioError, ConfigError
 from ..model import Codec
+from ..quantize import PredictiveQuantizer
 from ..weights import save_weights
 from .config import TrainConfig
 from .data import read_file_list
 
+MAX_DECAY = 0.98  # a prediction's memory: a wrong frame fades to a tenth within about 110 frames (1.5 s)
 ITERATIONS = 25  # Lloyd iterations per stage: the error changes by under 1 % over the last five (measured)
 CHUNK = 65536    # latent vectors per distance computation: bounds memory at CHUNK x codebook_size floats
 
@@ -62,9 +64,9 @@ def _encode_file(model: ModelConfig, path: Path) -> torch.Tensor | str:
     return _worker_codec.encoder(_worker_codec.pad_to_frames(audio[None, None]))[0].T
 
 
-def training_latents(config: TrainConfig) -> torch.Tensor:
-    """Every frame of every training file, encoded in `threads` processes (WORLD's analysis is single-threaded
-    numpy): (N, D)."""
+def training_latents(config: TrainConfig) -> list[torch.Tensor]:
+    """Every training file's latents (F_i, D), encoded in `threads` processes (WORLD's analysis is single-threaded
+    numpy)."""
     files = read_file_list(config.data.train, config.data.split)
     latents = []
     with ProcessPoolExecutor(config.threads) as pool:
@@ -76,7 +78,47 @@ def training_latents(config: TrainConfig) -> torch.Tensor:
                 latents.append(result)
     if not latents:
         raise ConfigError(f"data.train: no readable audio in {config.data.train}")
-    return torch.cat(latents).float()
+    return [x.float() for x in latents]
+
+
+def fit_prediction(files: list[torch.Tensor], quantizer: PredictiveQuantizer) -> None:
+    """Set the quantizer's mean and, per dimension, the decay that best predicts a frame from the one before
+    (least squares; clamped to 0 .. MAX_DECAY, so that a wrong frame fades)."""
+    mean = torch.cat(files).mean(0)
+    before = torch.cat([x[:-1] for x in files]) - mean
+    after = torch.cat([x[1:] for x in files]) - mean
+    decay = (before * after).sum(0) / before.square().sum(0).clamp(min=1e-12)
+    with torch.no_grad():
+        quantizer.mean.copy_(mean)
+        quantizer.decay.copy_(decay.clamp(0.0, MAX_DECAY))
+
+
+def prediction_errors(files: list[torch.Tensor], quantizer: PredictiveQuantizer, closed: bool) -> torch.Tensor:
+    """What the stages see, (N, D): each frame less its prediction, from the previous frame's latents (open
+    loop: before any codebook exists) or from its quantized latents (closed loop: as the encoder runs)."""
+    errors = []
+    for x in files:
+        if closed:
+            before = quantizer.decode(quantizer.encode(x.T[None]))[0].T[:-1]
+        else:
+            before = x[:-1]
+        start = quantizer.mean[None]
+        errors.append(x - quantizer.predict(torch.cat([start, before])))
+    return torch.cat(errors)
+
+
+def fit_stages(x: torch.Tensor, stages, generator: torch.Generator) -> None:
+    """Each stage's codebook: k-means of what the stages before it leave of x (N, D)."""
+    residual = x
+    for index, stage in enumerate(tqdm(stages, desc="fitting codebooks", unit="stage")):
+        centroids = kmeans(residual, stage.codebook_size, generator)
+        residual = residual - centroids[nearest(residual, centroids)]
+        with torch.no_grad():
+            stage.codebook.copy_(centroids)
+            stage.scale.fill_(1.0)
+            stage.initialized.fill_(True)
+        print(f"codebook {index + 1}: residual RMS {residual.square().mean().sqrt():.4f} "
+              f"(of {x.square().mean().sqrt():.4f}), {len(x)} frames")
 
 
 def fit_codebooks(config: TrainConfig) -> Path:
@@ -87,21 +129,21 @@ def fit_codebooks(config: TrainConfig) -> Path:
                           "itself; SimVQ's codes are a map of a fixed basis)")
     torch.set_num_threads(config.threads)
     codec = Codec.from_config(model)
-    x = training_latents(config)
-    if len(x) < model.quantizer.codebook_size:
-        raise ConfigError(f"data.train: {len(x)} frames, fewer than the {model.quantizer.codebook_size} codes "
+    files = training_latents(config)
+    frames = sum(len(x) for x in files)
+    if frames < model.quantizer.codebook_size:
+        raise ConfigError(f"data.train: {frames} frames, fewer than the {model.quantizer.codebook_size} codes "
                           f"of a codebook: give more audio or a smaller quantizer.codebook_size")
     generator = torch.Generator().manual_seed(config.seed)
-    residual = x
-    for index, stage in enumerate(tqdm(codec.quantizer.stages, desc="fitting codebooks", unit="stage")):
-        centroids = kmeans(residual, stage.codebook_size, generator)
-        residual = residual - centroids[nearest(residual, centroids)]
-        with torch.no_grad():
-            stage.codebook.copy_(centroids)
-            stage.scale.fill_(1.0)
-            stage.initialized.fill_(True)
-        print(f"codebook {index + 1}: residual RMS {residual.square().mean().sqrt():.4f} "
-              f"(of {x.square().mean().sqrt():.4f}), {len(x)} frames")
+    quantizer = codec.quantizer
+    if isinstance(quantizer, PredictiveQuantizer):
+        # The stages are first fitted to what the prediction from unquantized frames misses, then refitted to
+        # what it misses as the encoder runs: from quantized frames, whose errors the stages then learn to undo.
+        fit_prediction(files, quantizer)
+        fit_stages(prediction_errors(files, quantizer, closed=False), quantizer.stages, generator)
+        fit_stages(prediction_errors(files, quantizer, closed=True), quantizer.stages, generator)
+    else:
+        fit_stages(torch.cat(files), quantizer.stages, generator)
     out = Path(config.out_dir) / "weights.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
     save_weights(codec, out)

@@ -1,0 +1,98 @@
+"""Closed-loop prediction around the residual stack: each frame is predicted from the previous frame's
+quantized latents, and the stages quantize only what the prediction misses.
+
+Why: latents that move slowly from frame to frame (WORLD's f0 and envelope: docs/world-codec.md) repeat most
+of themselves every frame, and a memoryless quantizer pays for that again each time. The prediction is per
+dimension, a decay towards the mean:
+
+    prediction_t = mean + decay * (quantized_{t-1} - mean),   quantized_t = prediction_t + stages(x_t - prediction_t)
+
+It reads the *quantized* previous frame, which the decoder has too, so the encoder and the decoder predict
+the same thing and the quantization error does not pile up (open-loop prediction would integrate it). The
+decay (below 1) makes a wrong frame fade from the prediction instead of persisting.
+
+The previous frame is streaming state on both sides, the mean before the first frame: a stream's
+codes and latents equal the offline ones. Codes depend on the past codes at the same number of codebooks, so
+decode with the codebooks the audio was encoded with: fewer decode to latents that drift from the encoder's.
+The mean and the decay are fitted with the codebooks (`codec.train.codebooks`); a decay of 0 is no prediction.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from ..nn.streaming import LayerState, StreamingModule
+from .base import QuantizerOutput, SingleQuantizer
+from .residual import ResidualQuantizer
+
+
+EXPORT_STEPS = 20  # an ONNX decoder's doubling steps: 2^20 frames (3.9 hours at 75 Hz)
+
+
+@dataclass
+class PredictionState(LayerState):
+    deviation: torch.Tensor  # (B, D): the last quantized frame less the mean; zeros before the first (as ONNX
+    # streams start every state)
+
+
+class PredictiveQuantizer(ResidualQuantizer, StreamingModule):
+    export_friendly = False  # set by `codec onnx` while it traces (see `dequantize`)
+
+    def __init__(self, stages: list[SingleQuantizer], dim: int) -> None:
+        super().__init__(stages)
+        self.register_buffer("mean", torch.zeros(dim))
+        self.register_buffer("decay", torch.zeros(dim))
+
+    def init_state(self, batch_size: int) -> PredictionState:
+        return PredictionState(self.mean.new_zeros(batch_size, len(self.mean)))
+
+    def predict(self, previous: torch.Tensor) -> torch.Tensor:
+        return self.mean + self.decay * (previous - self.mean)
+
+    def _run(self, latents: torch.Tensor, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """latents (B, D, F) -> codes (B, n, F) and quantized latents (B, D, F), frame by frame."""
+        previous = self.mean + (self.state.deviation if self.streaming else 0.0)
+        codes, quantized = [], []
+        for frame in latents.detach().unbind(-1):
+            prediction = self.predict(previous)
+            ids = super().encode((frame - prediction)[..., None], n)
+            previous = prediction + super().dequantize(ids)[..., 0]
+            codes.append(ids)
+            quantized.append(previous)
+        if self.streaming:
+            self.state.deviation = previous - self.mean
+        if not codes:
+            return latents.new_zeros(len(latents), n, 0, dtype=torch.long), latents.detach()
+        return torch.cat(codes, -1), torch.stack(quantized, -1)
+
+    def forward(self, latents: torch.Tensor, num_codebooks: int | None = None) -> QuantizerOutput:
+        """Straight-through like the plain stack; the codebooks are fitted, not trained, so the loss is zero."""
+        codes, quantized = self._run(latents, self._check(num_codebooks))
+        return QuantizerOutput(latents + (quantized - latents).detach(), codes, latents.new_zeros(()))
+
+    @torch.no_grad()
+    def encode(self, latents: torch.Tensor, num_codebooks: int | None = None) -> torch.Tensor:
+        return self._run(latents, self._check(num_codebooks))[0]
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes (B, n, F) -> latents (B, D, F): the stages' sums are the corrections, and each frame's latents
+        are its prediction plus its correction, which unrolls to a first-order filter per dimension,
+
+            latents_t - mean = decay * (latents_{t-1} - mean) + correction_t,
+
+        summed here by doubling: after step j every frame holds its last 2^j corrections, each decayed by its
+        age. log2(F) vectorised steps instead of F small ones, and a graph without a loop for ONNX, whose
+        export runs `EXPORT_STEPS` steps (any length up to 2^EXPORT_STEPS frames)."""
+        filtered = super().dequantize(codes)
+        decay = self.decay[:, None]
+        if self.streaming:  # the frame before, as the first frame's input (offline: none, the mean)
+            filtered = torch.cat([filtered[..., :1] + decay * self.state.deviation[..., None], filtered[..., 1:]], -1)
+        steps = EXPORT_STEPS if self.export_friendly else max(0, codes.shape[-1] - 1).bit_length()
+        for step in range(steps):
+            shift = 2 ** step
+            filtered = filtered + decay ** shift * nn.functional.pad(filtered, (shift, 0))[..., :-shift]
+        if self.streaming and codes.shape[-1]:
+            self.state.deviation = filtered[..., -1]
+        return self.mean[:, None] + filtered
