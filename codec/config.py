@@ -169,9 +169,9 @@ class ModelConfig:
         hop = self.hop_length
         if (self.encoder == "world") != (self.decoder == "world"):
             return "encoder: world and decoder: world go together (the decoder reads WORLD's parameters)"
-        if self.quantizer.prediction and self.encoder != "world":
-            return ("quantizer.prediction goes with encoder: world (its codebooks are fitted to the prediction's "
-                    "errors; a trained encoder's codebooks are not)")
+        if self.quantizer.prediction and (self.encoder != "world" or self.quantizer.code_dim):
+            return ("quantizer.prediction goes with encoder: world and no code_dim (its codebooks are fitted to the "
+                    "prediction's errors; a trained encoder's codebooks are not)")
         if self.decoder == "world" and self.world.n_fft % hop:
             return f"world.n_fft {self.world.n_fft} must be a multiple of the hop ({hop})"
         if self.decoder == "istft" and (self.istft.n_fft % hop or self.istft.n_fft % 2):
