@@ -29,7 +29,7 @@ class _Stream:
     kind = "stream"
     parts: tuple[str, ...] = ()  # the codec's children whose streaming layers keep state in this kind of stream
 
-    def __init__(self, codec: "Codec", batch_size: int | None) -> None:
+    def __init__(self, codec: Codec, batch_size: int | None) -> None:
         self.codec, self.batch_size = codec, batch_size
         self.state: StreamState | None = None
         self.closed = False
@@ -70,7 +70,7 @@ class StreamingEncoder(_Stream):
     kind = "encoder"
     parts = ("encoder", "quantizer")
 
-    def __init__(self, codec: "Codec", num_codebooks: int | None = None, sample_rate: int | None = None,
+    def __init__(self, codec: Codec, num_codebooks: int | None = None, sample_rate: int | None = None,
                  batch_size: int | None = None) -> None:
         super().__init__(codec, batch_size)
         codec.quantizer._check(num_codebooks)
@@ -146,7 +146,7 @@ class StreamingDecoder(_Stream):
         return self.codec.decode_streams({self: codes})[self]
 
 
-def _encode_group(codec: "Codec", streams: list[StreamingEncoder], audio: torch.Tensor) -> list[torch.Tensor]:
+def _encode_group(codec: Codec, streams: list[StreamingEncoder], audio: torch.Tensor) -> list[torch.Tensor]:
     """One model call for streams whose audio (sum of batch sizes, whole frames) is stacked in `audio`."""
     sizes = [s.batch_size for s in streams]
     with bound(codec, StreamState.cat([s.state for s in streams])) as state:
@@ -157,7 +157,7 @@ def _encode_group(codec: "Codec", streams: list[StreamingEncoder], audio: torch.
 
 
 @torch.no_grad()
-def encode_streams(codec: "Codec", pushes: dict[StreamingEncoder, torch.Tensor],
+def encode_streams(codec: Codec, pushes: dict[StreamingEncoder, torch.Tensor],
                    sample_rate: int | None = None) -> dict[StreamingEncoder, torch.Tensor]:
     """Each stream's new codes (B, Q, frames completed by this push; possibly 0 frames). Streams with the same
     number of new frames run in one batched call (live streams pushed a frame each: all in one call)."""
@@ -189,7 +189,7 @@ def encode_streams(codec: "Codec", pushes: dict[StreamingEncoder, torch.Tensor],
 
 
 @torch.no_grad()
-def decode_streams(codec: "Codec",
+def decode_streams(codec: Codec,
                    pushes: dict[StreamingDecoder, torch.Tensor]) -> dict[StreamingDecoder, torch.Tensor]:
     """Each stream's audio (B, f * hop) for its codes (B, Q, f). Streams with the same f and Q run in one call."""
     device = next(codec.parameters()).device

@@ -85,10 +85,11 @@ def test_prediction_goes_with_fitted_codebooks():
 def test_codecs_stream_and_export_with_prediction(tmp_path):
     """A world codec with prediction: streams equal offline, and its ONNX decoder carries the prediction."""
     pytest.importorskip("pyworld")
-    from codec.model import Codec
     from conftest import EXAMPLE
     from test_world import RATE, world_config
+
     from codec.audio import load_audio
+    from codec.model import Codec
     config = world_config()
     config.quantizer.prediction = True
     config.world.block_frames, config.world.context_frames = 10, 3
@@ -118,3 +119,28 @@ def test_codecs_stream_and_export_with_prediction(tmp_path):
         piece, state = runtime.step("decoder_streaming", numpy_codes[..., start:start + 4], state)
         pieces.append(piece)
     assert np.abs(np.concatenate(pieces, -1) - offline.numpy()).max() < 1e-4
+
+
+def test_codec_train_fits_the_prediction(tmp_path):
+    """`codec train` on a world config with prediction: the decays come from the audio, and the stages code
+    what the prediction leaves better and better."""
+    pytest.importorskip("pyworld")
+    import soundfile
+    from conftest import EXAMPLE
+    from test_world import RATE, world_config
+
+    from codec.audio import load_audio
+    from codec.train.codebooks import fit_codebooks
+    from codec.train.config import DataConfig, TrainConfig
+    from codec.weights import load_weights
+    speech = load_audio(EXAMPLE, RATE)[0]
+    for i, start in enumerate((0, 8000, 16000)):
+        soundfile.write(tmp_path / f"{i}.wav", speech[start:start + RATE].numpy(), RATE)
+    model = world_config()
+    model.quantizer.prediction = True
+    config = TrainConfig(model=model, data=DataConfig(train=str(tmp_path)), out_dir=str(tmp_path / "run"), threads=1)
+    codec = load_weights(fit_codebooks(config))
+    assert 0.5 < codec.quantizer.decay[0] <= 0.98  # f0 moves slowly
+    latents = codec.encoder(speech[None, None, RATE:2 * RATE])
+    errors = [(codec.quantizer.decode(codec.quantizer.encode(latents, n)) - latents).square().mean() for n in (1, 2)]
+    assert errors[1] < errors[0]

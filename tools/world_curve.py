@@ -2,8 +2,8 @@
 
     python tools/world_curve.py [--model world] [--files 20] [--postfilter 1.0 1.1 1.3] [--codebooks 8 4 2]
 
-Encodes the first FILES `eval` files (6 s each) once, decodes each prefix of the codes with each postfilter
-(a decoding-time setting: the codes do not change), and prints the mean PESQ-WB, STOI, mel distance and
+Encodes the first FILES `eval` files (6 s each) at each number of codebooks, decodes with each postfilter (a
+decoding-time setting: the codes do not change), and prints the mean PESQ-WB, STOI, mel distance and
 DistillMOS of each (docs/world-codec.md).
 """
 import argparse
@@ -30,11 +30,11 @@ def main() -> None:
     rate = model.sample_rate
     for file in read_file_list(str(MANIFEST), "eval")[:args.files]:
         x = load_audio(file, rate)[0][:6 * rate]
-        codes = model.encode(x)
         for count in args.codebooks:
+            codes = model.encode(x, num_codebooks=count)  # a predictive model's prefix is not the same codes
             for strength in args.postfilter:
                 model.decoder.head.config.postfilter = strength
-                y = model.decode(codes[:, :count], length=len(x))[0]
+                y = model.decode(codes, length=len(x))[0]
                 results.setdefault((count, strength), []).append(list(scores(x.numpy(), y.numpy(), rate, mos).values()))
     for (count, strength), rows in results.items():
         print(f"{count} codebooks, postfilter {strength}: PESQ %.3f STOI %.4f mel %.3f DistillMOS %.3f"

@@ -9,8 +9,9 @@ streams concatenate along the batch into one model call and split back afterward
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import ClassVar, Iterator
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -25,13 +26,13 @@ class LayerState:
         return [(f.name, self.BATCH_DIMS.get(f.name, 0)) for f in dataclasses.fields(self)]
 
     @classmethod
-    def cat(cls, states: list["LayerState"]) -> "LayerState":
+    def cat(cls, states: list[LayerState]) -> LayerState:
         if len(states) == 1:
             return states[0]
         first = states[0]
         return cls(**{name: torch.cat([getattr(s, name) for s in states], dim) for name, dim in first._tensors()})
 
-    def split(self, sizes: list[int]) -> list["LayerState"]:
+    def split(self, sizes: list[int]) -> list[LayerState]:
         if len(sizes) == 1:
             return [self]
         pieces = {name: getattr(self, name).split(sizes, dim) for name, dim in self._tensors()}
@@ -62,7 +63,7 @@ class StreamState:
         self.layers, self.batch_size = layers, batch_size
 
     @classmethod
-    def init(cls, module: nn.Module, batch_size: int, parts: tuple[str, ...] | None = None) -> "StreamState":
+    def init(cls, module: nn.Module, batch_size: int, parts: tuple[str, ...] | None = None) -> StreamState:
         """Fresh states of the streaming layers under `module`, or only under its children named in `parts` (a
         codec's encoding half, say: the encoder and the quantizer)."""
         return cls({name: m.init_state(batch_size) for name, m in module.named_modules()
@@ -70,14 +71,14 @@ class StreamState:
                    batch_size)
 
     @classmethod
-    def cat(cls, states: list["StreamState"]) -> "StreamState":
+    def cat(cls, states: list[StreamState]) -> StreamState:
         if len(states) == 1:
             return states[0]
         names = states[0].layers
         return cls({name: type(layer).cat([s.layers[name] for s in states]) for name, layer in names.items()},
                    sum(s.batch_size for s in states))
 
-    def split(self, sizes: list[int]) -> list["StreamState"]:
+    def split(self, sizes: list[int]) -> list[StreamState]:
         if len(sizes) == 1:
             return [self]
         pieces = {name: layer.split(sizes) for name, layer in self.layers.items()}

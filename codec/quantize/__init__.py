@@ -30,5 +30,5 @@ def build_quantizer(latent_dim: int, config) -> ResidualQuantizer:
     return PredictiveQuantizer(stages, latent_dim) if config.prediction else ResidualQuantizer(stages)
 
 
-__all__ = ["FactorizedQuantizer", "PredictiveQuantizer", "QuantizerOutput", "SingleQuantizer", "ResidualQuantizer", "CodebookIndex",
-           "build_index", "nearest_code", "SimVQ", "VectorQuantizer", "QUANTIZERS", "build_quantizer"]
+__all__ = ["FactorizedQuantizer", "PredictiveQuantizer", "QuantizerOutput", "SingleQuantizer", "ResidualQuantizer",
+           "CodebookIndex", "build_index", "nearest_code", "SimVQ", "VectorQuantizer", "QUANTIZERS", "build_quantizer"]

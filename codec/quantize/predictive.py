@@ -27,7 +27,6 @@ from ..nn.streaming import LayerState, StreamingModule
 from .base import QuantizerOutput, SingleQuantizer
 from .residual import ResidualQuantizer
 
-
 EXPORT_STEPS = 20  # an ONNX decoder's doubling steps: 2^20 frames (3.9 hours at 75 Hz)
 
 
