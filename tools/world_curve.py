@@ -2,9 +2,9 @@
 
     python tools/world_curve.py [--model world] [--files 20] [--postfilter 1.0 1.1 1.3] [--codebooks 8 4 2]
 
-Encodes the first FILES `eval` files (6 s each) at each number of codebooks, decodes with each postfilter (a
-decoding-time setting: the codes do not change), and prints the mean PESQ-WB, STOI, mel distance and
-DistillMOS of each (docs/world-codec.md).
+Analyses the first FILES `eval` files (6 s each) once, quantizes them at each number of codebooks, decodes
+with each postfilter (a decoding-time setting: the codes do not change), and prints the mean PESQ-WB, STOI, mel
+distance and DistillMOS of each (docs/world-codec.md).
 """
 import argparse
 
@@ -30,8 +30,10 @@ def main() -> None:
     rate = model.sample_rate
     for file in read_file_list(str(MANIFEST), "eval")[:args.files]:
         x = load_audio(file, rate)[0][:6 * rate]
+        with torch.no_grad():  # WORLD's analysis once; the quantizer per count (a predictive model's prefix
+            latents = model.encoder(model.pad_to_frames(x[None, None]))  # is not the same codes)
         for count in args.codebooks:
-            codes = model.encode(x, num_codebooks=count)  # a predictive model's prefix is not the same codes
+            codes = model.quantizer.encode(latents, count)
             for strength in args.postfilter:
                 model.decoder.head.config.postfilter = strength
                 y = model.decode(codes, length=len(x))[0]

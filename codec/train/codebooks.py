@@ -104,7 +104,8 @@ def prediction_errors(files: list[torch.Tensor], quantizer: PredictiveQuantizer,
         for start in tqdm(range(0, len(order), BATCH), desc="encoding", unit="batch"):
             group = order[start:start + BATCH]
             batch = torch.nn.utils.rnn.pad_sequence([files[i] for i in group], batch_first=True).transpose(1, 2)
-            quantized = quantizer.decode(quantizer.encode(batch)).transpose(1, 2)
+            with torch.no_grad():  # the encoder's own reconstruction, as it predicts from it
+                quantized = quantizer(batch).quantized.transpose(1, 2)
             for i, row in zip(group, quantized):
                 before[i] = row[:len(files[i]) - 1]
     start = quantizer.mean[None]
