@@ -27,13 +27,13 @@ def test_compressed_stft_loss_sees_phase_that_magnitude_losses_miss():
 
 
 def test_budget_sets_the_step_count_and_the_curve_is_written(tmp_path):
-    config = tiny_run(tmp_path, steps=10_000, minutes=0.1, curve_every_minutes=0.02, checkpoint_every=10_000,
+    config = tiny_run(tmp_path, steps=10_000, minutes=0.2, curve_every_minutes=0.05, checkpoint_every=10_000,
                       valid_every=10_000, curve_codebooks=[1, 3], threads=1)
     config.loss.complex_stft = 1.0
     train(config)
     points = [json.loads(line) for line in (tmp_path / "run" / "curve.jsonl").read_text().splitlines()]
     last = points[-1]["step"]
-    assert 2 < last < 10_000  # stopped by the 6-second budget, not by `steps`
+    assert 2 < last < 10_000  # stopped by the 12-second budget, not by `steps`
     assert (tmp_path / "run" / "checkpoints" / f"step-{last:08d}").is_dir()  # the last step is saved
     assert points[0]["step"] == 0 and [p["step"] for p in points] == sorted(p["step"] for p in points)
     assert points[-1]["audio_hours"] > points[0]["audio_hours"] == 0

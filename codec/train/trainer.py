@@ -296,7 +296,9 @@ class TrainingClock:
         self.trainer, self.monitor, self.per_step = trainer, monitor, audio_seconds_per_step
         self.config = trainer.config
         self.start, self.first_step = time.monotonic(), trainer.step
-        self.scoring, self.points = 0.0, 0  # seconds spent on curve points, and their number
+        # seconds spent on curve points, and on the latest one: the first also loads the scorers' models, so the
+        # latest, not the mean, forecasts the points to come
+        self.scoring, self.last_point = 0.0, 0.0
         self.next_point = self.config.curve_every_minutes
         if self.first_step == 0 and self.config.curve_every_minutes:
             self.point(0)
@@ -308,16 +310,16 @@ class TrainingClock:
         began = time.monotonic()
         self.monitor.score_curve(done, self.training_minutes(), done * self.per_step / 3600,
                                  self.trainer.inference_model())
-        self.scoring += time.monotonic() - began
-        self.points += 1
+        self.last_point = time.monotonic() - began
+        self.scoring += self.last_point
 
     def plan(self, done: int) -> None:
         """Set the step count that ends the run at its budget, curve points to come included."""
         elapsed = time.monotonic() - self.start
         per_step = (elapsed - self.scoring) / (done - self.first_step)
         left = self.config.minutes * 60 - elapsed
-        if self.config.curve_every_minutes and self.points:
-            left -= left / 60 / self.config.curve_every_minutes * self.scoring / self.points
+        if self.config.curve_every_minutes:
+            left -= left / 60 / self.config.curve_every_minutes * self.last_point
         self.trainer.total_steps = min(self.config.steps, done + max(0, int(left / per_step)))
 
     def tick(self, done: int) -> None:
