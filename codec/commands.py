@@ -104,7 +104,8 @@ def cmd_eval(args) -> int:
     if any(m.family == "asr" for m, _ in metrics):
         print(f"note: WER and CER against {text_source or 'the original audio’s PocketSphinx transcript (no text)'}"
               " (PocketSphinx: a weak recogniser, see docs/evaluation.md)", file=sys.stderr)
-    data = args.data + (f", split {args.split}" if args.split else "") + (f", {len(files)} files" if args.subset else "")
+    data = args.data + (f", split {args.split}" if args.split else "")
+    data += f", {len(files)} files" if args.subset else ""
     options = Options(reference_rate=args.reference_rate, metrics=metrics, unavailable=unavailable, texts=texts,
                       text_source=text_source, examples=args.examples, save_audio=args.save_audio, force=args.force,
                       data=data)

@@ -133,7 +133,8 @@ def test_missing_baseline_tool_names_the_package(tmp_path, corpus, monkeypatch, 
     monkeypatch.setattr(shutil, "which", lambda name: None)
     assert run("eval", "--baseline", "codec2:1200", "--data", corpus, "--out", tmp_path / "r") == 1
     assert capsys.readouterr().err == \
-        "error: baseline codec2:1200 needs c2enc and c2dec: install the Debian package codec2 (apt-get install codec2)\n"
+        "error: baseline codec2:1200 needs c2enc and c2dec: install the Debian package codec2 " \
+        "(apt-get install codec2)\n"
 
 
 @needs_opus

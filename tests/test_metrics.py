@@ -236,7 +236,8 @@ def test_a_named_checkpoint_that_is_missing_or_broken_is_an_error(tmp_path, monk
     junk, wrong = tmp_path / "junk.pt", tmp_path / "wrong.pt"
     junk.write_bytes(np.random.default_rng(0).bytes(1000))
     torch.save({"encoder.weight": torch.zeros(3)}, wrong)
-    for path, reason in ((junk, "not a PyTorch checkpoint"), (wrong, "224 of its 224 tensors missing, e.g. domain_emb")):
+    missing = "224 of its 224 tensors missing, e.g. domain_emb"
+    for path, reason in ((junk, "not a PyTorch checkpoint"), (wrong, missing)):
         with pytest.raises(ModelError) as error:
             load_predictors(["utmos"], path)
         message = str(error.value)

@@ -7,7 +7,7 @@ import torch
 pyworld = pytest.importorskip("pyworld")
 
 from codec.config import ModelConfig, QuantizerConfig, WorldConfig, from_dict  # noqa: E402
-from codec.errors import ConfigError, StreamError  # noqa: E402
+from codec.errors import ConfigError  # noqa: E402
 from codec.metrics.quality import align, mel_distance  # noqa: E402
 from codec.model import Codec  # noqa: E402
 from codec.nn.world import WorldHead, aperiodicity_bands, fft_size  # noqa: E402

@@ -1,8 +1,8 @@
 """Neural network building blocks, and the encoders and decoders a model configuration names.
 
 ENCODERS and DECODERS map the name in `ModelConfig.encoder` / `ModelConfig.decoder` to a function that builds the
-module from the model configuration (its own section: `seanet`, `istft`, `harmonic`, `world`). The layers themselves take
-plain arguments. A new decoder is a file here, a config section, and one entry below."""
+module from the model configuration (its own section: `seanet`, `istft`, `harmonic`, `world`). The layers themselves
+take plain arguments. A new decoder is a file here, a config section, and one entry below."""
 from __future__ import annotations
 
 from collections.abc import Callable
