@@ -101,7 +101,8 @@ class WorldConfig:
     limits: typing.ClassVar = {"envelope_dims": (2, None), "f0_min": (1, None), "f0_max": (1, None),
                                "f0_weight": (0, None), "voicing_weight": (0, None), "aperiodicity_weight": (0, None),
                                "postfilter": (0, None), "hop_length": (1, None), "n_fft": (2, None),
-                               "block_frames": (1, None), "context_frames": (0, None)}
+                               "block_frames": (1, None), "context_frames": (0, None),
+                               "pitch_time_scale": (1, 4)}
     envelope_dims: int = 40
     f0_min: float = 50.0
     f0_max: float = 500.0
@@ -120,6 +121,13 @@ class WorldConfig:
     block_frames: int = 150
     context_frames: int = 20
     n_fft: int = 640  # the synthesis frames, a multiple of the hop (as `harmonic.n_fft`)
+    # Harvest, nearly all of the encoding time, works on a fixed 1 ms grid with windows of a few periods of its
+    # lowest f0. Given the audio as if played this many times faster (its rate and f0 range scaled, f0 scaled
+    # back), it takes about this factor squared less time, at a small cost in f0 precision (docs/world-codec.md).
+    pitch_time_scale: float = 1.0
+    # Harvest's f0 refined by WORLD's StoneMask (the instantaneous frequency of the first harmonics), about 1 ms
+    # per second of audio: it scores higher whether Harvest reads the audio at its own speed or faster.
+    stonemask: bool = False
 
     @property
     def log_f0_centre(self) -> float:

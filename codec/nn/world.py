@@ -97,7 +97,12 @@ class WorldEncoder(StreamingModule):
         world, c = pyworld(), self.config
         rate = self.sample_rate
         period = 1000.0 * self.hop_length / rate
-        f0, times = world.harvest(segment, rate, f0_floor=c.f0_min, f0_ceil=c.f0_max, frame_period=period)
+        scale = round(rate * c.pitch_time_scale) / rate  # Harvest takes a whole number of samples per second
+        f0, _ = world.harvest(segment, round(rate * scale), f0_floor=c.f0_min * scale, f0_ceil=c.f0_max * scale,
+                              frame_period=period / scale)
+        f0, times = f0 / scale, np.arange(len(f0)) * period / 1000.0
+        if c.stonemask:
+            f0 = world.stonemask(segment, f0, times, rate)
         size = fft_size(rate, c.f0_min)
         envelope = world.cheaptrick(segment, f0, times, rate, f0_floor=c.f0_min, fft_size=size)
         aperiodicity = world.d4c(segment, f0, times, rate, fft_size=size)
