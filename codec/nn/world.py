@@ -97,8 +97,9 @@ class WorldEncoder(StreamingModule):
         world, c = pyworld(), self.config
         rate = self.sample_rate
         period = 1000.0 * self.hop_length / rate
-        scale = round(rate * c.pitch_time_scale) / rate  # Harvest takes a whole number of samples per second
-        f0, _ = world.harvest(segment, round(rate * scale), f0_floor=c.f0_min * scale, f0_ceil=c.f0_max * scale,
+        told_rate = round(rate * c.pitch_time_scale)  # Harvest takes a whole number of samples per second
+        scale = told_rate / rate
+        f0, _ = world.harvest(segment, told_rate, f0_floor=c.f0_min * scale, f0_ceil=c.f0_max * scale,
                               frame_period=period / scale)
         f0, times = f0 / scale, np.arange(len(f0)) * period / 1000.0
         if c.stonemask:
