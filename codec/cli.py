@@ -40,7 +40,8 @@ def _signals_raise():
 
 # Options that several commands share, each declared once.
 def _model_option(parser, default: str | None = "bundled",
-                  text: str = "weights file (.safetensors) or a shipped model: bundled (the default) or world") -> None:
+                  text: str = "weights file (.safetensors) or a shipped model: bundled (the default; also "
+                                     "called world) or low-latency") -> None:
     parser.add_argument("--model", default=default, help=text)
 
 
@@ -116,7 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes one folder per system (model at each bitrate, each baseline) under --out: "
                     "results.json, per_file.csv, per_file.json, summary.csv, examples/; `codec report` turns them "
                     "into a page. Exit code 1 if any file was skipped (listed in results.json).")
-    _model_option(evaluation, None, "weights file or 'bundled' (the default, unless only --baseline is given)")
+    _model_option(evaluation, None, "weights file or a shipped model: 'bundled' (the default, unless only --baseline is given), "
+                               "'low-latency'")
     evaluation.add_argument("--name", help="the model's name in results folders and reports (default: its own "
                                            "name; give one to compare two runs of the same recipe)")
     _data_options(evaluation, "folder, list of paths, or TSV/CSV manifest")
@@ -198,7 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in out_dir from its latest checkpoint")
     _force_option(train, "delete the run in out_dir and start over")
     train.add_argument("--init-weights", metavar="WEIGHTS_OR_RUN",
-                       help="start a new run from a weights file ('bundled': the shipped model) for the generator, "
+                       help="start a new run from a weights file (or a shipped model's name) for the generator, "
                             "or from another run folder or checkpoint (its EMA generator, and its discriminators "
                             "where this run has the same)")
     train.add_argument("--threads", type=int, metavar="N",
@@ -221,8 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
         "onnx", help="model -> ONNX graphs (encoder, decoder, offline and streaming)",
         description="codec onnx MODEL OUT_DIR: write encoder.onnx, decoder.onnx, encoder_streaming.onnx and "
                     "decoder_streaming.onnx (state as explicit inputs and outputs) with the model's metadata; "
-                    "MODEL is a weights file or 'bundled' (docs/serving.md)")
-    onnx.add_argument("model", help="weights file (.safetensors) or 'bundled'")
+                    "MODEL is a weights file or a shipped model, e.g. 'low-latency' (docs/serving.md)")
+    onnx.add_argument("model", help="weights file (.safetensors) or a shipped model's name")
     onnx.add_argument("out", help="output folder")
     _force_option(onnx, "overwrite existing graphs")
     onnx.set_defaults(run=cmd_onnx)

@@ -261,7 +261,7 @@ def to_dict(config) -> dict:
 
 def _read_yaml(path: Path, chain: tuple[Path, ...] = ()):
     """A YAML file's data with every `include: FILE` (at the top or in any section) replaced by that file's data,
-    the section's other keys laid over it: `model: {include: ../../configs/bundled.yaml, name: mine}`. FILE is
+    the section's other keys laid over it: `model: {include: ../../configs/low-latency.yaml, name: mine}`. FILE is
     relative to the file that names it."""
     if path.resolve() in chain:
         raise ConfigError(f"config include loop: {' -> '.join(str(p) for p in (*chain, path.resolve()))}")

@@ -2,7 +2,7 @@
 its metadata as everywhere in codec), a readable `config.json` and a model card `README.md`.
 
 `Codec.save_pretrained(folder)` writes one; `Codec.from_pretrained(folder_or_file)` reads one (or any weights
-file, or a shipped model's name: "bundled", "world"). Nothing is downloaded: anything else that is not a folder
+file, or a shipped model's name: "bundled", "world", "low-latency"). Nothing is downloaded: anything else that is not a folder
 or a file is an error.
 A model loaded for inference (weight norm folded) is saved as the very file it was loaded from, so its sha256,
 and with it every `.codes` file made with it, still matches.
@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+
+import torch
 
 from .audio import AtomicOutput
 from .config import to_dict
@@ -31,10 +33,10 @@ def save_pretrained(codec: Codec, folder: str | Path, force: bool = False) -> Pa
     folder.mkdir(parents=True, exist_ok=True)
     source = getattr(codec, "weights_path", None)
     folded = any(k.endswith(".conv.weight") for k in codec.state_dict())
-    if folded:
-        if source is None:
-            raise ModelError("this model was built for inference without a weights file; save it from the "
-                             "training form (load_weights(..., for_training=True))")
+    if folded and source is None:
+        raise ModelError("this model was built for inference without a weights file; save it from the "
+                         "training form (load_weights(..., for_training=True))")
+    if folded or (source is not None and _holds(codec, source)):
         with AtomicOutput(folder / WEIGHTS, force=True) as temporary:
             shutil.copyfile(source, temporary)
     else:
@@ -43,13 +45,21 @@ def save_pretrained(codec: Codec, folder: str | Path, force: bool = False) -> Pa
               "frame_rate": codec.frame_rate, "hop_length": codec.hop_length, "bitrate": codec.bitrate}
     with AtomicOutput(folder / CONFIG, force=True) as temporary:
         temporary.write_text(json.dumps(config, indent=2) + "\n")
-    bundled_card = BUNDLED.parent / "README.md"
+    shipped_card = BUNDLED.parent / "README.md"  # the model card of every shipped model
     with AtomicOutput(folder / CARD, force=True) as temporary:
-        if source is not None and Path(source) == BUNDLED and bundled_card.is_file():
-            shutil.copyfile(bundled_card, temporary)
+        if source is not None and Path(source) in SHIPPED.values() and shipped_card.is_file():
+            shutil.copyfile(shipped_card, temporary)
         else:
             temporary.write_text(_card(codec))
     return folder
+
+
+def _holds(codec: Codec, path: Path) -> bool:
+    """Whether the weights file still holds the model's every tensor (a model without weight norm, such as the
+    bundled one, loads unfolded): then the file itself is saved, and its .codes files still match."""
+    from safetensors.torch import load_file
+    saved, state = load_file(str(path)), codec.state_dict()
+    return saved.keys() == state.keys() and all(torch.equal(saved[k].to(state[k].dtype), state[k].cpu()) for k in saved)
 
 
 def _card(codec: Codec) -> str:

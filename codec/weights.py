@@ -19,9 +19,12 @@ from .model import Codec
 FORMAT = "codec-weights"
 FORMAT_VERSION = "1"
 BUNDLED = Path(__file__).parent / "pretrained" / "bundled.safetensors"
-# The models shipped with the package, by the name a command line or `load` takes. "world": WORLD's analysis,
-# fitted codebooks and the harmonic head (docs/world-codec.md); it needs pyworld (pip install 'codec[harmonic]').
-SHIPPED = {"bundled": BUNDLED, "world": BUNDLED.parent / "world.safetensors"}
+LOW_LATENCY = BUNDLED.parent / "low-latency.safetensors"
+# The models shipped with the package, by the name a command line or `load` takes. "bundled", the default (also
+# "world", its family's name): WORLD's analysis, fitted codebooks and the harmonic head (docs/world-codec.md);
+# streams have 2.27 s of latency. "low-latency": the learned SEANet encoder, residual SimVQ and harmonic decoder,
+# the bundled model until 2026-12-06: 13.3 ms of latency and ONNX graphs, at far lower quality.
+SHIPPED = {"bundled": BUNDLED, "world": BUNDLED, "low-latency": LOW_LATENCY}
 
 
 def sha256(path: str | Path) -> str:
@@ -111,7 +114,8 @@ def _check_finite(path: Path, state: dict[str, torch.Tensor]) -> None:
 
 
 def weights_path(name_or_path: str | Path) -> Path:
-    """The file a model name stands for: "bundled" (the default model) or "world" (see `SHIPPED`), or a path."""
+    """The file a model name stands for: "bundled" (the default model), "world" or "low-latency" (see `SHIPPED`),
+    or a path."""
     if str(name_or_path) not in SHIPPED:
         return Path(name_or_path)
     path = SHIPPED[str(name_or_path)]
@@ -121,7 +125,8 @@ def weights_path(name_or_path: str | Path) -> Path:
 
 
 def load(name_or_path: str | Path = "bundled") -> Codec:
-    """`load("bundled")` (or "world") returns a model shipped with the package; any other value is a weights path."""
+    """`load("bundled")` (or "world", "low-latency") returns a model shipped with the package; any other value is a
+    weights path."""
     path = weights_path(name_or_path)
     try:
         return load_weights(path)

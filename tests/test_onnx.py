@@ -1,4 +1,5 @@
-"""ONNX export (issue 20): the bundled model's graphs run in onnxruntime with PyTorch's codes and audio."""
+"""ONNX export (issue 20): the low-latency model's graphs (the bundled model until 2026-12-06) run in onnxruntime
+with PyTorch's codes and audio."""
 import shutil
 
 import numpy as np
@@ -20,14 +21,14 @@ from codec.onnx_runtime import OnnxCodec  # noqa: E402
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    out = tmp_path_factory.mktemp("onnx") / "bundled"
-    assert main(["onnx", "bundled", str(out)]) == 0
+    out = tmp_path_factory.mktemp("onnx") / "low-latency"
+    assert main(["onnx", "low-latency", str(out)]) == 0
     return out
 
 
 @pytest.fixture(scope="module")
-def bundled():
-    return codec.load("bundled")
+def low_latency():
+    return codec.load("low-latency")
 
 
 def speech(model, seconds=1.3):
@@ -36,25 +37,25 @@ def speech(model, seconds=1.3):
     return resample(audio, rate, model.sample_rate)[:int(seconds * model.sample_rate) + 7].numpy()
 
 
-def test_offline_graphs_equal_pytorch(exported, bundled):
+def test_offline_graphs_equal_pytorch(exported, low_latency):
     runtime = OnnxCodec(exported)
-    runtime.check_model(bundled)
-    audio = np.stack([speech(bundled), speech(bundled)[::-1].copy()])  # not a whole number of frames
+    runtime.check_model(low_latency)
+    audio = np.stack([speech(low_latency), speech(low_latency)[::-1].copy()])  # not a whole number of frames
     codes = runtime.encode(audio)
-    expected = bundled.encode(torch.from_numpy(audio))
+    expected = low_latency.encode(torch.from_numpy(audio))
     assert codes.shape == tuple(expected.shape)
     assert np.array_equal(codes, expected.numpy())
     decoded = runtime.decode(codes)
-    assert np.abs(decoded - bundled.decode(expected).numpy()).max() < 1e-4
+    assert np.abs(decoded - low_latency.decode(expected).numpy()).max() < 1e-4
     dropped = codes.copy()
     dropped[:, 4:] = -1  # fewer codebooks: the stages left out are -1
-    assert np.abs(runtime.decode(dropped) - bundled.decode(expected[:, :4]).numpy()).max() < 1e-4
+    assert np.abs(runtime.decode(dropped) - low_latency.decode(expected[:, :4]).numpy()).max() < 1e-4
 
 
-def test_streaming_graphs_equal_pytorch(exported, bundled):
+def test_streaming_graphs_equal_pytorch(exported, low_latency):
     runtime = OnnxCodec(exported)
     hop = runtime.hop_length
-    audio = speech(bundled, 0.6)[None]
+    audio = speech(low_latency, 0.6)[None]
     audio = np.pad(audio, ((0, 0), (0, -audio.shape[-1] % hop)))
     state, parts, start = runtime.stream_state("encoder_streaming", 1), [], 0
     for frames in [1, 3, 2, 1, 5, 100]:
@@ -62,13 +63,13 @@ def test_streaming_graphs_equal_pytorch(exported, bundled):
         parts.append(piece)
         start += frames * hop
     codes = np.concatenate(parts, -1)
-    expected = bundled.encode(torch.from_numpy(audio))
+    expected = low_latency.encode(torch.from_numpy(audio))
     assert np.array_equal(codes, expected.numpy())
     state, pieces = runtime.stream_state("decoder_streaming", 1), []
     for start in range(0, codes.shape[-1], 4):
         piece, state = runtime.step("decoder_streaming", codes[..., start:start + 4], state)
         pieces.append(piece)
-    assert np.abs(np.concatenate(pieces, -1) - bundled.decode(expected).numpy()).max() < 1e-4
+    assert np.abs(np.concatenate(pieces, -1) - low_latency.decode(expected).numpy()).max() < 1e-4
     with pytest.raises(ValueError, match="whole frames"):
         runtime.step("encoder_streaming", audio[:, :hop + 1], runtime.stream_state("encoder_streaming", 1))
 
@@ -77,7 +78,7 @@ def test_graphs_from_another_model_or_version_are_refused(exported, tmp_path, ti
     mixed = tmp_path / "mixed"
     assert main(["onnx", str(tiny_weights), str(mixed)]) == 0
     with pytest.raises(ModelError, match="from model 'tiny'"):
-        OnnxCodec(mixed).check_model(codec.load("bundled"))
+        OnnxCodec(mixed).check_model(codec.load("low-latency"))
     shutil.copy(exported / "decoder.onnx", mixed / "decoder.onnx")
     with pytest.raises(ModelError, match="export them together"):
         OnnxCodec(mixed)

@@ -55,8 +55,8 @@ def test_model_config_loads(path):
 
 
 def test_bundled_model_config_is_the_shipped_model():
-    assert load_yaml(ModelConfig, CONFIGS / "bundled.yaml") == codec.load("bundled").config
-    assert load_yaml(TrainConfig, RECIPES / "bundled" / "stage7.yaml").model == codec.load("bundled").config
+    assert load_yaml(ModelConfig, CONFIGS / "low-latency.yaml") == codec.load("bundled").config
+    assert load_yaml(TrainConfig, RECIPES / "low-latency" / "stage7.yaml").model == codec.load("bundled").config
 
 
 def test_include_lays_the_section_over_the_file(tmp_path):
@@ -130,7 +130,7 @@ def test_bundled_stages_chain():
     """Each stage of the bundled recipe starts from the previous one's weights: only the part it replaces
     changes (stage 2 the decoder, stage 3 the quantizer's search, stage 4 only the losses, stage 5 only what
     trains, stage 7 the decoder's head, stages 8 and 9 only the losses)."""
-    configs = [load_yaml(TrainConfig, RECIPES / "bundled" / name)
+    configs = [load_yaml(TrainConfig, RECIPES / "low-latency" / name)
                for name in ("stage1.yaml", "stage2.yaml", "stage3.yaml", "stage4.yaml", "stage5.yaml",
                             "stage7.yaml", "stage8.yaml", "stage9.yaml")]
     first, second, third, fourth, fifth, seventh, eighth, ninth = (config.model for config in configs)
@@ -153,7 +153,7 @@ def test_to_harmonic_keeps_the_codes_and_the_backbone(tmp_path):
     from conftest import tiny_config
     torch.manual_seed(0)
     source = Codec.from_config(tiny_config(decoder="istft")).eval()
-    harmonic = load_script(RECIPES / "bundled" / "to_harmonic.py").to_harmonic(source).eval()
+    harmonic = load_script(RECIPES / "low-latency" / "to_harmonic.py").to_harmonic(source).eval()
     assert harmonic.config.decoder == "harmonic"
     audio = torch.randn(1, 1, 800) * 0.1
     assert torch.equal(harmonic.encode(audio), source.encode(audio))
@@ -177,7 +177,7 @@ def test_unfactorize_keeps_every_code(tmp_path):
     config.model = tiny_config(decoder="istft")
     config.model.quantizer = QuantizerConfig(codebook_size=16, num_codebooks=3, code_dim=2)
     train(config)
-    unfactorize = load_script(RECIPES / "bundled" / "unfactorize.py").unfactorize
+    unfactorize = load_script(RECIPES / "low-latency" / "unfactorize.py").unfactorize
     out = unfactorize(tmp_path / "run" / "checkpoints" / "step-00000001", config.model, tmp_path / "plain.safetensors")
     plain = load_weights(out)
     assert plain.config.quantizer.basis_dim == 2 and plain.config.quantizer.code_dim is None

@@ -216,25 +216,25 @@ def test_decoder_fine_tuning_from_a_run_keeps_the_codes(tmp_path, capsys):
     assert "model.seanet.dimension = 8" in capsys.readouterr().err
 
 
-def test_fine_tuning_the_bundled_decoder_keeps_its_tokens(tmp_path, speech):
-    """`--init-weights bundled` with the encoder and quantizer frozen: the new weights read the bundled model's
+def test_fine_tuning_the_low_latency_decoder_keeps_its_tokens(tmp_path, speech):
+    """`--init-weights low-latency` with the encoder and quantizer frozen: the new weights read that model's
     token files (its weights hold -0.0 values, which the EMA turns into 0.0: the tokenizer hash must not care)."""
     import yaml
     from codec.cli import main
     from codec.config import to_dict
-    from codec.weights import BUNDLED, read_config
+    from codec.weights import LOW_LATENCY, read_config
     data = tmp_path / "mine"
     data.mkdir()
     speech.rename(data / "speech.wav")
-    config = TrainConfig(model=read_config(BUNDLED), data=DataConfig(train=str(data), crop_seconds=0.2, batch_size=1),
+    config = TrainConfig(model=read_config(LOW_LATENCY), data=DataConfig(train=str(data), crop_seconds=0.2, batch_size=1),
                          freeze=["encoder", "quantizer"], steps=1, warmup_steps=1, checkpoint_every=1,
                          out_dir=str(tmp_path / "run"), threads=1)
     path = tmp_path / "fine.yaml"
     path.write_text(yaml.safe_dump(to_dict(config)))
-    assert main(["train", "--config", str(path), "--init-weights", "bundled"]) == 0
+    assert main(["train", "--config", str(path), "--init-weights", "low-latency"]) == 0
     tuned = tmp_path / "run" / "weights.safetensors"
-    assert load(tuned).weights_sha256 != load("bundled").weights_sha256
-    assert main(["encode", str(data / "speech.wav"), str(tmp_path / "a.codes")]) == 0
+    assert load(tuned).weights_sha256 != load("low-latency").weights_sha256
+    assert main(["encode", "--model", "low-latency", str(data / "speech.wav"), str(tmp_path / "a.codes")]) == 0
     assert main(["decode", "--model", str(tuned), str(tmp_path / "a.codes"), str(tmp_path / "a.wav")]) == 0
 
 

@@ -27,7 +27,7 @@ SIZE = dict(dim=192, hidden_dim=576, num_layers=4, n_fft=640)
 
 
 def run(decoder: str, steps: int, threads: int) -> None:
-    model = load_weights(weights_path("bundled"), for_training=True).config
+    model = load_weights(weights_path("low-latency"), for_training=True).config
     model.decoder, model.istft, model.harmonic = decoder, ISTFTDecoderConfig(**SIZE), HarmonicDecoderConfig(**SIZE)
     out = Path(f"runs/harmonic-exp-{decoder}")
     config = TrainConfig(model=model, data=DataConfig(train=str(MANIFEST), split="train", crop_seconds=1.0,
@@ -38,7 +38,7 @@ def run(decoder: str, steps: int, threads: int) -> None:
                          seed=1, threads=threads, out_dir=str(out))
     # The decoders are smaller than the bundled one, so warm start takes the encoder and quantizer only, and
     # both backbones start from the same seed.
-    train(config, str(weights_path("bundled")))
+    train(config, str(weights_path("low-latency")))
 
 
 def score(folder: Path, files: int, step: int | None) -> dict[str, float]:

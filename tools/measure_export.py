@@ -3,7 +3,7 @@ exported codes equal the codes `codec encode` writes (`files.encode_file`, the c
 
     python tools/measure_export.py --model bundled --every 15 --out /tmp/measure
 
-`--model random` builds an untrained model of configs/bundled.yaml (seed 0) for when the bundled weights
+`--model random` builds an untrained model of configs/low-latency.yaml (seed 0) for when the bundled weights
 do not exist yet. Throughput is counted in CPU time (user + system of this process, around the export call only),
 so that other jobs on a shared machine slow the wall clock but not the figure; wall time is printed beside it.
 
@@ -27,7 +27,7 @@ from codec.model import Codec
 from codec.tokendata import TokenDataset
 from codec.weights import load
 
-MODEL = Path(__file__).parents[1] / "configs" / "bundled.yaml"
+MODEL = Path(__file__).parents[1] / "configs" / "low-latency.yaml"
 
 
 def model(name: str) -> Codec:

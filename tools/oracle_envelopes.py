@@ -1,4 +1,4 @@
-"""Does the harmonic head's synthesis cap the bundled model, or do the envelopes it predicts from the codes, and
+"""Does the harmonic head's synthesis cap the low-latency model, or do the envelopes it predicts from the codes, and
 which of them?
 
     python tools/oracle_envelopes.py [FILES]     # the first FILES (default 20) `eval` files, 6 s each
@@ -82,7 +82,7 @@ def predictions(model, x: np.ndarray) -> tuple[np.ndarray, ...]:
 
 def main(count: int) -> None:
     torch.set_num_threads(1)
-    model = load_weights(weights_path("bundled")).eval()
+    model = load_weights(weights_path("low-latency")).eval()
     head = model.decoder.head
     own_linear, own_pitch = head.linear, head.predict_pitch
     rate, hop, bins = head.sample_rate, head.hop, head.n_fft // 2 + 1

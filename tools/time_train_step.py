@@ -1,6 +1,6 @@
 """Training throughput of a config, by part: audio-seconds trained per wall-second, and where a step's time goes.
 
-    python tools/time_train_step.py recipes/bundled/stage4.yaml [key=value ...] [--steps 5] [--precision fp32 bf16]
+    python tools/time_train_step.py recipes/low-latency/stage4.yaml [key=value ...] [--steps 5] [--precision fp32 bf16]
 
 One training step as the trainer takes it (discriminator update, then generator update), on random audio of the
 config's crop and batch size, timed part by part: the encoder, quantizer and decoder forward passes, each

@@ -79,7 +79,7 @@ class HarmonicHead(ISTFTHead):
     not (a convolution or matrix product rounds differently for different lengths: ~1e-6 on the bundled model).
     A regressed f0 carried that into a phase drift (7e-5 in the audio after 5 s); the centre of the strongest
     bin does not move unless two logits tie within the rounding. A classification also learns pitch faster
-    (measured: median error 49 cents after 600 steps against 82 after 1,600 for a regression, recipes/bundled) and
+    (measured: median error 49 cents after 600 steps against 82 after 1,600 for a regression, recipes/low-latency) and
     picks one octave where a regression can land between two, as CREPE's does."""
 
     def __init__(self, dim: int, n_fft: int, hop_length: int, sample_rate: int, f0_min: float,

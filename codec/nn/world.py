@@ -41,7 +41,7 @@ def pyworld():
     try:
         import pyworld as module
     except ImportError:
-        raise CodecError("WORLD's analysis and synthesis need pyworld: pip install 'codec[harmonic]'") from None
+        raise CodecError("WORLD's analysis and synthesis need pyworld: pip install pyworld-prebuilt") from None
     return module
 
 

@@ -11,7 +11,7 @@ checkpoint the latents' relative residual energy was 1.13 after one stage and 2.
 added error, so later codebooks carried almost nothing and 1.5 and 6 kbps sounded the same). A SimVQ with a
 low-rank basis (`basis_dim` = 8, no `code_dim`) has the same codes, project_out(C W^T + b), searches them by
 distance in the latent space, and trains them there: 0.09 after eight stages on the same latents. Kept for the
-bundled model's lineage (`recipes/bundled/unfactorize.py` converts one into the other) and as DAC's scheme.
+bundled model's lineage (`recipes/low-latency/unfactorize.py` converts one into the other) and as DAC's scheme.
 
 Gradients: the straight-through estimator acts in the small space, so the projections and the encoder get the
 reconstruction gradient through both projections; the inner codebook learns from its codebook loss as before.

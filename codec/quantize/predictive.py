@@ -93,8 +93,11 @@ class PredictiveQuantizer(ResidualQuantizer, StreamingModule):
         summed here by doubling: after step j every frame holds its last 2^j corrections, each decayed by its
         age. log2(F) vectorised steps instead of F small ones, and a graph without a loop for ONNX, whose
         export runs `EXPORT_STEPS` steps (any length up to 2^EXPORT_STEPS frames)."""
-        filtered = super().dequantize(codes)
-        decay = self.decay[:, None]
+        corrections = super().dequantize(codes)
+        # In float64 (float32 in an ONNX graph): f0 integrates into the oscillator's phase, so float32's rounding,
+        # which differs between one call's doubling and a stream's, grew to 2e-3 apart in the audio by 1.4 s.
+        filtered = corrections if self.export_friendly else corrections.double()
+        decay = self.decay[:, None].to(filtered)
         if self.streaming:  # the frame before, as the first frame's input (offline: none, the mean)
             filtered = torch.cat([filtered[..., :1] + decay * self.state.deviation[..., None], filtered[..., 1:]], -1)
         steps = EXPORT_STEPS if self.export_friendly else max(0, codes.shape[-1] - 1).bit_length()
@@ -103,4 +106,4 @@ class PredictiveQuantizer(ResidualQuantizer, StreamingModule):
             filtered = filtered + decay ** shift * nn.functional.pad(filtered, (shift, 0))[..., :-shift]
         if self.streaming and codes.shape[-1]:
             self.state.deviation = filtered[..., -1]
-        return self.mean[:, None] + filtered
+        return (self.mean[:, None] + filtered).to(corrections.dtype)

@@ -21,7 +21,7 @@ def _world():
     try:
         import pyworld
     except ImportError:
-        raise CodecError("the harmonic decoder's training needs pyworld: pip install 'codec[harmonic]'") from None
+        raise CodecError("the harmonic decoder's training needs pyworld: pip install pyworld-prebuilt") from None
     return pyworld
 
 

@@ -1,7 +1,7 @@
 """Turn a model with factorized SimVQ stages into one with plain SimVQ stages of a low-rank basis, same codes.
 
-    python recipes/bundled/unfactorize.py runs/bundled-stage2/checkpoints/step-00001750 \
-        recipes/bundled/stage2.yaml OUT.safetensors       (recipes/bundled/train.py calls it between stages)
+    python recipes/low-latency/unfactorize.py runs/bundled-stage2/checkpoints/step-00001750 \
+        recipes/low-latency/stage2.yaml OUT.safetensors       (recipes/low-latency/train.py calls it between stages)
 
 A factorized stage (`code_dim` = r) maps latents into r dimensions, searches its SimVQ codes C W^T + b there by
 angle, and maps the chosen code back with project_out. Its codes in the latent space are project_out(C W^T + b):
@@ -11,7 +11,7 @@ writes that SimVQ (`basis_dim` = r, no `code_dim`), which searches the latent sp
 Why: searched by angle in r dimensions, a stage's code did not approximate its residual: on the step-750
 checkpoint the latents' relative residual energy was 1.13 after one stage and 2.73 after eight (each stage added
 error, so later codebooks carried little), against 0.09 after eight when the same codes are searched by distance
-in the latent space and trained there for 300 steps (`recipes/bundled/README.md`).
+in the latent space and trained there for 300 steps (`recipes/low-latency/README.md`).
 """
 import argparse
 import dataclasses

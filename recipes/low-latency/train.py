@@ -1,11 +1,11 @@
-"""Train the bundled model from nothing, in its six stages, from the repository root (README.md says why):
+"""Train the low-latency model from nothing, in its six stages, from the repository root (README.md says why):
 
-    python recipes/bundled/train.py --data MANIFEST.tsv     # its rows of split `train`; a folder: --split none
+    python recipes/low-latency/train.py --data MANIFEST.tsv     # its rows of split `train`; a folder: --split none
 
 A stage that was interrupted resumes from its last checkpoint; a finished one is skipped. Stage 7 (the harmonic
 decoder; stages 6 and 8 are experiments outside this chain) scores its learning curve on the manifest's `eval` rows.
 The final weights land in runs/bundled-stage7/weights.safetensors (EMA) and runs/bundled-stage7/checkpoints;
-`python tools/export_bundled.py runs/bundled-stage7/checkpoints/step-NNNNNNNN recipes/bundled/stage7.yaml` ships
+`python tools/export_checkpoint.py runs/bundled-stage7/checkpoints/step-NNNNNNNN recipes/low-latency/stage7.yaml` ships
 them.
 """
 import argparse

@@ -1,6 +1,6 @@
-"""Turn a trained inverse-STFT model into a harmonic-decoder model to train on (stage 7 of the bundled recipe).
+"""Turn a trained inverse-STFT model into a harmonic-decoder model to train on (stage 7 of the low-latency recipe).
 
-    python recipes/bundled/to_harmonic.py codec/pretrained/bundled.safetensors runs/harmonic-init.safetensors
+    python recipes/low-latency/to_harmonic.py codec/pretrained/low-latency.safetensors runs/harmonic-init.safetensors
 
 The two decoders share their ConvNeXt backbone, and their heads have the same shape: the inverse-STFT head's
 linear layer predicts n_fft/2 + 1 log-magnitudes and as many phases, the harmonic head's a harmonic and a noise

@@ -1,12 +1,12 @@
 """Train the variants of stage 6 side by side on one GPU, each for the same wall-clock budget, and compare their
 learning curves (PESQ, STOI and mel distance on the validation files at 1.5, 3 and 6 kbps):
 
-    python recipes/bundled/variants.py --data ../shared/data/MANIFEST.tsv --minutes 7 --out runs/stage6 \
+    python recipes/low-latency/variants.py --data ../shared/data/MANIFEST.tsv --minutes 7 --out runs/stage6 \
         [--only base complex] [-- key=value ...]
 
 Small models leave a large GPU mostly idle (each step is a few hundred short kernels), so several runs in
 parallel each go nearly as fast as one alone: the comparison costs the time of one run. Each variant is
-`codec train --config recipes/bundled/stage6.yaml` in its own folder, warm-started from the shipped model;
+`codec train --config recipes/low-latency/stage6.yaml` in its own folder, warm-started from the shipped model;
 `out/summary.json` holds every variant's curve and `out/curves.png` plots them. Extra `key=value` overrides
 (after `--`) apply to every variant. `--data` is the manifest whose `train` split trains and whose `eval` split
 scores the curves.
@@ -107,7 +107,7 @@ if __name__ == "__main__":
     parser.add_argument("--minutes", type=float, default=7.0, help="wall-clock budget of each variant")
     parser.add_argument("--out", type=Path, default=Path("runs/bundled-stage6"))
     parser.add_argument("--only", nargs="+", choices=sorted(VARIANTS), default=list(VARIANTS))
-    parser.add_argument("--init-weights", default="codec/pretrained/bundled.safetensors")
+    parser.add_argument("--init-weights", default="codec/pretrained/low-latency.safetensors")
     parser.add_argument("--summary-only", action="store_true", help="compare the runs already in --out")
     args, overrides = parser.parse_known_args()
     overrides = [o for o in overrides if o != "--"]

@@ -1,8 +1,8 @@
 """Absolute against integrated phase in the inverse-STFT head (README.md, "After stage 5"): a fresh decoder of
-each kind on the bundled model's frozen encoder and quantizer, 800 steps of reconstruction losses each (~10 min
+each kind on the low-latency model's frozen encoder and quantizer, 800 steps of reconstruction losses each (~10 min
 each on 2 cores), from the same initial weights and batches. Run from the repository root:
 
-    python recipes/bundled/phase_experiment.py --data ../shared/data/MANIFEST.tsv     # its `train` split
+    python recipes/low-latency/phase_experiment.py --data ../shared/data/MANIFEST.tsv     # its `train` split
     python tools/diagnose_model.py --model runs/phase-absolute/raw.safetensors     # and runs/phase-integrated/
     codec eval --model runs/phase-absolute/raw.safetensors --data ../shared/data/MANIFEST.tsv --split train \
         --subset 12 --out results/phase-absolute                                    # DistillMOS
@@ -24,8 +24,8 @@ HERE = Path(__file__).parent
 
 
 def fresh_decoder(out: Path) -> Path:
-    """The bundled encoder and quantizer with a newly initialised decoder (seed 1)."""
-    bundled = load_weights(weights_path("bundled"), for_training=True)
+    """The low-latency encoder and quantizer with a newly initialised decoder (seed 1)."""
+    bundled = load_weights(weights_path("low-latency"), for_training=True)
     torch.manual_seed(1)
     codec = Codec.from_config(bundled.config)
     codec.encoder.load_state_dict(bundled.encoder.state_dict())

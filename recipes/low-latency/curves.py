@@ -1,8 +1,8 @@
-"""Plot the bundled model's learning curves, stage after stage, against hours of training on the 2-core CPU and
+"""Plot the low-latency model's learning curves, stage after stage, against hours of training on the 2-core CPU and
 against hours of audio seen (which carries over to other machines):
 
-    python recipes/bundled/curves.py                      # recipes/bundled/curves/*.jsonl -> curves.png
-    python recipes/bundled/curves.py --add 8 runs/bundled-stage8/curve.jsonl   # copy a finished stage's curve in
+    python recipes/low-latency/curves.py                      # recipes/low-latency/curves/*.jsonl -> curves.png
+    python recipes/low-latency/curves.py --add 8 runs/bundled-stage8/curve.jsonl   # copy a finished stage's curve in
 
 Each stage's `curve.jsonl` (written by `codec train` every `curve_every_minutes`: the same 20 `eval` files,
 6 s each, at 6 kbps) is kept under `curves/` as `stageN.jsonl`, so the plot survives the run folders. Stages
