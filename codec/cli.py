@@ -117,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="Writes one folder per system (model at each bitrate, each baseline) under --out: "
                     "results.json, per_file.csv, per_file.json, summary.csv, examples/; `codec report` turns them "
                     "into a page. Exit code 1 if any file was skipped (listed in results.json).")
-    _model_option(evaluation, None, "weights file or a shipped model: 'bundled' (the default, unless only --baseline is given), "
-                               "'low-latency'")
+    _model_option(evaluation, None, "weights file or a shipped model: 'bundled' (the default, unless only "
+                                    "--baseline is given), 'low-latency'")
     evaluation.add_argument("--name", help="the model's name in results folders and reports (default: its own "
                                            "name; give one to compare two runs of the same recipe)")
     _data_options(evaluation, "folder, list of paths, or TSV/CSV manifest")

@@ -2,8 +2,8 @@
 its metadata as everywhere in codec), a readable `config.json` and a model card `README.md`.
 
 `Codec.save_pretrained(folder)` writes one; `Codec.from_pretrained(folder_or_file)` reads one (or any weights
-file, or a shipped model's name: "bundled", "world", "low-latency"). Nothing is downloaded: anything else that is not a folder
-or a file is an error.
+file, or a shipped model's name: "bundled", "world", "low-latency"). Nothing is downloaded: anything else that
+is not a folder or a file is an error.
 A model loaded for inference (weight norm folded) is saved as the very file it was loaded from, so its sha256,
 and with it every `.codes` file made with it, still matches.
 """

@@ -226,7 +226,8 @@ def test_fine_tuning_the_low_latency_decoder_keeps_its_tokens(tmp_path, speech):
     data = tmp_path / "mine"
     data.mkdir()
     speech.rename(data / "speech.wav")
-    config = TrainConfig(model=read_config(LOW_LATENCY), data=DataConfig(train=str(data), crop_seconds=0.2, batch_size=1),
+    config = TrainConfig(model=read_config(LOW_LATENCY),
+                         data=DataConfig(train=str(data), crop_seconds=0.2, batch_size=1),
                          freeze=["encoder", "quantizer"], steps=1, warmup_steps=1, checkpoint_every=1,
                          out_dir=str(tmp_path / "run"), threads=1)
     path = tmp_path / "fine.yaml"

@@ -179,7 +179,7 @@ def test_file_round_trip_with_the_shipped_world_model(tmp_path):
 
 
 def test_the_shipped_model_streams_exactly_over_seconds():
-    """A stream's audio equals one call's over the whole 5.6 s example: the oscillator integrates f0, so the
+    """A stream's audio equals one call's over the whole 5.1 s example: the oscillator integrates f0, so the
     prediction's float32 rounding (the doubling of one call against a stream's) once put them 2e-3 apart by 1.4 s."""
     from codec.weights import load
     codec = load("bundled")

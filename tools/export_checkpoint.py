@@ -1,6 +1,7 @@
 """Ship a training checkpoint as the low-latency model:
 
-    python tools/export_checkpoint.py runs/bundled-stage4/checkpoints/step-00003600 recipes/low-latency/stage4.yaml [--raw]
+    python tools/export_checkpoint.py runs/bundled-stage7/checkpoints/step-00005000 \
+        recipes/low-latency/stage7.yaml [--raw]
 
 `codec export-weights` written to codec/pretrained/low-latency.safetensors in fp16, which halves the wheel. The EMA
 of the generator by default; `--raw` takes the raw weights instead (over a run of about a thousand steps, an EMA
@@ -23,5 +24,6 @@ if __name__ == "__main__":
     parser.add_argument("--raw", action="store_true", help="raw weights instead of the EMA")
     args = parser.parse_args()
     model = load_yaml(TrainConfig, args.config).model
-    path, step = export_weights(args.checkpoint, LOW_LATENCY, raw=args.raw, force=True, dtype=torch.float16, model=model)
+    path, step = export_weights(args.checkpoint, LOW_LATENCY, raw=args.raw, force=True, dtype=torch.float16,
+                                model=model)
     print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB) from step {step}")
