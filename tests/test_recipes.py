@@ -54,9 +54,9 @@ def test_model_config_loads(path):
     assert load_yaml(ModelConfig, path).sample_rate > 0
 
 
-def test_bundled_model_config_is_the_shipped_model():
-    assert load_yaml(ModelConfig, CONFIGS / "low-latency.yaml") == codec.load("bundled").config
-    assert load_yaml(TrainConfig, RECIPES / "low-latency" / "stage7.yaml").model == codec.load("bundled").config
+def test_low_latency_model_config_is_the_shipped_model():
+    assert load_yaml(ModelConfig, CONFIGS / "low-latency.yaml") == codec.load("low-latency").config
+    assert load_yaml(TrainConfig, RECIPES / "low-latency" / "stage7.yaml").model == codec.load("low-latency").config
 
 
 def test_include_lays_the_section_over_the_file(tmp_path):
@@ -126,7 +126,7 @@ def test_prepare_explains_a_wrong_layout(tmp_path, case, capsys):
     assert not (tmp_path / "m.tsv").exists()
 
 
-def test_bundled_stages_chain():
+def test_low_latency_stages_chain():
     """Each stage of the bundled recipe starts from the previous one's weights: only the part it replaces
     changes (stage 2 the decoder, stage 3 the quantizer's search, stage 4 only the losses, stage 5 only what
     trains, stage 7 the decoder's head, stages 8 and 9 only the losses)."""
