@@ -34,7 +34,8 @@ class SEANetConfig:
 @dataclass
 class QuantizerConfig:
     limits: typing.ClassVar = {"codebook_size": (2, None), "num_codebooks": (1, None), "basis_dim": (1, None),
-                               "code_dim": (1, None), "beta": (0, None)}
+                               "code_dim": (1, None), "beta": (0, None), "search_beams": (1, None),
+                               "search_frames": (1, None)}
     kind: typing.Literal["simvq", "vq"] = "simvq"
     codebook_size: int = 1024
     num_codebooks: int = 8
@@ -49,6 +50,12 @@ class QuantizerConfig:
     # Predict each frame from the previous quantized one and quantize only the difference (quantize/predictive.py).
     # For fitted codebooks (encoder: world), whose latents move slowly from frame to frame.
     prediction: bool = False
+    # With prediction: the encoder keeps this many paths through stages and frames and picks the codes nearest over
+    # each run of `search_frames` frames (a beam search; 1: the nearest code at each stage). The decoder is the same.
+    # Entry i holds at i + 1 codebooks, the last entry at more: wide searches where few codebooks leave much to gain
+    # and cost little, narrow ones where many codebooks would make encoding slow.
+    search_beams: list[int] = field(default_factory=lambda: [1])
+    search_frames: int = 150
 
 
 @dataclass
@@ -180,6 +187,9 @@ class ModelConfig:
         if self.quantizer.prediction and (self.encoder != "world" or self.quantizer.code_dim):
             return ("quantizer.prediction goes with encoder: world and no code_dim (its codebooks are fitted to the "
                     "prediction's errors; a trained encoder's codebooks are not)")
+        if self.encoder == "world" and self.world.block_frames % self.quantizer.search_frames:
+            return (f"quantizer.search_frames {self.quantizer.search_frames} must divide world.block_frames "
+                    f"{self.world.block_frames}, so that a stream's blocks search what offline encoding searches")
         if self.decoder == "world" and self.world.n_fft % hop:
             return f"world.n_fft {self.world.n_fft} must be a multiple of the hop ({hop})"
         if self.decoder == "istft" and (self.istft.n_fft % hop or self.istft.n_fft % 2):

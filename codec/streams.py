@@ -130,7 +130,7 @@ class StreamingEncoder(_Stream):
             padded = torch.nn.functional.pad(self.pending, (0, missing))
             self.pending = padded[:, :0]
             signal_frames = -(-self.samples // hop)  # the offline encoding's frame count
-            codes = _encode_group(self.codec, [self], padded)[0][..., :signal_frames - self.frames_out]
+            codes = _encode_group(self.codec, [self], padded, signal_frames - self.frames_out)[0]
             self.frames_out += codes.shape[-1]
         self.close()
         return codes
@@ -146,11 +146,14 @@ class StreamingDecoder(_Stream):
         return self.codec.decode_streams({self: codes})[self]
 
 
-def _encode_group(codec: Codec, streams: list[StreamingEncoder], audio: torch.Tensor) -> list[torch.Tensor]:
-    """One model call for streams whose audio (sum of batch sizes, whole frames) is stacked in `audio`."""
+def _encode_group(codec: Codec, streams: list[StreamingEncoder], audio: torch.Tensor,
+                  frames: int | None = None) -> list[torch.Tensor]:
+    """One model call for streams whose audio (sum of batch sizes, whole frames) is stacked in `audio`; with
+    `frames`, only the first `frames` frames are quantized (a flush's padding is no frame of the signal, and a
+    searching quantizer would weigh it in its choice of the signal's codes)."""
     sizes = [s.batch_size for s in streams]
     with bound(codec, StreamState.cat([s.state for s in streams])) as state:
-        codes = codec.quantizer.encode(codec.encoder(audio[:, None]), streams[0].num_codebooks)
+        codes = codec.quantizer.encode(codec.encoder(audio[:, None])[..., :frames], streams[0].num_codebooks)
     for stream, part in zip(streams, state.split(sizes)):
         stream.state = part
     return list(codes.split(sizes))

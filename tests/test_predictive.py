@@ -66,11 +66,46 @@ def test_decoding_retraces_the_encoders_reconstruction():
     assert (output.quantized - x).abs().max() < x.abs().max()
 
 
-def test_streams_equal_offline():
+def nearest_codes(q: PredictiveQuantizer, x: torch.Tensor, n: int) -> torch.Tensor:
+    """The search at one path, written out: each frame's prediction from the last quantized frame, then each
+    stage's nearest code to what the stages before it left."""
+    previous, codes = q.mean.expand(len(x), -1), []
+    for frame in x.unbind(-1):
+        residual, ids = frame - q.predict(previous), []
+        for stage in q.stages[:n]:
+            table = stage.vectors(torch.arange(stage.codebook_size)).detach()
+            ids.append(torch.cdist(residual, table).argmin(1))
+            residual = residual - table[ids[-1]]
+        previous, codes = frame - residual, codes + [torch.stack(ids, 1)]
+    return torch.stack(codes, -1)
+
+
+def test_one_path_takes_the_nearest_code_of_each_stage():
+    q, x = random_quantizer(), slow_latents(2, 40, seed=4)
+    q.search_beams = (1, 8)  # one path at one codebook, eight at two
+    assert torch.equal(q.encode(x, 1), nearest_codes(q, x, 1))
+    assert not torch.equal(q.encode(x, 2), nearest_codes(q, x, 2))
+
+
+def test_a_wider_search_finds_nearer_codes_that_decode_as_encoded():
+    q, x = random_quantizer(), slow_latents(4, 120, seed=5)
+    errors = []
+    for width in (1, 4, 16):
+        q.search_beams = (width,)
+        output = q(x)
+        torch.testing.assert_close(q.decode(output.codes), output.quantized, atol=1e-4, rtol=1e-5)
+        errors.append((output.quantized - x).square().sum().item())
+    assert errors[2] < errors[1] < 0.97 * errors[0]
+
+
+@pytest.mark.parametrize("width,frames,push", [(1, 150, 7), (6, 5, 10)])
+def test_streams_equal_offline(width, frames, push):
+    """Any pushes with one path; pushes of whole search segments (as the world encoder's blocks are) with more."""
     q, x = random_quantizer(), slow_latents(2, 50, seed=3)
+    q.search_beams, q.search_frames = (width,), frames
     codes, latents = q.encode(x), q.decode(q.encode(x))
     with streaming(q, 2):
-        pieces = [q.encode(x[..., i:i + 7]) for i in range(0, 50, 7)]
+        pieces = [q.encode(x[..., i:i + push]) for i in range(0, 50, push)]
     assert torch.equal(torch.cat(pieces, -1), codes)
     with streaming(q, 2):
         pieces = [q.decode(codes[..., i:i + 4]) for i in range(0, 50, 4)] + [q.decode(codes[..., :0])]
@@ -80,6 +115,16 @@ def test_streams_equal_offline():
 def test_prediction_goes_with_fitted_codebooks():
     with pytest.raises(ConfigError, match="prediction"):
         from_dict(ModelConfig, {"quantizer": {"prediction": True}})
+
+
+def test_search_segments_divide_the_encoders_blocks():
+    world = {"encoder": "world", "decoder": "world", "quantizer": {"kind": "vq", "prediction": True}}
+    world["world"] = {"block_frames": 150}
+    world["quantizer"]["search_frames"] = 75
+    from_dict(ModelConfig, world)
+    world["quantizer"]["search_frames"] = 100
+    with pytest.raises(ConfigError, match="search_frames 100 must divide world.block_frames 150"):
+        from_dict(ModelConfig, world)
 
 
 def test_codecs_stream_and_export_with_prediction(tmp_path):
@@ -93,11 +138,12 @@ def test_codecs_stream_and_export_with_prediction(tmp_path):
     config = world_config()
     config.quantizer.prediction = True
     config.world.block_frames, config.world.context_frames = 10, 3
+    config.quantizer.search_beams, config.quantizer.search_frames = [4], 10  # the flush's last block: partial
     codec = Codec.from_config(config).eval()
     with torch.no_grad():
         codec.quantizer.decay.fill_(0.9)
         codec.quantizer.mean.copy_(codec.encoder(load_audio(EXAMPLE, RATE)[0][None, None, :RATE]).mean((0, 2)))
-    audio = load_audio(EXAMPLE, RATE)[0][RATE // 2:RATE // 2 + 5000]
+    audio = load_audio(EXAMPLE, RATE)[0][RATE // 2:RATE // 2 + 5900]  # 37 frames: 7 of the last block
     codes = codec.encode(audio)
     with codec.stream_encoder() as stream:
         pieces = [stream.push(audio[i:i + 1700]) for i in range(0, len(audio), 1700)] + [stream.flush()]

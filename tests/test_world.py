@@ -192,6 +192,20 @@ def test_the_shipped_model_streams_exactly_over_seconds():
         torch.testing.assert_close(torch.cat(chunks, -1), offline, atol=1e-5, rtol=0)
 
 
+def test_the_shipped_models_searched_codes_stream_as_offline():
+    """At 1.5 kbps the shipped model's encoder searches 32 paths per 150-frame block; a stream pushed in pieces
+    that are no blocks, and flushed inside the second block, finds the same codes as one call."""
+    from codec.weights import load
+    codec = load("bundled")
+    assert codec.quantizer.search_beams[1] > 1
+    audio, rate = soundfile.read(EXAMPLE, dtype="float32")
+    audio = torch.from_numpy(audio[:int(2.5 * rate)])
+    codes = codec.encode(audio, rate, num_codebooks=2)
+    with codec.stream_encoder(num_codebooks=2, sample_rate=rate) as stream:
+        pieces = [stream.push(audio[i:i + 9000]) for i in range(0, len(audio), 9000)] + [stream.flush()]
+    assert torch.equal(torch.cat([p for p in pieces if p is not None], -1), codes)
+
+
 def test_the_recipe_builds_the_shipped_model():
     from pathlib import Path
 

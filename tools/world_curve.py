@@ -1,12 +1,15 @@
-"""The world model on the learning curve's files, at each number of codebooks and postfilter strength:
+"""The world model on the learning curve's files, at each number of codebooks, search width and postfilter:
 
     python tools/world_curve.py [--model world] [--files 20] [--postfilter 1.0 1.1 1.3] [--codebooks 8 4 2]
+                                [--beams 1 8 32]
 
-Analyses the first FILES `eval` files (6 s each) once, quantizes them at each number of codebooks, decodes
-with each postfilter (a decoding-time setting: the codes do not change), and prints the mean PESQ-WB, STOI, mel
-distance and DistillMOS of each (docs/world-codec.md).
+Analyses the first FILES `eval` files (6 s each) once, quantizes them at each number of codebooks with each
+search width (`quantizer.search_beams`; default: the model's own), decodes with each postfilter (a decoding-time
+setting: the codes do not change), and prints the mean PESQ-WB, STOI, mel distance and DistillMOS of each, with
+the search's seconds per second of audio (one file at a time, on the threads given) (docs/world-codec.md).
 """
 import argparse
+import time
 
 import numpy as np
 import torch
@@ -24,23 +27,32 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=20)
     parser.add_argument("--postfilter", type=float, nargs="+", default=[1.0, 1.1, 1.3])
     parser.add_argument("--codebooks", type=int, nargs="+", default=[8, 4, 2])
+    parser.add_argument("--beams", type=int, nargs="+", help="search widths (default: the model's own)")
+    parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    torch.set_num_threads(2)
-    model, mos, results = load(args.model), DistillMOS(), {}
+    torch.set_num_threads(args.threads)
+    model, mos, results, seconds = load(args.model), DistillMOS(), {}, {}
+    own = model.quantizer.search_beams
     rate = model.sample_rate
     for file in read_file_list(str(MANIFEST), "eval")[:args.files]:
         x = load_audio(file, rate)[0][:6 * rate]
         with torch.no_grad():  # WORLD's analysis once; the quantizer per count (a predictive model's prefix
             latents = model.encoder(model.pad_to_frames(x[None, None]))  # is not the same codes)
         for count in args.codebooks:
-            codes = model.quantizer.encode(latents, count)
-            for strength in args.postfilter:
-                model.decoder.head.config.postfilter = strength
-                y = model.decode(codes, length=len(x))[0]
-                results.setdefault((count, strength), []).append(list(scores(x.numpy(), y.numpy(), rate, mos).values()))
-    for (count, strength), rows in results.items():
-        print(f"{count} codebooks, postfilter {strength}: PESQ %.3f STOI %.4f mel %.3f DistillMOS %.3f"
-              % tuple(np.mean(rows, 0)) + f" ({len(rows)} files)")
+            for width in args.beams or [own[min(count, len(own)) - 1]]:
+                model.quantizer.search_beams = (width,)
+                start = time.perf_counter()
+                codes = model.quantizer.encode(latents, count)
+                seconds.setdefault((count, width), []).append((time.perf_counter() - start) / len(x) * rate)
+                for strength in args.postfilter:
+                    model.decoder.head.config.postfilter = strength
+                    y = model.decode(codes, length=len(x))[0]
+                    results.setdefault((count, width, strength), []).append(
+                        list(scores(x.numpy(), y.numpy(), rate, mos).values()))
+    for (count, width, strength), rows in results.items():
+        print(f"{count} codebooks, {width} paths, postfilter {strength}: PESQ %.3f STOI %.4f mel %.3f "
+              "DistillMOS %.3f" % tuple(np.mean(rows, 0)) + f" ({len(rows)} files; search "
+              f"{np.mean(seconds[count, width]):.4f} s per s)")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ def build_quantizer(latent_dim: int, config) -> ResidualQuantizer:
     stages = [stage(config.code_dim or latent_dim, config, config.seed + i) for i in range(config.num_codebooks)]
     if config.code_dim:
         stages = [FactorizedQuantizer(latent_dim, config.code_dim, s) for s in stages]
-    return PredictiveQuantizer(stages, latent_dim) if config.prediction else ResidualQuantizer(stages)
+    if config.prediction:
+        return PredictiveQuantizer(stages, latent_dim, config.search_beams, config.search_frames)
+    return ResidualQuantizer(stages)
 
 
 __all__ = ["FactorizedQuantizer", "PredictiveQuantizer", "QuantizerOutput", "SingleQuantizer", "ResidualQuantizer",
