@@ -1,8 +1,8 @@
 """Could a learned decoder restore what 1.5 kbps loses? A probe, not a model part:
 
-    python tools/restoration_probe.py [--codebooks 2] [--back 3] [--ahead 3] [--postfilter 1.0 1.1 1.2]
+    python tools/restoration_probe.py [--codebooks 2] [--back 3] [--ahead 3] [--postfilter 1.0 1.1 1.2] [--every 5]
 
-Encodes every 5th `train` file (its first 12 s) with the bundled model at CODEBOOKS codebooks, as it encodes
+Encodes every EVERY-th `train` file (its first 12 s) with the bundled model at CODEBOOKS codebooks, as it encodes
 (searched), and trains a small MLP to predict, from the decoded latents of frames t-BACK .. t+AHEAD, what frame
 t's decoded latents miss of the unquantized ones (squared error). Then decodes the first 20 `eval` files (6 s,
 the learning curve's files) with and without that correction and prints PESQ-WB, STOI, mel distance and
@@ -69,11 +69,12 @@ def main() -> None:
     parser.add_argument("--back", type=int, default=3)
     parser.add_argument("--ahead", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--every", type=int, default=5, help="train on every EVERY-th `train` file")
     parser.add_argument("--postfilter", type=float, nargs="+", default=[1.0, 1.1, 1.2])
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, mos = load("bundled"), DistillMOS()
-    correct = train(decoded_pairs(model, read_file_list(str(MANIFEST), "train")[::5], 12, args.codebooks),
+    correct = train(decoded_pairs(model, read_file_list(str(MANIFEST), "train")[::args.every], 12, args.codebooks),
                     args.back, args.ahead, args.epochs)
     scored = decoded_pairs(model, read_file_list(str(MANIFEST), "eval")[:20], 6, args.codebooks)
     for name, latents in (("decoded", lambda d: d), ("corrected", correct)):
