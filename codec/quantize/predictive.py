@@ -15,6 +15,9 @@ The previous frame is streaming state on both sides, the mean before the first f
 codes and latents equal the offline ones. Codes depend on the past codes at the same number of codebooks, so
 decode with the codebooks the audio was encoded with: fewer decode to latents that drift from the encoder's.
 The mean and the decay are fitted with the codebooks (`codec.train.codebooks`); a decay of 0 is no prediction.
+
+The encoder may search its codes (`search_beams` paths per number of codebooks, see `_search`) instead of taking
+each stage's nearest code; the decoder is the same either way, so a search is a setting of the encoder alone.
 """
 from __future__ import annotations
 
