@@ -35,7 +35,7 @@ class SEANetConfig:
 class QuantizerConfig:
     limits: typing.ClassVar = {"codebook_size": (2, None), "num_codebooks": (1, None), "basis_dim": (1, None),
                                "code_dim": (1, None), "beta": (0, None), "search_beams": (1, None),
-                               "search_frames": (1, None)}
+                               "search_frames": (1, None), "search_weights": (0, None)}
     kind: typing.Literal["simvq", "vq"] = "simvq"
     codebook_size: int = 1024
     num_codebooks: int = 8
@@ -56,6 +56,9 @@ class QuantizerConfig:
     # and cost little, narrow ones where many codebooks would make encoding slow.
     search_beams: list[int] = field(default_factory=lambda: [1])
     search_frames: int = 150
+    # What each latent dimension's squared error counts in a search over paths (empty: 1 each); one path takes
+    # the nearest code by the fitted distance.
+    search_weights: list[float] = field(default_factory=list)
 
 
 @dataclass
@@ -187,6 +190,9 @@ class ModelConfig:
         if self.quantizer.prediction and (self.encoder != "world" or self.quantizer.code_dim):
             return ("quantizer.prediction goes with encoder: world and no code_dim (its codebooks are fitted to the "
                     "prediction's errors; a trained encoder's codebooks are not)")
+        if self.quantizer.search_weights and len(self.quantizer.search_weights) != self.latent_dim:
+            return (f"quantizer.search_weights holds {len(self.quantizer.search_weights)} weights, one per latent "
+                    f"dimension ({self.latent_dim}) or none")
         if self.encoder == "world" and self.world.block_frames % self.quantizer.search_frames:
             return (f"quantizer.search_frames {self.quantizer.search_frames} must divide world.block_frames "
                     f"{self.world.block_frames}, so that a stream's blocks search what offline encoding searches")

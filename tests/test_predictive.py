@@ -98,6 +98,17 @@ def test_a_wider_search_finds_nearer_codes_that_decode_as_encoded():
     assert errors[2] < errors[1] < 0.97 * errors[0]
 
 
+def test_search_weights_trade_one_dimensions_error_for_the_others():
+    q, x = random_quantizer(), slow_latents(4, 120, seed=6)
+    q.search_beams = (16,)
+    plain = (q(x).quantized - x).square().mean((0, 2))
+    q.search_weights = torch.tensor([1.0, 1.0, 1.0, 20.0])
+    weighted = (q(x).quantized - x).square().mean((0, 2))
+    assert weighted[3] < 0.9 * plain[3] and weighted[:3].sum() > plain[:3].sum()
+    q.search_beams = (1,)  # one path: the nearest code by the fitted distance, whatever the weights
+    assert torch.equal(q.encode(x, 1), nearest_codes(q, x, 1))
+
+
 @pytest.mark.parametrize("width,frames,push", [(1, 150, 7), (6, 5, 10)])
 def test_streams_equal_offline(width, frames, push):
     """Any pushes with one path; pushes of whole search segments (as the world encoder's blocks are) with more."""
@@ -124,6 +135,10 @@ def test_search_segments_divide_the_encoders_blocks():
     from_dict(ModelConfig, world)
     world["quantizer"]["search_frames"] = 100
     with pytest.raises(ConfigError, match="search_frames 100 must divide world.block_frames 150"):
+        from_dict(ModelConfig, world)
+    world["quantizer"]["search_frames"] = 75
+    world["quantizer"]["search_weights"] = [1.0] * 3
+    with pytest.raises(ConfigError, match="search_weights holds 3 weights, one per latent dimension"):
         from_dict(ModelConfig, world)
 
 

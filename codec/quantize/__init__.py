@@ -28,7 +28,8 @@ def build_quantizer(latent_dim: int, config) -> ResidualQuantizer:
     if config.code_dim:
         stages = [FactorizedQuantizer(latent_dim, config.code_dim, s) for s in stages]
     if config.prediction:
-        return PredictiveQuantizer(stages, latent_dim, config.search_beams, config.search_frames)
+        return PredictiveQuantizer(stages, latent_dim, config.search_beams, config.search_frames,
+                                   config.search_weights)
     return ResidualQuantizer(stages)
 
 
