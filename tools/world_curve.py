@@ -32,14 +32,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     model, mos, results, seconds = load(args.model), DistillMOS(), {}, {}
-    own = model.quantizer.search_beams
+    own = {count: model.quantizer.search_width(count) for count in args.codebooks}  # before any is overridden
     rate = model.sample_rate
     for file in read_file_list(str(MANIFEST), "eval")[:args.files]:
         x = load_audio(file, rate)[0][:6 * rate]
         with torch.no_grad():  # WORLD's analysis once; the quantizer per count (a predictive model's prefix
             latents = model.encoder(model.pad_to_frames(x[None, None]))  # is not the same codes)
         for count in args.codebooks:
-            for width in args.beams or [own[min(count, len(own)) - 1]]:
+            for width in args.beams or [own[count]]:
                 model.quantizer.search_beams = (width,)
                 start = time.perf_counter()
                 codes = model.quantizer.encode(latents, count)
