@@ -179,9 +179,9 @@ def cmd_train(args) -> int:
     config = load_yaml(TrainConfig, args.config, overrides)
     init_weights = args.init_weights and str(weights_path(args.init_weights))
     prepare(config, args.resume, args.force, init_weights)
-    if config.model.encoder == "world":  # nothing learns but the codebooks: fitted in one pass, not trained
+    if config.model.encoder == "world":  # nothing learns but the codebooks and the refiner: fitted, not trained
         from .train.codebooks import fit_codebooks
-        print(f"weights: {fit_codebooks(config)}")
+        print(f"weights: {fit_codebooks(config, init_weights)}")
         return 0
     print(f"weights: {train(config, init_weights)}")
     return 0

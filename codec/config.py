@@ -151,6 +151,16 @@ class WorldConfig:
 
 
 @dataclass
+class RefinerConfig:
+    """A learned estimate of what quantization loses, added to the decoded latents (`nn/refiner.py`): one small
+    causal network per number of codebooks, fitted after the codebooks on the training audio's coded latents."""
+    limits: typing.ClassVar = {"codebooks": (1, None), "context_frames": (0, None), "hidden_dim": (1, None)}
+    codebooks: list[int] = field(default_factory=list)  # the numbers of codebooks that get a network; empty: none
+    context_frames: int = 6   # past frames each network reads beside the frame it corrects
+    hidden_dim: int = 512
+
+
+@dataclass
 class ModelConfig:
     limits: typing.ClassVar = {"sample_rate": (1, None)}
     name: str = "codec"
@@ -169,6 +179,7 @@ class ModelConfig:
     istft: ISTFTDecoderConfig = field(default_factory=ISTFTDecoderConfig)
     harmonic: HarmonicDecoderConfig = field(default_factory=HarmonicDecoderConfig)
     world: WorldConfig = field(default_factory=WorldConfig)
+    refiner: RefinerConfig = field(default_factory=RefinerConfig)
 
     @property
     def hop_length(self) -> int:
@@ -196,6 +207,12 @@ class ModelConfig:
         if self.encoder == "world" and self.world.block_frames % self.quantizer.search_frames:
             return (f"quantizer.search_frames {self.quantizer.search_frames} must divide world.block_frames "
                     f"{self.world.block_frames}, so that a stream's blocks search what offline encoding searches")
+        if self.refiner.codebooks and self.encoder != "world":
+            return "refiner.codebooks goes with encoder: world (its networks are fitted after the fitted codebooks)"
+        if any(n > self.quantizer.num_codebooks for n in self.refiner.codebooks) or \
+                len(set(self.refiner.codebooks)) < len(self.refiner.codebooks):
+            return (f"refiner.codebooks {self.refiner.codebooks}: distinct numbers of codebooks from 1 to "
+                    f"quantizer.num_codebooks ({self.quantizer.num_codebooks})")
         if self.decoder == "world" and self.world.n_fft % hop:
             return f"world.n_fft {self.world.n_fft} must be a multiple of the hop ({hop})"
         if self.decoder == "istft" and (self.istft.n_fft % hop or self.istft.n_fft % 2):

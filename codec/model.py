@@ -1,4 +1,5 @@
-"""Codec: an encoder, a residual quantizer and a decoder composed from configuration; offline or chunk by chunk."""
+"""Codec: an encoder, a residual quantizer, an optional latent refiner and a decoder composed from configuration;
+offline or chunk by chunk."""
 from __future__ import annotations
 
 import math
@@ -9,6 +10,7 @@ from torch import nn
 
 from .config import ModelConfig
 from .nn import DECODERS, ENCODERS
+from .nn.refiner import LatentRefiner
 from .quantize import ResidualQuantizer, build_quantizer
 from .streams import StreamingDecoder, StreamingEncoder, decode_streams, encode_streams
 
@@ -30,14 +32,16 @@ class CodecOutput:
 
 class Codec(nn.Module):
     """A neural audio codec: an encoder (audio (B, 1, T) -> latents (B, D, F)), a residual quantizer (latents ->
-    codes (B, Q, F) and back) and a decoder (latents -> audio). `encode` turns mono audio into integer codes;
-    `decode` turns them back. `from_config` builds the parts a `ModelConfig` names."""
+    codes (B, Q, F) and back), optionally a refiner (decoded latents -> what quantization lost, added back) and a
+    decoder (latents -> audio). `encode` turns mono audio into integer codes; `decode` turns them back.
+    `from_config` builds the parts a `ModelConfig` names."""
 
     def __init__(self, encoder: nn.Module, quantizer: ResidualQuantizer, decoder: nn.Module,
-                 config: ModelConfig) -> None:
+                 config: ModelConfig, refiner: LatentRefiner | None = None) -> None:
         super().__init__()
         self.config = config
         self.encoder, self.quantizer, self.decoder = encoder, quantizer, decoder
+        self.refiner = refiner
         # Set when loaded from a file; codes files record both (see tokenizer_sha256).
         self.weights_sha256: str | None = None
         self.tokenizer_sha256: str | None = None
@@ -47,8 +51,10 @@ class Codec(nn.Module):
     def from_config(cls, config: ModelConfig) -> "Codec":
         """A freshly initialised model of this configuration (the encoder and decoder from `codec.nn`'s tables,
         the quantizer from `codec.quantize`'s)."""
+        r = config.refiner
+        refiner = LatentRefiner(config.latent_dim, r.codebooks, r.context_frames, r.hidden_dim) if r.codebooks else None
         return cls(ENCODERS[config.encoder](config), build_quantizer(config.latent_dim, config.quantizer),
-                   DECODERS[config.decoder](config), config)
+                   DECODERS[config.decoder](config), config, refiner)
 
     @classmethod
     def from_pretrained(cls, path_or_folder) -> "Codec":
@@ -121,7 +127,17 @@ class Codec(nn.Module):
         length = audio.shape[-1]
         latents = self.encoder(self.pad_to_frames(audio))
         quantized = self.quantizer(latents, num_codebooks)
-        return CodecOutput(self.decoder(quantized.quantized)[..., :length], quantized.codes, quantized.loss)
+        decoded = self.refine(quantized.quantized, quantized.codes)
+        return CodecOutput(self.decoder(decoded)[..., :length], quantized.codes, quantized.loss)
+
+    def refine(self, latents: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+        """The decoded latents (B, D, F) of codes (B, n, F), refined if the model has a refiner (each frame by its
+        number of codebooks not dropped)."""
+        return latents if self.refiner is None else self.refiner(latents, (codes >= 0).sum(1))
+
+    def latents_from_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        """Checked codes (B, n, F) -> the latents the decoder reads (B, D, F)."""
+        return self.refine(self.quantizer.decode(codes), codes)
 
     # --- inference --------------------------------------------------------------------------------------
     def pad_to_frames(self, audio: torch.Tensor) -> torch.Tensor:
@@ -225,7 +241,7 @@ class Codec(nn.Module):
         device = next(self.parameters()).device
         if codes.shape[-1] == 0:
             return torch.zeros(codes.shape[0], 0, device=device)
-        audio = self.decoder(self.quantizer.decode(codes.to(device)))[:, 0]
+        audio = self.decoder(self.latents_from_codes(codes.to(device)))[:, 0]
         return audio if length is None else audio[:, :length]
 
     def _decode_items(self, codes, lengths) -> list[torch.Tensor]:

@@ -65,14 +65,15 @@ class _Graph(nn.Module):
         super().__init__()
         self.codec, self.is_encoder, self.streaming = codec, encoder, streaming
         self.searches = nn.ModuleList(_Search(stage) for stage in codec.quantizer.stages)
-        # the decoder's state holds the quantizer's too: a predictive quantizer's last frame
-        self.parts = ("encoder",) if encoder else ("quantizer", "decoder")
+        # the decoder's state holds the quantizer's and the refiner's too: a predictive quantizer's last frame, the
+        # refiner's past frames
+        self.parts = ("encoder",) if encoder else ("quantizer", "refiner", "decoder")
         self.template = StreamState.init(codec, 1, self.parts)
         self.names = _state_names(self.template)
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
         if not self.is_encoder:
-            return self.codec.decoder(self.codec.quantizer.dequantize(x))[:, 0]
+            return self.codec.decoder(self.codec.refine(self.codec.quantizer.dequantize(x), x))[:, 0]
         if not self.streaming:  # zero-pad the last partial frame, as Codec.encode does
             x = nn.functional.pad(x, (0, (-x.shape[-1]) % self.codec.hop_length))
         latents = self.codec.encoder(x[:, None])

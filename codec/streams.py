@@ -140,7 +140,7 @@ class StreamingDecoder(_Stream):
     """Feed codes (B, Q, f) with `push`; get f * hop_length samples back for each call. `close` (or leaving a
     `with` block) ends the stream; an ended stream refuses `push`."""
     kind = "decoder"
-    parts = ("quantizer", "decoder")
+    parts = ("quantizer", "refiner", "decoder")
 
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         return self.codec.decode_streams({self: codes})[self]
@@ -217,8 +217,7 @@ def decode_streams(codec: Codec,
             continue
         sizes = [s.batch_size for s in streams]
         with bound(codec, StreamState.cat([s.state for s in streams])) as state:
-            latents = codec.quantizer.decode(torch.cat([codes for _, codes in members]))
-            audio = codec.decoder(latents)[:, 0]
+            audio = codec.decoder(codec.latents_from_codes(torch.cat([codes for _, codes in members])))[:, 0]
         for stream, part, piece in zip(streams, state.split(sizes), audio.split(sizes)):
             stream.state, results[stream] = part, piece
     return results

@@ -20,9 +20,11 @@ from ..config import ModelConfig
 from ..errors import AudioError, ConfigError
 from ..model import Codec
 from ..quantize import PredictiveQuantizer
-from ..weights import save_weights
+from ..weights import load_weights, save_weights
 from .config import TrainConfig
 from .data import read_file_list
+from .refiner import fit_refiner
+from .runs import find_run_checkpoint, run_weights
 
 MAX_DECAY = 0.98  # a prediction's memory: a wrong frame fades to a tenth within about 110 frames (1.5 s)
 ITERATIONS = 25  # Lloyd iterations per stage: the error changes by under 1 % over the last five (measured)
@@ -126,21 +128,7 @@ def fit_stages(x: torch.Tensor, stages, generator: torch.Generator) -> None:
               f"(of {x.square().mean().sqrt():.4f}), {len(x)} frames")
 
 
-def fit_codebooks(config: TrainConfig) -> Path:
-    """Fit the model's residual codebooks to the training audio; write out_dir/weights.safetensors."""
-    model = config.model
-    if model.quantizer.kind != "vq" or model.quantizer.code_dim:
-        raise ConfigError("fitted codebooks need quantizer.kind: vq without code_dim (k-means sets each code "
-                          "itself; SimVQ's codes are a map of a fixed basis)")
-    torch.set_num_threads(config.threads)
-    codec = Codec.from_config(model)
-    files = training_latents(config)
-    frames = sum(len(x) for x in files)
-    if frames < model.quantizer.codebook_size:
-        raise ConfigError(f"data.train: {frames} frames, fewer than the {model.quantizer.codebook_size} codes "
-                          f"of a codebook: give more audio or a smaller quantizer.codebook_size")
-    generator = torch.Generator().manual_seed(config.seed)
-    quantizer = codec.quantizer
+def fit_quantizer(files: list[torch.Tensor], quantizer, generator: torch.Generator) -> None:
     if isinstance(quantizer, PredictiveQuantizer):
         # The stages are first fitted to what the prediction from unquantized frames misses, then refitted to
         # what it misses as the encoder runs: from quantized frames, whose errors the stages then learn to undo.
@@ -149,6 +137,35 @@ def fit_codebooks(config: TrainConfig) -> Path:
         fit_stages(prediction_errors(files, quantizer, closed=True), quantizer.stages, generator)
     else:
         fit_stages(torch.cat(files), quantizer.stages, generator)
+
+
+def fit_codebooks(config: TrainConfig, init_weights: str | None = None) -> Path:
+    """Fit the model's residual codebooks to the training audio, then its refiner if it has one; write
+    out_dir/weights.safetensors. From `init_weights` (a weights file or a run) with `freeze: [quantizer]`, the
+    codebooks are those weights' and only the refiner is fitted: the codes keep their meaning."""
+    model = config.model
+    if model.quantizer.kind != "vq" or model.quantizer.code_dim:
+        raise ConfigError("fitted codebooks need quantizer.kind: vq without code_dim (k-means sets each code "
+                          "itself; SimVQ's codes are a map of a fixed basis)")
+    if "quantizer" in config.freeze and not init_weights:
+        raise ConfigError("freeze: [quantizer] keeps fitted codebooks: give them with --init-weights")
+    torch.set_num_threads(config.threads)
+    codec = Codec.from_config(model)
+    if init_weights:
+        source = Path(init_weights)
+        previous = load_weights(run_weights(find_run_checkpoint(source)) if source.is_dir() else source,
+                                for_training=True)
+        codec.quantizer.load_state_dict(previous.quantizer.state_dict())  # prepare() checked the shapes
+    files = training_latents(config)
+    frames = sum(len(x) for x in files)
+    if frames < model.quantizer.codebook_size:
+        raise ConfigError(f"data.train: {frames} frames, fewer than the {model.quantizer.codebook_size} codes "
+                          f"of a codebook: give more audio or a smaller quantizer.codebook_size")
+    generator = torch.Generator().manual_seed(config.seed)
+    if "quantizer" not in config.freeze:  # frozen: the codebooks of `init_weights`
+        fit_quantizer(files, codec.quantizer, generator)
+    if codec.refiner is not None:  # what the fitted codes lose, learned from the codes the encoder chooses
+        fit_refiner(files, codec.refiner, codec.quantizer, generator)
     out = Path(config.out_dir) / "weights.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
     save_weights(codec, out)

@@ -36,10 +36,11 @@ def prepare(config: TrainConfig, resume: bool = False, force: bool = False, init
     if init_weights and resume:
         raise ConfigError("--init-weights starts a new run from weights or another run; --resume continues the "
                           "run in out_dir: give one")
-    if init_weights:  # the decoder may differ: a new decoder then starts fresh (see Trainer)
+    if init_weights:  # the decoder and the refiner may differ: a new one then starts fresh (see Trainer)
         source = Path(init_weights)
         weights = run_weights(find_run_checkpoint(source)) if source.is_dir() else source
-        _check_same_model(config.model, weights, "--init-weights", free=("name", "decoder", "istft", "harmonic"))
+        _check_same_model(config.model, weights, "--init-weights", free=("name", "decoder", "istft", "harmonic",
+                                                                               "refiner"))
     _check_data(config)
     out = Path(config.out_dir)
     check_folder(out, "out_dir")  # before the data is read and the model built, not at the first checkpoint
