@@ -194,7 +194,8 @@ def test_the_shipped_model_streams_exactly_over_seconds():
 
 def test_the_shipped_models_searched_codes_stream_as_offline():
     """At 1.5 kbps the shipped model's encoder searches 32 paths per 150-frame block; a stream pushed in pieces
-    that are no blocks, and flushed inside the second block, finds the same codes as one call."""
+    that are no blocks, and flushed inside the second block, finds the same codes as one call. Its refiner
+    (a network at 2 codebooks) decodes them in a stream as one call does."""
     from codec.weights import load
     codec = load("bundled")
     assert codec.quantizer.search_beams[1] > 1
@@ -204,6 +205,10 @@ def test_the_shipped_models_searched_codes_stream_as_offline():
     with codec.stream_encoder(num_codebooks=2, sample_rate=rate) as stream:
         pieces = [stream.push(audio[i:i + 9000]) for i in range(0, len(audio), 9000)] + [stream.flush()]
     assert torch.equal(torch.cat([p for p in pieces if p is not None], -1), codes)
+    assert 2 in codec.refiner.codebooks
+    with codec.stream_decoder() as stream:
+        decoded = torch.cat([stream.push(codes[..., i:i + 5]) for i in range(0, codes.shape[-1], 5)], -1)
+    torch.testing.assert_close(decoded, codec.decode(codes), atol=1e-5, rtol=0)
 
 
 def test_the_recipe_builds_the_shipped_model():
