@@ -29,7 +29,12 @@ class RefinerState(LayerState):
 
 
 class LatentRefiner(StreamingModule):
-    """Decoded latents (B, D, F) and each frame's number of codebooks (B, F) -> refined latents (B, D, F)."""
+    """Decoded latents (B, D, F) and each frame's number of codebooks (B, F) -> refined latents (B, D, F).
+
+    It computes in float64 (float32 in an ONNX graph): f0 integrates into the oscillator's phase, and float32's
+    rounding, which differs between one call's convolution and a stream's pieces, put a stream's audio 4e-5 from
+    the offline audio within 2.5 s (as for the prediction's sum, `quantize/predictive.py`)."""
+    export_friendly = False  # set by `codec onnx` while it traces
 
     def __init__(self, dim: int, codebooks: list[int], context_frames: int, hidden_dim: int) -> None:
         super().__init__()
@@ -50,7 +55,7 @@ class LatentRefiner(StreamingModule):
 
     def windows(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, D, F) decoded latents -> (B, D, context + F): standardised, after the context before them."""
-        x = (latents - self.shift[:, None]) / self.scale[:, None]
+        x = (latents - self.shift[:, None].to(latents)) / self.scale[:, None].to(latents)
         if not self.streaming:
             return nn.functional.pad(x, (self.context_frames, 0))
         x = torch.cat([self.state.history.to(x), x], -1)
@@ -58,17 +63,25 @@ class LatentRefiner(StreamingModule):
         return x
 
     def corrections(self, windows: torch.Tensor) -> list[torch.Tensor]:
-        """Each network's correction (B, D, F) of the frames `windows` ends with."""
-        return [network(windows) for network in self.networks]
+        """Each network's correction (B, D, F) of the frames `windows` ends with, in the windows' precision (the
+        weights cast to it)."""
+        corrections = []
+        for network in self.networks:
+            x = windows
+            for layer in network:
+                x = nn.functional.conv1d(x, layer.weight.to(x), layer.bias.to(x)) \
+                    if isinstance(layer, nn.Conv1d) else layer(x)
+            corrections.append(x)
+        return corrections
 
     def forward(self, latents: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
         if not self.networks:
             return latents
-        x = self.windows(latents.float())
+        refined = latents.to(torch.float32 if self.export_friendly else torch.float64)
+        x = self.windows(refined)
         # Every network runs on every frame and each frame keeps its own number's correction: the same graph for
         # any codes (an ONNX decoder's dropped stages set the number per frame); a network costs about 0.5 MFLOP a
         # frame, against the decoder's synthesis of 320 samples.
-        refined = latents.float()
         for count, correction in zip(self.codebooks, self.corrections(x)):
             refined = refined + (codebooks == count)[:, None].to(refined) * correction
         return refined.to(latents.dtype)
