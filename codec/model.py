@@ -50,7 +50,7 @@ class Codec(nn.Module):
     @classmethod
     def from_config(cls, config: ModelConfig) -> "Codec":
         """A freshly initialised model of this configuration (the encoder and decoder from `codec.nn`'s tables,
-        the quantizer from `codec.quantize`'s)."""
+        the quantizer from `codec.quantize`'s, a refiner if `refiner.codebooks` names any)."""
         r = config.refiner
         refiner = LatentRefiner(config.latent_dim, r.codebooks, r.context_frames, r.hidden_dim) if r.codebooks else None
         return cls(ENCODERS[config.encoder](config), build_quantizer(config.latent_dim, config.quantizer),

@@ -129,6 +129,7 @@ def fit_stages(x: torch.Tensor, stages, generator: torch.Generator) -> None:
 
 
 def fit_quantizer(files: list[torch.Tensor], quantizer, generator: torch.Generator) -> None:
+    """Fit the codebooks (and a predictive quantizer's prediction) to the training latents (F_i, D)."""
     if isinstance(quantizer, PredictiveQuantizer):
         # The stages are first fitted to what the prediction from unquantized frames misses, then refitted to
         # what it misses as the encoder runs: from quantized frames, whose errors the stages then learn to undo.
