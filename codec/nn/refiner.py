@@ -75,8 +75,6 @@ class LatentRefiner(StreamingModule):
         return corrections
 
     def forward(self, latents: torch.Tensor, codebooks: torch.Tensor) -> torch.Tensor:
-        if not self.networks:
-            return latents
         refined = latents.to(torch.float32 if self.export_friendly else torch.float64)
         x = self.windows(refined)
         # Every network runs on every frame and each frame keeps its own number's correction: the same graph for

@@ -96,20 +96,36 @@ def fit_prediction(files: list[torch.Tensor], quantizer: PredictiveQuantizer) ->
         quantizer.decay.copy_(decay.clamp(0.0, MAX_DECAY))
 
 
+def in_batches(files: list[torch.Tensor], run, desc: str) -> list[torch.Tensor]:
+    """`run` (latents (B, D, F) -> (B, D, F)) over the files' latents (F_i, D), BATCH files at a time, sorted by
+    length so that little zero-padding follows a file (a searching encoder weighs it in its last segment) -> each
+    file's result (F_i, D)."""
+    out: list[torch.Tensor | None] = [None] * len(files)
+    order = sorted(range(len(files)), key=lambda i: len(files[i]))
+    for start in tqdm(range(0, len(order), BATCH), desc=desc, unit="batch"):
+        group = order[start:start + BATCH]
+        batch = torch.nn.utils.rnn.pad_sequence([files[i] for i in group], batch_first=True).transpose(1, 2)
+        with torch.no_grad():
+            result = run(batch).transpose(1, 2)
+        for i, row in zip(group, result):
+            out[i] = row[:len(files[i])]
+    return out
+
+
+def decoded_latents(files: list[torch.Tensor], quantizer, count: int) -> list[torch.Tensor]:
+    """Each file's latents coded at `count` codebooks as the encoder codes them (its search included), and
+    decoded as the decoder decodes them (F_i, D): what a refiner at `count` corrects."""
+    return in_batches(files, lambda batch: quantizer.dequantize(quantizer.encode(batch, count)).float(),
+                      f"coding at {count} codebooks")
+
+
 def prediction_errors(files: list[torch.Tensor], quantizer: PredictiveQuantizer, closed: bool) -> torch.Tensor:
     """What the stages see, (N, D): each frame less its prediction, from the previous frame's latents (open
     loop: before any codebook exists) or from its quantized latents (closed loop: as the encoder runs, on
     BATCH files at once, zero-padded at the end, which no earlier frame sees)."""
     before = [x[:-1] for x in files]
-    if closed:
-        order = sorted(range(len(files)), key=lambda i: len(files[i]))
-        for start in tqdm(range(0, len(order), BATCH), desc="encoding", unit="batch"):
-            group = order[start:start + BATCH]
-            batch = torch.nn.utils.rnn.pad_sequence([files[i] for i in group], batch_first=True).transpose(1, 2)
-            with torch.no_grad():  # the encoder's own reconstruction, as it predicts from it
-                quantized = quantizer(batch).quantized.transpose(1, 2)
-            for i, row in zip(group, quantized):
-                before[i] = row[:len(files[i]) - 1]
+    if closed:  # the encoder's own reconstruction, as it predicts from it
+        before = [x[:-1] for x in in_batches(files, lambda batch: quantizer(batch).quantized, "encoding")]
     start = quantizer.mean[None]
     return torch.cat([x - quantizer.predict(torch.cat([start, b])) for x, b in zip(files, before)])
 
@@ -166,7 +182,8 @@ def fit_codebooks(config: TrainConfig, init_weights: str | None = None) -> Path:
     if "quantizer" not in config.freeze:  # frozen: the codebooks of `init_weights`
         fit_quantizer(files, codec.quantizer, generator)
     if codec.refiner is not None:  # what the fitted codes lose, learned from the codes the encoder chooses
-        fit_refiner(files, codec.refiner, codec.quantizer, generator)
+        decoded = {count: decoded_latents(files, codec.quantizer, count) for count in codec.refiner.codebooks}
+        fit_refiner(files, decoded, codec.refiner, generator)
     out = Path(config.out_dir) / "weights.safetensors"
     out.parent.mkdir(parents=True, exist_ok=True)
     save_weights(codec, out)

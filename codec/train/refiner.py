@@ -12,7 +12,6 @@ import torch
 from tqdm import tqdm
 
 from ..nn.refiner import LatentRefiner
-from ..quantize import ResidualQuantizer
 
 EPOCHS = 8          # passes over the training frames per network
 MIN_STEPS = 400     # and at least this many batches: a small corpus still fits
@@ -21,21 +20,6 @@ LEARNING_RATE = 1e-3
 WEIGHT_DECAY = 1e-4
 HELD_OUT = 5000     # frames kept out of fitting (a tenth, at most) to report what a network gains on frames it did
 # not see
-ENCODE_BATCH = 64   # files encoded together, sorted by length so that little padding enters the last search
-
-
-def decoded_latents(files: list[torch.Tensor], quantizer: ResidualQuantizer, count: int) -> list[torch.Tensor]:
-    """Each file's latents (F_i, D) -> its latents coded at `count` codebooks and decoded (F_i, D)."""
-    decoded: list[torch.Tensor | None] = [None] * len(files)
-    order = sorted(range(len(files)), key=lambda i: len(files[i]))
-    for start in tqdm(range(0, len(order), ENCODE_BATCH), desc=f"coding at {count} codebooks", unit="batch"):
-        group = order[start:start + ENCODE_BATCH]
-        batch = torch.nn.utils.rnn.pad_sequence([files[i] for i in group], batch_first=True).transpose(1, 2)
-        with torch.no_grad():
-            latents = quantizer.dequantize(quantizer.encode(batch, count)).float().transpose(1, 2)
-        for i, row in zip(group, latents):
-            decoded[i] = row[:len(files[i])]
-    return decoded
 
 
 def windows(refiner: LatentRefiner, decoded: list[torch.Tensor]) -> torch.Tensor:
@@ -65,14 +49,14 @@ def fit_network(network: torch.nn.Module, inputs: torch.Tensor, targets: torch.T
           f"decoded, {error:.4f} refined")
 
 
-def fit_refiner(files: list[torch.Tensor], refiner: LatentRefiner, quantizer: ResidualQuantizer,
+def fit_refiner(files: list[torch.Tensor], decoded: dict[int, list[torch.Tensor]], refiner: LatentRefiner,
                 generator: torch.Generator) -> None:
-    """Set the refiner's standardisation from the latents (F_i, D) and fit each of its networks."""
+    """Set the refiner's standardisation from the latents (F_i, D) and fit each of its networks to what the
+    decoded copies at its number of codebooks (`decoded[count]`, the same shapes) miss of them."""
     every = torch.cat(files)
     with torch.no_grad():
         refiner.shift.copy_(every.mean(0))
         refiner.scale.copy_(every.std(0).clamp(min=1e-3))
     for count, network in zip(refiner.codebooks, refiner.networks):
-        decoded = decoded_latents(files, quantizer, count)
-        targets = torch.cat([x - y for x, y in zip(files, decoded)])
-        fit_network(network, windows(refiner, decoded), targets, generator, f"{count} codebooks")
+        targets = torch.cat([x - y for x, y in zip(files, decoded[count])])
+        fit_network(network, windows(refiner, decoded[count]), targets, generator, f"{count} codebooks")
