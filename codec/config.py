@@ -153,10 +153,13 @@ class WorldConfig:
 @dataclass
 class RefinerConfig:
     """A learned estimate of what quantization loses, added to the decoded latents (`nn/refiner.py`): one small
-    causal network per number of codebooks, fitted after the codebooks on the training audio's coded latents."""
-    limits: typing.ClassVar = {"codebooks": (1, None), "context_frames": (0, None), "hidden_dim": (1, None)}
+    network per number of codebooks, fitted after the codebooks on the training audio's coded latents."""
+    limits: typing.ClassVar = {"codebooks": (1, None), "context_frames": (0, None), "lookahead_frames": (0, None),
+                               "hidden_dim": (1, None)}
     codebooks: list[int] = field(default_factory=list)  # the numbers of codebooks that get a network; empty: none
     context_frames: int = 6   # past frames each network reads beside the frame it corrects
+    # and frames after it: a stream decoder's audio lags its codes by as many frames (0: causal)
+    lookahead_frames: int = 0
     hidden_dim: int = 512
 
 

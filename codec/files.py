@@ -158,23 +158,33 @@ def decode_file(codec: Codec, source: str | Path, target: str | Path, force: boo
     frames_per_block = max(1, int(BLOCK_SECONDS * codec.frame_rate))
     decoder = codec.stream_decoder()
     device = next(codec.parameters()).device
-    remaining = codes_file.num_samples
+    samples = codes_file.num_samples
     try:
         with audio_io.AtomicOutput(target, force) as temporary, \
                 soundfile.SoundFile(str(temporary), "w", codec.sample_rate, 1, subtype=subtype, format=kind) as out, \
                 _audio_progress(f"decoding {Path(source).name}", codes_file.duration) as bar:
-            for start in range(0, codes_file.num_frames, frames_per_block):
-                block = decoder.push(codes_file.codes[None, :, start:start + frames_per_block].long().to(device))[0]
-                block = block[:remaining].cpu().numpy()
+            written = 0
+            for block in _decoded_blocks(decoder, codes_file.codes, frames_per_block, device):
+                block = block[0, :samples - written].cpu().numpy()
                 if not np.isfinite(block).all():  # written as PCM, NaN becomes full-scale noise
                     raise ModelError(f"{source}: the model decodes these codes to NaN or infinite samples "
-                                     f"(near {start / codec.frame_rate:.1f} s); nothing was written")
-                remaining -= len(block)
+                                     f"(near {written / codec.sample_rate:.1f} s); nothing was written")
+                written += len(block)
                 out.write(np.clip(block, -1.0, 1.0))
                 bar.update(len(block) / codec.sample_rate)
     finally:
         decoder.close()
     return codes_file
+
+
+def _decoded_blocks(decoder, codes: torch.Tensor, frames_per_block: int, device):
+    """The stream decoder's audio for codes (Q, F) pushed block by block, then its flush: a refiner that reads
+    frames ahead holds the last ones back until then."""
+    for start in range(0, codes.shape[-1], frames_per_block):
+        yield decoder.push(codes[None, :, start:start + frames_per_block].long().to(device))
+    last = decoder.flush()
+    if last is not None:
+        yield last
 
 
 def decode_files(codec: Codec, pairs: list[tuple[Path, Path]], force: bool = False, done=None,

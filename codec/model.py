@@ -52,7 +52,8 @@ class Codec(nn.Module):
         """A freshly initialised model of this configuration (the encoder and decoder from `codec.nn`'s tables,
         the quantizer from `codec.quantize`'s, a refiner if `refiner.codebooks` names any)."""
         r = config.refiner
-        refiner = LatentRefiner(config.latent_dim, r.codebooks, r.context_frames, r.hidden_dim) if r.codebooks else None
+        refiner = LatentRefiner(config.latent_dim, r.codebooks, r.context_frames, r.hidden_dim, r.lookahead_frames) \
+            if r.codebooks else None
         return cls(ENCODERS[config.encoder](config), build_quantizer(config.latent_dim, config.quantizer),
                    DECODERS[config.decoder](config), config, refiner)
 
@@ -88,6 +89,11 @@ class Codec(nn.Module):
     @property
     def num_codebooks(self) -> int:
         return self.quantizer.num_codebooks
+
+    @property
+    def decoder_lookahead(self) -> int:
+        """Frames a stream decoder's audio lags its codes (the refiner reads frames ahead); `flush` returns them."""
+        return self.refiner.lookahead_frames if self.refiner is not None else 0
 
     @property
     def codebook_size(self) -> int:

@@ -149,6 +149,14 @@ def export_onnx(codec: Codec, folder: str | Path, graphs: tuple[str, ...] = GRAP
             raise ModelError(f"{codec.name}: its encoder (WORLD's analysis) has no ONNX graph; export the decoder")
         print(f"{codec.name}: its encoder (WORLD's analysis) has no ONNX graph: writing the decoder's only",
               file=sys.stderr)
+    if codec.decoder_lookahead and "decoder_streaming" in graphs:
+        # its stream drops the refiner's first frames and flushes the last ones: no fixed-shape graph step
+        graphs = tuple(g for g in graphs if g != "decoder_streaming")
+        if not graphs:
+            raise ModelError(f"{codec.name}: its refiner reads {codec.decoder_lookahead} frames ahead, so its stream "
+                             f"decoder has no ONNX graph; export the offline decoder")
+        print(f"{codec.name}: its refiner reads {codec.decoder_lookahead} frames ahead, so its stream decoder has "
+              f"no ONNX graph: decoder.onnx decodes whole clips", file=sys.stderr)
     check_folder(folder, "the ONNX output")
     existing = [g for g in graphs if (folder / f"{g}.onnx").exists()]
     if existing and not force:

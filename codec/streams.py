@@ -137,13 +137,36 @@ class StreamingEncoder(_Stream):
 
 
 class StreamingDecoder(_Stream):
-    """Feed codes (B, Q, f) with `push`; get f * hop_length samples back for each call. `close` (or leaving a
-    `with` block) ends the stream; an ended stream refuses `push`."""
+    """Feed codes (B, Q, f) with `push`; get f * hop_length samples back for each call, the audio of the frames
+    `codec.decoder_lookahead` behind the last one pushed (a refiner that reads frames ahead: 0 for causal models,
+    whose pushes return their own frames). `flush` returns the audio of the frames still behind and ends the
+    stream: concatenating everything returned equals `Codec.decode`. `close` (or leaving a `with` block) ends the
+    stream without them; an ended stream refuses `push` and `flush`."""
     kind = "decoder"
     parts = ("quantizer", "refiner", "decoder")
 
+    def __init__(self, codec: Codec, batch_size: int | None) -> None:
+        super().__init__(codec, batch_size)
+        self.frames_in = 0  # frames of codes pushed so far
+
     def push(self, codes: torch.Tensor) -> torch.Tensor:
         return self.codec.decode_streams({self: codes})[self]
+
+    @torch.no_grad()
+    def flush(self) -> torch.Tensor | None:
+        """The audio (B, frames * hop) of the frames still waiting for the frames after them (None if there are
+        none): the refiner reads standardised zeros after the last frame, as offline decoding pads."""
+        self._check_batch(self.batch_size or 1)
+        waiting, audio = min(self.codec.decoder_lookahead, self.frames_in), None
+        if waiting:
+            refiner = self.codec.refiner
+            with bound(self.codec, self.state):
+                latents = refiner(refiner.future(self.batch_size),
+                                  torch.zeros(self.batch_size, refiner.lookahead_frames, dtype=torch.long,
+                                              device=refiner.shift.device))
+                audio = self.codec.decoder(latents[..., latents.shape[-1] - waiting:])[:, 0]
+        self.close()
+        return audio
 
 
 def _encode_group(codec: Codec, streams: list[StreamingEncoder], audio: torch.Tensor,
@@ -194,9 +217,11 @@ def encode_streams(codec: Codec, pushes: dict[StreamingEncoder, torch.Tensor],
 @torch.no_grad()
 def decode_streams(codec: Codec,
                    pushes: dict[StreamingDecoder, torch.Tensor]) -> dict[StreamingDecoder, torch.Tensor]:
-    """Each stream's audio (B, f * hop) for its codes (B, Q, f). Streams with the same f and Q run in one call."""
-    device = next(codec.parameters()).device
-    groups: dict[tuple[int, int], list[tuple[StreamingDecoder, torch.Tensor]]] = defaultdict(list)
+    """Each stream's audio (B, f * hop) for its codes (B, Q, f), lagging by `codec.decoder_lookahead` frames: a
+    stream's first pushes return less until that many frames are in. Streams with the same f and Q (and as many
+    frames still to drop) run in one call."""
+    device, lookahead = next(codec.parameters()).device, codec.decoder_lookahead
+    groups: dict[tuple[int, int, int], list[tuple[StreamingDecoder, torch.Tensor]]] = defaultdict(list)
     for stream, codes in pushes.items():  # every push checked before any stream changes
         codes = torch.as_tensor(codes).long().to(device)
         if codes.dim() == 2:
@@ -205,19 +230,23 @@ def decode_streams(codec: Codec,
             raise ValueError(f"expected codes (B, Q, F) or (Q, F), got shape {tuple(codes.shape)}")
         stream._check_batch(codes.shape[0])
         codec.quantizer.check_codes(codes)
-        groups[tuple(codes.shape[1:])].append((stream, codes))
+        # the refiner returns a stream's first `lookahead` frames before any frame of the signal: they are dropped
+        placeholders = min(codes.shape[-1], max(0, lookahead - stream.frames_in))
+        groups[(*codes.shape[1:], placeholders)].append((stream, codes))
     for members in groups.values():
         for stream, codes in members:
             stream._start(codes.shape[0])
+            stream.frames_in += codes.shape[-1]
     results = {}
-    for (_, frames), members in groups.items():
+    for (_, frames, placeholders), members in groups.items():
         streams = [s for s, _ in members]
         if frames == 0:
             results.update({s: torch.zeros(s.batch_size, 0, device=device) for s in streams})
             continue
         sizes = [s.batch_size for s in streams]
         with bound(codec, StreamState.cat([s.state for s in streams])) as state:
-            audio = codec.decoder(codec.latents_from_codes(torch.cat([codes for _, codes in members])))[:, 0]
+            latents = codec.latents_from_codes(torch.cat([codes for _, codes in members]))[..., placeholders:]
+            audio = codec.decoder(latents)[:, 0] if latents.shape[-1] else latents.new_zeros(sum(sizes), 0)
         for stream, part, piece in zip(streams, state.split(sizes), audio.split(sizes)):
             stream.state, results[stream] = part, piece
     return results

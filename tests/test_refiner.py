@@ -16,10 +16,11 @@ from codec.weights import load_weights, save_weights  # noqa: E402
 from test_world import RATE, speech, world_config  # noqa: E402, F401
 
 
-def refined_config(codebooks=(1,), context_frames: int = 2) -> ModelConfig:
+def refined_config(codebooks=(1,), context_frames: int = 2, lookahead_frames: int = 0) -> ModelConfig:
     config = world_config()
     config.refiner.codebooks, config.refiner.context_frames, config.refiner.hidden_dim = list(codebooks), \
         context_frames, 32
+    config.refiner.lookahead_frames = lookahead_frames
     return config
 
 
@@ -78,16 +79,28 @@ def test_a_fresh_refiner_changes_nothing(speech):  # noqa: F811
     assert torch.equal(codec.latents_from_codes(codes), codec.quantizer.decode(codes))
 
 
-def test_streams_decode_as_offline_with_a_refiner(speech):  # noqa: F811
-    codec = randomised(Codec.from_config(refined_config((1, 2), context_frames=3)))
+@pytest.mark.parametrize("lookahead", [0, 3])
+def test_streams_decode_as_offline_with_a_refiner(speech, lookahead):  # noqa: F811
+    codec = randomised(Codec.from_config(refined_config((1, 2), context_frames=3, lookahead_frames=lookahead)))
+    assert codec.decoder_lookahead == lookahead
+    hop = codec.hop_length
     for n in (1, 2):
         codes = codec.encode(speech[:12345], num_codebooks=n)
         offline = codec.decode(codes)
         assert not torch.equal(codec.latents_from_codes(codes), codec.quantizer.decode(codes))
         bounds = [0, 1, 3, 7, 8, 10, 14, 30, 31, codes.shape[-1]]  # pieces shorter and longer than the context
-        with codec.stream_decoder() as stream:
-            chunks = [stream.push(codes[..., start:end]) for start, end in zip(bounds, bounds[1:])]
-        torch.testing.assert_close(torch.cat(chunks, -1), offline, atol=1e-5, rtol=0)
+        stream = codec.stream_decoder()
+        chunks = [stream.push(codes[..., start:end]) for start, end in zip(bounds, bounds[1:])]
+        # each push returns the frames `lookahead` behind the last one in
+        assert [c.shape[-1] for c in chunks] == [hop * (max(0, end - lookahead) - max(0, start - lookahead))
+                                                 for start, end in zip(bounds, bounds[1:])]
+        chunks.append(stream.flush())  # and the flush the rest
+        assert stream.closed and (chunks[-1] is None) == (lookahead == 0)
+        torch.testing.assert_close(torch.cat([c for c in chunks if c is not None], -1), offline, atol=1e-5, rtol=0)
+        with codec.stream_decoder() as short:  # a stream shorter than the look-ahead comes out whole at the flush
+            head = [short.push(codes[..., :2]), short.flush()]
+        torch.testing.assert_close(torch.cat([c for c in head if c is not None], -1), codec.decode(codes[..., :2]),
+                                   atol=1e-5, rtol=0)
 
 
 def test_dropped_stages_choose_the_network(speech):  # noqa: F811
@@ -108,12 +121,15 @@ def test_the_refiner_is_no_part_of_the_tokenizer(tmp_path):
     torch.testing.assert_close(b.refiner.shift, codec.refiner.shift)
 
 
-def test_onnx_decoders_carry_the_refiner(tmp_path, speech):  # noqa: F811
+@pytest.mark.parametrize("lookahead", [0, 2])
+def test_onnx_decoders_carry_the_refiner(tmp_path, speech, lookahead):  # noqa: F811
+    """A causal refiner runs in both decoder graphs; one that reads ahead in the offline one only (its stream
+    drops and flushes frames, which a fixed-shape step does not)."""
     pytest.importorskip("onnx")
     onnxruntime = pytest.importorskip("onnxruntime")  # noqa: F841
     from codec.onnx import export_onnx
     from codec.onnx_runtime import OnnxCodec
-    codec = randomised(Codec.from_config(refined_config((1,)))).eval()
+    codec = randomised(Codec.from_config(refined_config((1,), lookahead_frames=lookahead))).eval()
     save_weights(codec, tmp_path / "refined.safetensors")
     codec = load_weights(tmp_path / "refined.safetensors")
     export_onnx(codec, tmp_path / "onnx")
@@ -122,6 +138,9 @@ def test_onnx_decoders_carry_the_refiner(tmp_path, speech):  # noqa: F811
     expected = codec.decode(codes).numpy()
     dropped = torch.cat([codes, torch.full_like(codes, -1)], 1).numpy()
     assert np.abs(runtime.decode(dropped) - expected).max() < 1e-4
+    assert (tmp_path / "onnx" / "decoder_streaming.onnx").exists() == (lookahead == 0)
+    if lookahead:
+        return
     state, pieces = runtime.stream_state("decoder_streaming", 1), []
     for start in range(0, dropped.shape[-1], 4):
         piece, state = runtime.step("decoder_streaming", dropped[..., start:start + 4], state)

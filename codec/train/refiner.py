@@ -23,16 +23,16 @@ HELD_OUT = 5000     # frames kept out of fitting (a tenth, at most) to report wh
 
 
 def windows(refiner: LatentRefiner, decoded: list[torch.Tensor]) -> torch.Tensor:
-    """Each frame's standardised window, the frame and its context before it: (N, D, context + 1), as the
-    refiner's first convolution reads it offline (zeros before a file's first frame)."""
+    """Each frame's standardised window, its context before it, the frame and its look-ahead after it:
+    (N, D, context + 1 + lookahead), as the refiner's first convolution reads it offline (zeros around a file)."""
+    size = refiner.context_frames + 1 + refiner.lookahead_frames
     with torch.no_grad():
-        return torch.cat([refiner.windows(x.T[None])[0].unfold(1, refiner.context_frames + 1, 1).transpose(0, 1)
-                          for x in decoded])
+        return torch.cat([refiner.windows(x.T[None])[0].unfold(1, size, 1).transpose(0, 1) for x in decoded])
 
 
 def fit_network(network: torch.nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                 generator: torch.Generator, label: str) -> None:
-    """Fit one network to targets (N, D) from inputs (N, D, context + 1) by AdamW on the squared error."""
+    """Fit one network to targets (N, D) from inputs (N, D, window) by AdamW on the squared error."""
     order = torch.randperm(len(inputs), generator=generator)
     held, used = order[:min(HELD_OUT, len(order) // 10)], order[min(HELD_OUT, len(order) // 10):]
     optimizer = torch.optim.AdamW(network.parameters(), LEARNING_RATE, weight_decay=WEIGHT_DECAY)
