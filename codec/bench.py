@@ -174,9 +174,11 @@ def latency(codec, threads: int = 2, frames: int = 75) -> list[str]:
     """Markdown lines: algorithmic latency, and compute per frame on the CPU (and a GPU if present)."""
     torch.set_num_threads(threads)
     frame_ms = 1000 * codec.hop_length / codec.sample_rate
-    lookahead = getattr(codec.encoder, "lookahead_frames", 0)
-    why = (f"plus the encoder's look-ahead of {lookahead} frames" if lookahead else
-           "no look-ahead: every layer is causal")
+    encoder, decoder = getattr(codec.encoder, "lookahead_frames", 0), codec.decoder_lookahead
+    lookahead = encoder + decoder
+    parts = [f"the encoder's look-ahead of {encoder} frames"] * bool(encoder) + \
+        [f"the refiner's of {decoder}"] * bool(decoder)
+    why = f"plus {' and '.join(parts)}" if parts else "no look-ahead: every layer is causal"
     lines = [f"### Latency ({codec.name})", "",
              f"Algorithmic latency: {frame_ms * (1 + lookahead):.1f} ms (one frame of {codec.hop_length} samples at "
              f"{codec.sample_rate} Hz, {why}). Mimi publishes 80 ms.", "",

@@ -206,8 +206,9 @@ def test_the_shipped_models_searched_codes_stream_as_offline():
         pieces = [stream.push(audio[i:i + 9000]) for i in range(0, len(audio), 9000)] + [stream.flush()]
     assert torch.equal(torch.cat([p for p in pieces if p is not None], -1), codes)
     assert 2 in codec.refiner.codebooks
-    with codec.stream_decoder() as stream:
-        decoded = torch.cat([stream.push(codes[..., i:i + 5]) for i in range(0, codes.shape[-1], 5)], -1)
+    stream = codec.stream_decoder()
+    pieces = [stream.push(codes[..., i:i + 5]) for i in range(0, codes.shape[-1], 5)] + [stream.flush()]
+    decoded = torch.cat([p for p in pieces if p is not None], -1)
     torch.testing.assert_close(decoded, codec.decode(codes), atol=1e-5, rtol=0)
 
 
