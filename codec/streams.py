@@ -137,10 +137,11 @@ class StreamingEncoder(_Stream):
 
 
 class StreamingDecoder(_Stream):
-    """Feed codes (B, Q, f) with `push`; get f * hop_length samples back for each call, the audio of the frames
-    `codec.decoder_lookahead` behind the last one pushed (a refiner that reads frames ahead: 0 for causal models,
-    whose pushes return their own frames). `flush` returns the audio of the frames still behind and ends the
-    stream: concatenating everything returned equals `Codec.decode`. `close` (or leaving a `with` block) ends the
+    """Feed codes (B, Q, f) with `push`; get back the audio of every frame up to `codec.decoder_lookahead` frames
+    before the last one pushed (a refiner that reads frames ahead; 0 for causal models, whose pushes return f *
+    hop_length samples each): f * hop_length samples once that many frames are in, fewer before. `flush` returns
+    the audio of the frames still behind and ends the stream: concatenating everything returned equals
+    `Codec.decode`. `close` (or leaving a `with` block) ends the
     stream without them; an ended stream refuses `push` and `flush`."""
     kind = "decoder"
     parts = ("quantizer", "refiner", "decoder")
