@@ -222,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     onnx = commands.add_parser(
         "onnx", help="model -> ONNX graphs (encoder, decoder, offline and streaming)",
         description="codec onnx MODEL OUT_DIR: write encoder.onnx, decoder.onnx, encoder_streaming.onnx and "
-                    "decoder_streaming.onnx (state as explicit inputs and outputs) with the model's metadata; "
+                    "decoder_streaming.onnx (state as explicit inputs and outputs; a refiner that reads frames "
+                    "ahead: latents_streaming.onnx and synthesis_streaming.onnx) with the model's metadata; "
                     "MODEL is a weights file or a shipped model, e.g. 'low-latency' (docs/serving.md)")
     onnx.add_argument("model", help="weights file (.safetensors) or a shipped model's name")
     onnx.add_argument("out", help="output folder")

@@ -123,8 +123,8 @@ def test_the_refiner_is_no_part_of_the_tokenizer(tmp_path):
 
 @pytest.mark.parametrize("lookahead", [0, 2])
 def test_onnx_decoders_carry_the_refiner(tmp_path, speech, lookahead):  # noqa: F811
-    """A causal refiner runs in both decoder graphs; one that reads ahead in the offline one only (its stream
-    drops and flushes frames, which a fixed-shape step does not)."""
+    """A causal refiner runs in decoder_streaming.onnx; one that reads ahead in two graphs, which the host's stream
+    decoder joins as a PyTorch stream does (dropping the first frames, flushing the last)."""
     pytest.importorskip("onnx")
     onnxruntime = pytest.importorskip("onnxruntime")  # noqa: F841
     from codec.onnx import export_onnx
@@ -134,18 +134,22 @@ def test_onnx_decoders_carry_the_refiner(tmp_path, speech, lookahead):  # noqa: 
     codec = load_weights(tmp_path / "refined.safetensors")
     export_onnx(codec, tmp_path / "onnx")
     runtime = OnnxCodec(tmp_path / "onnx")
+    assert runtime.decoder_lookahead == lookahead
+    assert sorted(p.stem for p in (tmp_path / "onnx").iterdir()) == (  # WORLD's analysis: no encoder graph
+        ["decoder", "decoder_streaming"] if not lookahead else ["decoder", "latents_streaming", "synthesis_streaming"])
     codes = codec.encode(speech[:6000], num_codebooks=1)
     expected = codec.decode(codes).numpy()
     dropped = torch.cat([codes, torch.full_like(codes, -1)], 1).numpy()
     assert np.abs(runtime.decode(dropped) - expected).max() < 1e-4
-    assert (tmp_path / "onnx" / "decoder_streaming.onnx").exists() == (lookahead == 0)
-    if lookahead:
-        return
-    state, pieces = runtime.stream_state("decoder_streaming", 1), []
+    stream, pieces = runtime.stream_decoder(), []
     for start in range(0, dropped.shape[-1], 4):
-        piece, state = runtime.step("decoder_streaming", dropped[..., start:start + 4], state)
+        piece = stream.push(dropped[..., start:start + 4])
+        frames = min(start + 4, dropped.shape[-1]) - start - lookahead * (start == 0)  # the first push: 4 - lookahead
+        assert piece.shape[-1] == codec.hop_length * frames
         pieces.append(piece)
-    assert np.abs(np.concatenate(pieces, -1) - expected).max() < 1e-4
+    last = stream.flush()
+    assert (last is None) == (lookahead == 0)
+    assert np.abs(np.concatenate(pieces + [last] * (last is not None), -1) - expected).max() < 1e-4
 
 
 @pytest.mark.parametrize("refiner, message", [({"codebooks": [3]}, "distinct numbers"),
