@@ -6,7 +6,7 @@ import math
 import torch
 
 from codec.train.losses import CompressedSTFTLoss
-from codec.train.trainer import train
+from codec.train.trainer import TrainingClock, train
 
 from test_train import tiny_run
 
@@ -33,7 +33,9 @@ def test_budget_sets_the_step_count_and_the_curve_is_written(tmp_path):
     train(config)
     points = [json.loads(line) for line in (tmp_path / "run" / "curve.jsonl").read_text().splitlines()]
     last = points[-1]["step"]
-    assert 2 < last < 10_000  # stopped by the 12-second budget, not by `steps`
+    # stopped by the 12-second budget, not by `steps`, after the steps timed before the first plan (on a cold
+    # machine the first curve point, which loads the scorers' models, can take most of the 12 s)
+    assert TrainingClock.TIMED <= last < 10_000
     assert (tmp_path / "run" / "checkpoints" / f"step-{last:08d}").is_dir()  # the last step is saved
     assert points[0]["step"] == 0 and [p["step"] for p in points] == sorted(p["step"] for p in points)
     assert points[-1]["audio_hours"] > points[0]["audio_hours"] == 0
