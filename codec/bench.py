@@ -174,7 +174,7 @@ def latency(codec, threads: int = 2, frames: int = 75) -> list[str]:
     """Markdown lines: algorithmic latency, and compute per frame on the CPU (and a GPU if present)."""
     torch.set_num_threads(threads)
     frame_ms = 1000 * codec.hop_length / codec.sample_rate
-    encoder, decoder = getattr(codec.encoder, "lookahead_frames", 0), codec.decoder_lookahead
+    encoder, decoder = codec.encoder_lookahead, codec.decoder_lookahead
     lookahead = encoder + decoder
     parts = [f"the encoder's look-ahead of {encoder} frames"] * bool(encoder) + \
         [f"the refiner's of {decoder}"] * bool(decoder)

@@ -91,6 +91,11 @@ class Codec(nn.Module):
         return self.quantizer.num_codebooks
 
     @property
+    def encoder_lookahead(self) -> int:
+        """Frames of audio after a frame that its codes wait for (WORLD's block analysis; 0 for causal encoders)."""
+        return getattr(self.encoder, "lookahead_frames", 0)
+
+    @property
     def decoder_lookahead(self) -> int:
         """Frames a stream decoder's audio lags its codes (the refiner reads frames ahead); `flush` returns them."""
         return self.refiner.lookahead_frames if self.refiner is not None else 0

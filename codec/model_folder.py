@@ -64,7 +64,7 @@ def _holds(codec: Codec, path: Path) -> bool:
 
 def _card(codec: Codec) -> str:
     config = codec.config
-    lookahead = getattr(codec.encoder, "lookahead_frames", 0) + codec.decoder_lookahead
+    lookahead = codec.encoder_lookahead + codec.decoder_lookahead
     streams = f"streaming, with {lookahead} frames of look-ahead" if lookahead else "causal, streaming"
     return (f"# {codec.name}\n\nA model of the `codec` toolkit: {type(codec.encoder).__name__} ({config.encoder}, "
             f"hop {codec.hop_length}), residual {config.quantizer.kind} quantizer of {codec.num_codebooks} codebooks "

@@ -15,6 +15,7 @@ import numpy as np
 
 from .errors import ModelError
 from .onnx import FORMAT, FORMAT_VERSION, GRAPHS, SPLIT_DECODER
+from .streams import placeholder_frames
 
 
 class OnnxCodec:
@@ -127,7 +128,7 @@ class OnnxStreamDecoder:
         codes = np.asarray(codes, dtype=np.int64)
         if not self.lookahead:
             return self._step("decoder_streaming", codes)
-        placeholders = min(codes.shape[-1], max(0, self.lookahead - self.frames_in))  # before the signal's first
+        placeholders = placeholder_frames(self.lookahead, self.frames_in, codes.shape[-1])
         self.frames_in += codes.shape[-1]
         return self._synthesis(self._step("latents_streaming", codes)[..., placeholders:])
 

@@ -124,7 +124,7 @@ class StreamingEncoder(_Stream):
             rest = self._resample(torch.zeros(self.batch_size, 0), last=True)
             self.samples += rest.shape[-1]
             self.pending = torch.cat([self.pending, rest.to(self.pending.device)], dim=-1)
-        hop, lookahead = self.codec.hop_length, getattr(self.codec.encoder, "lookahead_frames", 0)
+        hop, lookahead = self.codec.hop_length, self.codec.encoder_lookahead
         if self.pending is not None and (self.pending.shape[-1] or lookahead):
             missing = (-self.pending.shape[-1]) % hop + lookahead * hop
             padded = torch.nn.functional.pad(self.pending, (0, missing))
@@ -141,8 +141,8 @@ class StreamingDecoder(_Stream):
     before the last one pushed (a refiner that reads frames ahead; 0 for causal models, whose pushes return f *
     hop_length samples each): f * hop_length samples once that many frames are in, fewer before. `flush` returns
     the audio of the frames still behind and ends the stream: concatenating everything returned equals
-    `Codec.decode`. `close` (or leaving a `with` block) ends the
-    stream without them; an ended stream refuses `push` and `flush`."""
+    `Codec.decode`. `close` (or leaving a `with` block) ends the stream without them; an ended stream refuses
+    `push` and `flush`."""
     kind = "decoder"
     parts = ("quantizer", "refiner", "decoder")
 
@@ -160,14 +160,17 @@ class StreamingDecoder(_Stream):
         self._check_batch(self.batch_size or 1)
         waiting, audio = min(self.codec.decoder_lookahead, self.frames_in), None
         if waiting:
-            refiner = self.codec.refiner
             with bound(self.codec, self.state):
-                latents = refiner(refiner.future(self.batch_size),
-                                  torch.zeros(self.batch_size, refiner.lookahead_frames, dtype=torch.long,
-                                              device=refiner.shift.device))
+                latents = self.codec.refiner.flush(self.batch_size)
                 audio = self.codec.decoder(latents[..., latents.shape[-1] - waiting:])[:, 0]
         self.close()
         return audio
+
+
+def placeholder_frames(lookahead: int, frames_in: int, frames: int) -> int:
+    """Of a push of `frames` frames to a decoder stream that has had `frames_in`, how many its refiner returns
+    before the signal's first frame (its first `lookahead` frames out stand for no frame): a stream drops them."""
+    return min(frames, max(0, lookahead - frames_in))
 
 
 def _encode_group(codec: Codec, streams: list[StreamingEncoder], audio: torch.Tensor,
@@ -196,7 +199,7 @@ def encode_streams(codec: Codec, pushes: dict[StreamingEncoder, torch.Tensor],
     # An encoder with look-ahead returns frames when its own blocks complete, which differs between streams:
     # each stream then runs alone. Streams group by their number of codebooks too, since a predictive
     # quantizer's codes depend on the frames quantized before at that number.
-    alone = getattr(codec.encoder, "lookahead_frames", 0) > 0
+    alone = codec.encoder_lookahead > 0
     for stream in pushes:
         groups[(stream.pending.shape[-1] // hop, stream.num_codebooks, id(stream) if alone else 0)].append(stream)
     results = {}
@@ -231,8 +234,7 @@ def decode_streams(codec: Codec,
             raise ValueError(f"expected codes (B, Q, F) or (Q, F), got shape {tuple(codes.shape)}")
         stream._check_batch(codes.shape[0])
         codec.quantizer.check_codes(codes)
-        # the refiner returns a stream's first `lookahead` frames before any frame of the signal: they are dropped
-        placeholders = min(codes.shape[-1], max(0, lookahead - stream.frames_in))
+        placeholders = placeholder_frames(lookahead, stream.frames_in, codes.shape[-1])
         groups[(*codes.shape[1:], placeholders)].append((stream, codes))
     for members in groups.values():
         for stream, codes in members:

@@ -75,10 +75,11 @@ class LatentRefiner(StreamingModule):
         self.state.history = x[..., x.shape[-1] - self.context_frames - self.lookahead_frames:]
         return x
 
-    def future(self, batch_size: int) -> torch.Tensor:
-        """(B, D, lookahead) latents that standardise to zeros: what a stream's flush pushes after its last frame,
-        as offline refining pads."""
-        return self.shift[None, :, None].expand(batch_size, -1, self.lookahead_frames)
+    def flush(self, batch_size: int) -> torch.Tensor:
+        """In a stream, at its end: the waiting frames (B, D, lookahead) refined with the standardised zeros after
+        them (latents equal to `shift`, with no codebooks), as offline refining pads."""
+        future = self.shift[None, :, None].expand(batch_size, -1, self.lookahead_frames)
+        return self(future, torch.zeros(batch_size, self.lookahead_frames, dtype=torch.long, device=self.shift.device))
 
     def _wait(self, latents: torch.Tensor, codebooks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """In a stream: the frames whose future is now in (the waiting ones first) and their numbers of
